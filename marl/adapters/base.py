@@ -1,0 +1,117 @@
+"""The batched, fixed-shape step interface every env (PettingZoo AEC / parallel, gymnasium) is adapted to.
+
+Shapes: ``E`` env copies, group ``g`` with ``N_g`` agents (fixed order, from ``possible_agents``), ``S`` global state size.
+Every array is numpy, preallocated-friendly and fixed-shape: agents that are dead or not yet spawned are padded
+(zeros) and flagged in ``alive``, never dropped.
+
+Step semantics (one call of :meth:`VecMultiEnv.step`):
+
+* ``reward`` / ``terminated`` / ``truncated`` / ``done`` describe the transition just taken;
+* ``obs`` / ``state`` / ``alive`` / ``acting`` / ``action_mask`` describe the observation the next action is chosen
+  from. When copy ``e`` ended its episode at this step (``done[e]``), it was reset automatically: ``obs[e]`` is the
+  first observation of the new episode and the last observation of the finished one is in ``final_obs[e]`` /
+  ``final_state[e]`` (used to bootstrap a truncated episode).
+* In a turn-based (AEC) env exactly one agent per copy is ``acting``; ``reward[e, n]`` is what agent ``n`` received
+  from this step, whoever moved (the return computation credits it to ``n``'s own previous action). When the game
+  ends, on anyone's move, every agent gets its final reward and ``terminated`` in that same step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+from gymnasium import spaces
+
+
+@dataclass(frozen=True)
+class GroupSpec:
+    """Agents that share observation and action spaces and are batched together (one forward pass per group)."""
+
+    name: str
+    agents: tuple[str, ...]
+    obs_space: spaces.Box  # one agent's observation (the "observation" part of a Dict obs with an action mask)
+    action_space: spaces.Space  # Discrete | MultiDiscrete | Box
+    has_action_mask: bool = False  # True when the env provides obs["action_mask"] or info["action_mask"]
+
+    @property
+    def n_agents(self) -> int:
+        return len(self.agents)
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    """Static description of a vectorized env."""
+
+    name: str
+    groups: tuple[GroupSpec, ...]
+    state_shape: tuple[int, ...]  # [S]: env.state() when the env has it, else the concatenated observations
+    turn_based: bool  # True for AEC envs where agents move one at a time
+    num_envs: int
+    has_state: bool = False  # True when state comes from env.state() (not the concatenated observations)
+    render_modes: tuple[str, ...] = ()
+
+    @property
+    def agents(self) -> tuple[str, ...]:
+        return tuple(a for g in self.groups for a in g.agents)
+
+    def group(self, name: str) -> GroupSpec:
+        for g in self.groups:
+            if g.name == name:
+                return g
+        raise KeyError(name)
+
+
+@dataclass
+class EpisodeStat:
+    """One finished episode of one env copy."""
+
+    env_index: int
+    returns: dict[str, float]  # agent -> undiscounted episode return
+    length: int  # env steps (AEC: moves) in the episode
+
+    @property
+    def team_return(self) -> float:
+        return float(sum(self.returns.values()))
+
+
+@dataclass
+class StepOut:
+    """What :meth:`VecMultiEnv.reset` / :meth:`VecMultiEnv.step` return. Per-group dicts are keyed by group name."""
+
+    obs: dict[str, np.ndarray]  # [E, N_g, *obs_shape] float32
+    action_mask: dict[str, np.ndarray | None]  # [E, N_g, A] bool (A = n for Discrete, sum(nvec) for MultiDiscrete)
+    alive: dict[str, np.ndarray]  # [E, N_g] bool
+    acting: dict[str, np.ndarray]  # [E, N_g] bool
+    state: np.ndarray  # [E, S] float32
+    reward: dict[str, np.ndarray]  # [E, N_g] float32 (zeros after reset)
+    terminated: dict[str, np.ndarray]  # [E, N_g] bool
+    truncated: np.ndarray  # [E] bool: the episode hit a time limit at this step
+    done: np.ndarray  # [E] bool: the episode ended at this step (copy was auto-reset)
+    final_obs: dict[str, np.ndarray]  # [E, N_g, *obs_shape]; valid where done
+    final_state: np.ndarray  # [E, S]; valid where done
+    episodes: list[EpisodeStat] = field(default_factory=list)
+
+
+class VecMultiEnv(Protocol):
+    """E copies of one env stepped as a batch; every adapter (gymnasium included, as one group of one agent) is one."""
+
+    spec: EnvSpec
+
+    def reset(self, seed: int | None = None) -> StepOut:
+        """Reset every copy; copy ``e`` is seeded with ``seed + e`` (None: unseeded)."""
+        ...
+
+    def step(self, actions: dict[str, np.ndarray]) -> StepOut:
+        """Apply ``actions[group]`` of shape ``[E, N_g, *action_shape]`` (int64 for discrete, float32 for Box).
+
+        Entries of agents that are not ``acting`` are ignored.
+        """
+        ...
+
+    def render(self, index: int = 0) -> np.ndarray | str | None:
+        """Render copy ``index`` with the render_mode the env was built with."""
+        ...
+
+    def close(self) -> None: ...
