@@ -286,7 +286,9 @@ def _merge(schema: type, node: Any, path: str) -> DictConfig:
         key = getattr(e, "full_key", "") or ""
         full = f"{path}.{key}" if path else key
         msg = str(e).splitlines()[0]
-        raise ConfigError(f"bad value for '{full}': {msg}", "check the type expected by the schema in marl/config.py") from None
+        raise ConfigError(
+            f"bad value for '{full}': {msg}", "check the type expected by the schema in marl/config.py"
+        ) from None
 
 
 def _check_ranges(cfg: DictConfig) -> None:
@@ -302,9 +304,13 @@ def _check_ranges(cfg: DictConfig) -> None:
             "unit_closed": lambda v: 0 <= v <= 1,
         }[rule](val)
         if not ok:
-            need = {"gt0": "> 0", "ge0": ">= 0", "ge1": ">= 1", "unit_open_closed": "in (0, 1]", "unit_closed": "in [0, 1]"}[
-                rule
-            ]
+            need = {
+                "gt0": "> 0",
+                "ge0": ">= 0",
+                "ge1": ">= 1",
+                "unit_open_closed": "in (0, 1]",
+                "unit_closed": "in [0, 1]",
+            }[rule]
             raise ConfigError(f"'{key}={val}' is out of range: it must be {need}", f"pass e.g. {key}=<value {need}>")
     for key, choices in CHOICES.items():
         val = OmegaConf.select(cfg, key, default=None)
@@ -328,7 +334,9 @@ def validate(cfg: DictConfig | dict) -> DictConfig:
     OmegaConf.set_readonly(merged, False)
     missing = sorted(OmegaConf.missing_keys(merged))
     if missing:
-        raise ConfigError(f"missing required config value(s): {', '.join(missing)}", "set them on the command line or in the YAML")
+        raise ConfigError(
+            f"missing required config value(s): {', '.join(missing)}", "set them on the command line or in the YAML"
+        )
     _check_ranges(merged)
     return merged
 

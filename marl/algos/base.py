@@ -1,0 +1,108 @@
+"""The Learner contract: an algorithm bound to a vectorized env, driven by :func:`marl.train.run`.
+
+The train loop owns the run (logging, evaluation, checkpoints, progress); a learner owns everything that learns:
+networks, optimizers, normalizers, the env's current observation and its step counter. ``iteration()`` collects
+experience and updates; the loop calls it until ``env_steps >= total_steps``.
+"""
+
+from __future__ import annotations
+
+import random
+from abc import ABC, abstractmethod
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+from marl.adapters.base import EpisodeStat, StepOut, VecMultiEnv
+
+
+class Learner(ABC):
+    """Base class of every algorithm (on-policy and off-policy, single- and multi-agent)."""
+
+    def __init__(self, cfg: DictConfig, env: VecMultiEnv, device: str):
+        self.cfg, self.algo, self.env, self.device = cfg, cfg.algo, env, torch.device(device)
+        self.spec = env.spec
+        self.env_steps = 0
+        self.iterations = 0
+        self.episodes: list[EpisodeStat] = []
+        self.gen = torch.Generator().manual_seed(int(cfg.seed))  # minibatch shuffles etc.
+        self.last: StepOut | None = None
+
+    # ------------------------------------------------------------------ to implement
+    @abstractmethod
+    def iteration(self) -> dict[str, float]:
+        """Collect experience and update once; advance ``env_steps``; return loss metrics (CleanRL names)."""
+
+    @abstractmethod
+    def act(
+        self, obs: dict[str, torch.Tensor], action_mask: dict[str, torch.Tensor | None], deterministic: bool
+    ) -> dict[str, torch.Tensor]:
+        """Actions per group ``[E, N_g, ...]`` for observations ``[E, N_g, *obs]`` (``alive``-padded)."""
+
+    @abstractmethod
+    def modules(self) -> dict[str, torch.nn.Module | torch.optim.Optimizer]:
+        """Every module and optimizer whose state a checkpoint must hold, by a stable name."""
+
+    def extra_state(self) -> dict:
+        """Other state to checkpoint (normalizers, KL coefficient, replay buffer, ...)."""
+        return {}
+
+    def load_extra_state(self, state: dict) -> None:
+        return None
+
+    # ------------------------------------------------------------------ shared
+    def reset_env(self, seed: int) -> None:
+        """Reset every env copy (copy ``e`` gets ``seed + e``); in-flight episodes are dropped."""
+        self.last = self.env.reset(seed=seed)
+
+    def pop_episodes(self) -> list[EpisodeStat]:
+        eps, self.episodes = self.episodes, []
+        return eps
+
+    def state_dict(self) -> dict:
+        """Everything needed to resume: weights, optimizers, counters, RNG states, extra state (weights_only-safe)."""
+        return {
+            "modules": {k: m.state_dict() for k, m in self.modules().items()},
+            "counters": {"env_steps": self.env_steps, "iterations": self.iterations},
+            "rng": rng_state(self.gen),
+            "extra": self.extra_state(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        for k, m in self.modules().items():
+            m.load_state_dict(state["modules"][k])
+        self.env_steps = int(state["counters"]["env_steps"])
+        self.iterations = int(state["counters"]["iterations"])
+        set_rng_state(state["rng"], self.gen)
+        self.load_extra_state(state["extra"])
+
+    def to_tensor(self, x: np.ndarray, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        return torch.as_tensor(x, dtype=dtype, device=self.device)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state(gen: torch.Generator) -> dict:
+    """Global torch / numpy / python RNG states plus ``gen``'s, as tensors and primitives (weights_only-safe)."""
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "gen": gen.get_state(),
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *map(float, np_state[2:])],
+        "python": [py_state[0], list(py_state[1]), py_state[2]],
+    }
+
+
+def set_rng_state(state: dict, gen: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    gen.set_state(state["gen"])
+    n = state["numpy"]
+    np.random.set_state((n[0], n[1].numpy().astype(np.uint32), int(n[2]), int(n[3]), float(n[4])))
+    p = state["python"]
+    random.setstate((p[0], tuple(p[1]), p[2]))

@@ -1,0 +1,119 @@
+"""Checkpoints: written atomically, loaded with ``weights_only=True`` (a checkpoint can never run code), and checked
+against the env and algorithm they are loaded into.
+
+File layout: ``<run_dir>/checkpoints/step_<env_steps>.pt`` (periodic, the newest few kept) and ``final.pt``.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import tempfile
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+import marl
+from marl.adapters.base import EnvSpec
+from marl.errors import CheckpointError
+
+CKPT_DIR = "checkpoints"
+_STEP_RE = re.compile(r"step_(\d+)\.pt$")
+
+
+def spaces_signature(spec: EnvSpec) -> str:
+    """A string naming every group's agents and spaces; two envs with the same signature can share checkpoints."""
+    parts = [f"{g.name}:{','.join(g.agents)}|{g.obs_space}|{g.action_space}" for g in spec.groups]
+    return ";".join(parts)
+
+
+def save(path: str | Path, learner_state: dict, cfg: DictConfig, spec: EnvSpec) -> Path:
+    """Write ``{meta, config, learner}`` to ``path`` atomically (temp file in the same dir, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "meta": {
+            "marl_version": marl.__version__,
+            "env": str(cfg.env.name),
+            "algo": str(cfg.algo.name),
+            "spaces": spaces_signature(spec),
+            "env_steps": int(learner_state["counters"]["env_steps"]),
+        },
+        "config": OmegaConf.to_yaml(cfg, resolve=True),
+        "learner": learner_state,
+    }
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp_", suffix=".pt")
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def load(path: str | Path) -> dict:
+    """Load a checkpoint safely; a missing, truncated, corrupt or code-carrying file is a :class:`CheckpointError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at '{path}'", "pass a run directory or a .pt file written by marl")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(
+            f"refused to load '{path}': it holds objects other than tensors and plain data "
+            f"({str(e).splitlines()[0][:200]})",
+            "only load checkpoints written by marl; this file may be corrupt or crafted to run code",
+        ) from None
+    except (EOFError, RuntimeError, ValueError, OSError) as e:
+        raise CheckpointError(
+            f"'{path}' is truncated or corrupt ({type(e).__name__}: {str(e).splitlines()[0][:200]})",
+            "resume from an earlier checkpoint in the same directory, or retrain",
+        ) from None
+    if not isinstance(payload, dict) or not {"meta", "config", "learner"} <= payload.keys():
+        raise CheckpointError(f"'{path}' is not a marl checkpoint", "pass a .pt file written by marl")
+    return payload
+
+
+def check_compatible(payload: dict, env_name: str, algo_name: str | None, spec: EnvSpec, path: str | Path) -> None:
+    """Refuse a checkpoint written for another env, algorithm, or agent spaces."""
+    meta = payload["meta"]
+    if meta["env"] != env_name or meta["spaces"] != spaces_signature(spec):
+        raise CheckpointError(
+            f"checkpoint '{path}' was trained on env '{meta['env']}', not on '{env_name}' (agents or spaces differ)",
+            f"use env={meta['env']} or a checkpoint trained on {env_name}",
+        )
+    if algo_name is not None and meta["algo"] != algo_name:
+        raise CheckpointError(
+            f"checkpoint '{path}' was written by algo '{meta['algo']}', not '{algo_name}'",
+            f"use algo={meta['algo']} to resume it",
+        )
+
+
+def find_latest(run_or_file: str | Path) -> Path:
+    """The checkpoint to use for a run directory (``final.pt``, else the newest ``step_*.pt``) or a file itself."""
+    p = Path(run_or_file)
+    if p.is_file():
+        return p
+    d = p / CKPT_DIR
+    if not p.exists():
+        raise CheckpointError(f"'{p}' does not exist", "pass an existing run directory or checkpoint file")
+    cands = sorted((int(m.group(1)), f) for f in d.glob("step_*.pt") if (m := _STEP_RE.search(f.name)))
+    if (d / "final.pt").is_file():
+        final_steps = load(d / "final.pt")["meta"]["env_steps"]
+        if not cands or final_steps >= cands[-1][0]:
+            return d / "final.pt"
+    if not cands:
+        raise CheckpointError(f"no checkpoint found in '{p}'", f"expected {d}/step_*.pt or final.pt")
+    return cands[-1][1]
+
+
+def prune(run_dir: str | Path, keep: int = 3) -> None:
+    """Delete all but the newest ``keep`` periodic checkpoints (``final.pt`` is never deleted)."""
+    d = Path(run_dir) / CKPT_DIR
+    cands = sorted((int(m.group(1)), f) for f in d.glob("step_*.pt") if (m := _STEP_RE.search(f.name)))
+    for _, f in cands[:-keep]:
+        f.unlink(missing_ok=True)

@@ -1,0 +1,123 @@
+"""Action distributions: masked categorical, multi-categorical, and a Gaussian bounded to a Box.
+
+Every distribution works on arbitrary leading dims ``[...]`` (e.g. ``[B, N]``), returns actions in the form sent to the
+env, and gives ``log_prob`` of exactly that action.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.distributions import Categorical, Normal
+
+_LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
+
+
+class MaskedCategorical:
+    """Categorical over ``A`` actions; ``mask[..., a] = False`` gives action ``a`` probability exactly 0.
+
+    A row whose mask is all False (an agent that is not acting, whose action is ignored) is treated as unmasked.
+    """
+
+    def __init__(self, logits: torch.Tensor, mask: torch.Tensor | None = None):
+        if mask is not None:
+            mask = mask.bool()
+            mask = mask | ~mask.any(dim=-1, keepdim=True)
+            logits = logits.masked_fill(~mask, float("-inf"))
+        self.mask = mask
+        self.dist = Categorical(logits=logits)
+
+    def sample(self) -> torch.Tensor:
+        """[...] int64."""
+        return self.dist.sample()
+
+    def mode(self) -> torch.Tensor:
+        return self.dist.logits.argmax(dim=-1)
+
+    def log_prob(self, action: torch.Tensor) -> torch.Tensor:
+        return self.dist.log_prob(action.long())
+
+    def entropy(self) -> torch.Tensor:
+        p = self.dist.probs
+        logp = self.dist.logits.clamp_min(torch.finfo(p.dtype).min)
+        return -(p * logp).sum(-1)
+
+    @property
+    def probs(self) -> torch.Tensor:
+        return self.dist.probs
+
+
+class MultiCategorical:
+    """Independent categoricals, one per MultiDiscrete component; actions ``[..., K]``; mask ``[..., sum(nvec)]``."""
+
+    def __init__(self, logits: torch.Tensor, nvec: list[int], mask: torch.Tensor | None = None):
+        lsplit = torch.split(logits, nvec, dim=-1)
+        msplit = torch.split(mask, nvec, dim=-1) if mask is not None else [None] * len(nvec)
+        self.parts = [MaskedCategorical(lg, m) for lg, m in zip(lsplit, msplit, strict=True)]
+
+    def sample(self) -> torch.Tensor:
+        return torch.stack([p.sample() for p in self.parts], dim=-1)
+
+    def mode(self) -> torch.Tensor:
+        return torch.stack([p.mode() for p in self.parts], dim=-1)
+
+    def log_prob(self, action: torch.Tensor) -> torch.Tensor:
+        return sum(p.log_prob(action[..., i]) for i, p in enumerate(self.parts))
+
+    def entropy(self) -> torch.Tensor:
+        return sum(p.entropy() for p in self.parts)
+
+
+class BoundedGaussian:
+    """Diagonal Gaussian whose samples are brought into ``[low, high]`` by ``bound``:
+
+    * ``"clip"``: the sent action is ``clip(u)``; its log-prob is that of the clipped Gaussian (Fujita & Maeda 2018):
+      the normal density inside the box, the tail mass ``log Phi`` at a bound. So ``log_prob(sample())`` is the log
+      probability of exactly the action the env received.
+    * ``"squash"``: the sent action is ``low + (tanh(u) + 1) (high - low) / 2`` with the change-of-variables correction.
+
+    ``mean``/``log_std``: ``[..., D]``; actions ``[..., D]``; log_prob and entropy sum over ``D`` -> ``[...]``.
+    Entropy is that of the underlying Gaussian (a standard, state-independent approximation for both bounds).
+    """
+
+    def __init__(self, mean: torch.Tensor, log_std: torch.Tensor, low: torch.Tensor, high: torch.Tensor, bound: str):
+        self.mean, self.log_std = mean, log_std.expand_as(mean)
+        self.std = self.log_std.exp()
+        self.low, self.high, self.bound = low, high, bound
+        self.normal = Normal(self.mean, self.std)
+
+    def _to_env(self, u: torch.Tensor) -> torch.Tensor:
+        if self.bound == "squash":
+            return self.low + (torch.tanh(u) + 1) * 0.5 * (self.high - self.low)
+        return torch.maximum(torch.minimum(u, self.high), self.low)
+
+    def sample(self) -> torch.Tensor:
+        with torch.no_grad():
+            return self._to_env(self.normal.sample())
+
+    def mode(self) -> torch.Tensor:
+        return self._to_env(self.mean)
+
+    def log_prob(self, action: torch.Tensor) -> torch.Tensor:
+        if self.bound == "squash":
+            half = 0.5 * (self.high - self.low)
+            y = ((action - self.low) / half - 1).clamp(-1 + 1e-6, 1 - 1e-6)
+            u = torch.atanh(y)
+            # log|da/du| = log(half) + log(1 - tanh(u)^2)
+            return (self.normal.log_prob(u) - torch.log(half) - torch.log1p(-y.pow(2))).sum(-1)
+        z_low = (self.low - self.mean) / self.std
+        z_high = (self.high - self.mean) / self.std
+        inner = self.normal.log_prob(action)
+        log_cdf_low = _log_ndtr(z_low)
+        log_sf_high = _log_ndtr(-z_high)
+        lp = torch.where(action <= self.low, log_cdf_low, torch.where(action >= self.high, log_sf_high, inner))
+        return lp.sum(-1)
+
+    def entropy(self) -> torch.Tensor:
+        return (0.5 + _LOG_SQRT_2PI + self.log_std).sum(-1)
+
+
+def _log_ndtr(z: torch.Tensor) -> torch.Tensor:
+    """log Phi(z), stable in both tails."""
+    return torch.special.log_ndtr(z)

@@ -1,0 +1,135 @@
+"""Policy-gradient losses. Every loss is a scalar to *minimize*, averaged over ``mask`` entries only
+(``mask`` = the ``acting`` flags: padded, dead and waiting agents never contribute). Inputs share one shape ``[B...]``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean of ``x`` over entries where ``mask`` is true (0 if none)."""
+    if mask is None:
+        return x.mean()
+    m = mask.to(x.dtype)
+    return (x * m).sum() / m.sum().clamp_min(1.0)
+
+
+def reinforce_loss(logp: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """``-E[log pi(a|s) * w]`` with ``w`` the return-to-go or an advantage (treated as a constant)."""
+    return -masked_mean(logp * weight.detach(), mask)
+
+
+def clipped_surrogate(
+    logp: torch.Tensor,
+    logp_old: torch.Tensor,
+    adv: torch.Tensor,
+    clip: float,
+    mask: torch.Tensor | None = None,
+    weight: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """PPO's clipped surrogate ``-E[min(r A, clip(r, 1-eps, 1+eps) A)]`` with ``r = pi/pi_old``.
+
+    ``weight`` (detached) multiplies the advantage per sample: HAPPO passes the product of the policy ratios of the
+    agents updated before this one; ``None`` or all ones leaves plain PPO. Also returns ``approx_kl`` (the
+    ``(r - 1) - log r`` estimator) and ``clipfrac``.
+    """
+    log_ratio = logp - logp_old
+    ratio = log_ratio.exp()
+    a = adv if weight is None else adv * weight.detach()
+    surr = torch.min(ratio * a, ratio.clamp(1.0 - clip, 1.0 + clip) * a)
+    loss = -masked_mean(surr, mask)
+    with torch.no_grad():
+        stats = {
+            "approx_kl": masked_mean((ratio - 1) - log_ratio, mask),
+            "clipfrac": masked_mean(((ratio - 1.0).abs() > clip).float(), mask),
+        }
+    return loss, stats
+
+
+def kl_penalty_surrogate(
+    logp: torch.Tensor,
+    logp_old: torch.Tensor,
+    adv: torch.Tensor,
+    beta: float,
+    mask: torch.Tensor | None = None,
+    weight: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """KL-penalized surrogate ``-E[r A - beta KL(pi_old || pi)]``.
+
+    KL is estimated per sample by ``(r - 1) - log r`` (non-negative, unbiased for KL(old||new) under pi_old samples,
+    and its gradient is that of the exact KL). Returns the loss and ``{"kl": mean KL}`` (detached).
+    """
+    log_ratio = logp - logp_old
+    ratio = log_ratio.exp()
+    kl = (ratio - 1) - log_ratio
+    a = adv if weight is None else adv * weight.detach()
+    loss = -masked_mean(ratio * a - beta * kl, mask)
+    return loss, {"approx_kl": masked_mean(kl.detach(), mask)}
+
+
+class AdaptiveKLCoef:
+    """Adaptive KL coefficient (Schulman et al. 2017): after an update with mean KL ``d``, halve ``beta`` if
+    ``d < target / 1.5`` and double it if ``d > target * 1.5``."""
+
+    def __init__(self, beta: float, target: float, adaptive: bool = True):
+        self.beta, self.target, self.adaptive = float(beta), float(target), adaptive
+
+    def update(self, kl: float) -> float:
+        if self.adaptive:
+            if kl < self.target / 1.5:
+                self.beta /= 2.0
+            elif kl > self.target * 1.5:
+                self.beta *= 2.0
+        return self.beta
+
+    def state_dict(self) -> dict[str, float]:
+        return {"beta": self.beta}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        self.beta = float(state["beta"])
+
+
+def value_loss(
+    value: torch.Tensor,
+    target: torch.Tensor,
+    value_old: torch.Tensor | None = None,
+    clip: float | None = None,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``0.5 E[(V - target)^2]``; with ``clip`` the pessimistic max with the update clipped around ``value_old``."""
+    err = (value - target).pow(2)
+    if clip is not None and value_old is not None:
+        clipped = value_old + (value - value_old).clamp(-clip, clip)
+        err = torch.max(err, (clipped - target).pow(2))
+    return 0.5 * masked_mean(err, mask)
+
+
+def entropy_bonus(entropy: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean entropy over ``mask``; the total loss subtracts ``ent_coef`` times it."""
+    return masked_mean(entropy, mask)
+
+
+def dpg_actor_loss(q: torch.Tensor) -> torch.Tensor:
+    """Deterministic policy gradient: maximize ``Q(s, mu(s))`` -> minimize ``-E[Q]``."""
+    return -q.mean()
+
+
+def q_target(reward: torch.Tensor, next_q: torch.Tensor, terminated: torch.Tensor, gamma: float) -> torch.Tensor:
+    """One-step TD target ``r + gamma (1 - terminated) Q'(s', mu'(s'))`` (truncation bootstraps)."""
+    return reward + gamma * (1.0 - terminated.to(reward.dtype)) * next_q
+
+
+def q_loss(q: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Critic regression to a fixed TD target: ``E[(Q - y)^2]``."""
+    return (q - target.detach()).pow(2).mean()
+
+
+def explained_variance(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> float:
+    """``1 - Var[target - pred] / Var[target]`` over ``mask`` (nan when the target is constant)."""
+    if mask is not None:
+        pred, target = pred[mask.bool()], target[mask.bool()]
+    var = target.var() if target.numel() > 1 else torch.tensor(0.0)
+    if var == 0:
+        return float("nan")
+    return float(1 - (target - pred).var() / var)

@@ -1,0 +1,153 @@
+"""Networks: MLP torsos with orthogonal init, policy heads, V and Q critics.
+
+Every module takes inputs ``[..., M, in]`` where ``M`` is the member (agent) axis. With ``members=1`` one set of
+weights serves every agent (shared policy); with ``members=M`` each agent has its own weights, yet all agents still
+run in ONE batched matmul (a batched-weight linear layer), so per-agent policies cost no Python loop.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from gymnasium import spaces
+from torch import nn
+
+from marl.core.distributions import BoundedGaussian, MaskedCategorical, MultiCategorical
+
+ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU}
+
+
+class MemberLinear(nn.Module):
+    """Linear layer with ``members`` independent weight sets: ``[..., M, in] -> [..., M, out]``."""
+
+    def __init__(
+        self, in_dim: int, out_dim: int, members: int = 1, gain: float = math.sqrt(2), bias_const: float = 0.0
+    ):
+        super().__init__()
+        self.members = members
+        w = torch.empty(members, out_dim, in_dim)
+        for k in range(members):
+            nn.init.orthogonal_(w[k], gain)
+        self.weight = nn.Parameter(w)
+        self.bias = nn.Parameter(torch.full((members, out_dim), bias_const))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.members == 1:
+            return nn.functional.linear(x, self.weight[0], self.bias[0])
+        lead = x.shape[:-2]
+        m, d = x.shape[-2], x.shape[-1]
+        xm = x.reshape(-1, m, d).transpose(0, 1)  # [M, B, in]
+        y = torch.baddbmm(self.bias.unsqueeze(1), xm, self.weight.transpose(1, 2))  # [M, B, out]
+        return y.transpose(0, 1).reshape(*lead, m, -1)
+
+
+class MLP(nn.Module):
+    """``[..., M, in] -> [..., M, out]``; hidden layers use ``activation``; orthogonal init, output gain ``out_gain``."""
+
+    def __init__(
+        self,
+        in_dim: int,
+        hidden: Sequence[int],
+        out_dim: int,
+        members: int = 1,
+        activation: str = "tanh",
+        out_gain: float = 1.0,
+    ):
+        super().__init__()
+        layers: list[nn.Module] = []
+        d = in_dim
+        for h in hidden:
+            layers += [MemberLinear(d, h, members), ACTIVATIONS[activation]()]
+            d = h
+        layers.append(MemberLinear(d, out_dim, members, gain=out_gain))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def action_dim(space: spaces.Space) -> int:
+    """Network output size for a policy over ``space`` (logits or means)."""
+    if isinstance(space, spaces.Discrete):
+        return int(space.n)
+    if isinstance(space, spaces.MultiDiscrete):
+        return int(space.nvec.sum())
+    if isinstance(space, spaces.Box):
+        return int(math.prod(space.shape))
+    raise TypeError(f"unsupported action space {space!r}")
+
+
+class Actor(nn.Module):
+    """Stochastic policy head for Discrete (masked categorical), MultiDiscrete, or Box (bounded Gaussian) actions."""
+
+    def __init__(
+        self,
+        in_dim: int,
+        action_space: spaces.Space,
+        hidden: Sequence[int],
+        members: int = 1,
+        activation: str = "tanh",
+        action_bound: str = "clip",
+        log_std_init: float = 0.0,
+    ):
+        super().__init__()
+        self.space = action_space
+        self.net = MLP(in_dim, hidden, action_dim(action_space), members, activation, out_gain=0.01)
+        self.continuous = isinstance(action_space, spaces.Box)
+        if self.continuous:
+            d = action_dim(action_space)
+            self.log_std = nn.Parameter(torch.full((members, d), float(log_std_init)))
+            self.register_buffer("low", torch.as_tensor(action_space.low, dtype=torch.float32).reshape(-1))
+            self.register_buffer("high", torch.as_tensor(action_space.high, dtype=torch.float32).reshape(-1))
+            self.action_bound = action_bound
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None):
+        """x ``[..., M, in]``, mask ``[..., M, A]`` -> a distribution over ``[..., M]`` agents."""
+        out = self.net(x)
+        if self.continuous:
+            log_std = self.log_std.clamp(-20.0, 2.0)
+            return BoundedGaussian(out, log_std, self.low, self.high, self.action_bound)
+        if isinstance(self.space, spaces.MultiDiscrete):
+            return MultiCategorical(out, [int(n) for n in self.space.nvec], mask)
+        return MaskedCategorical(out, mask)
+
+
+class ValueCritic(nn.Module):
+    """``V(x)``: ``[..., M, in] -> [..., M]``."""
+
+    def __init__(self, in_dim: int, hidden: Sequence[int], members: int = 1, activation: str = "tanh"):
+        super().__init__()
+        self.net = MLP(in_dim, hidden, 1, members, activation, out_gain=1.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).squeeze(-1)
+
+
+class DeterministicActor(nn.Module):
+    """``mu(x)`` in the Box bounds (tanh scaled): ``[..., M, in] -> [..., M, D]``."""
+
+    def __init__(
+        self, in_dim: int, action_space: spaces.Box, hidden: Sequence[int], members: int = 1, activation="relu"
+    ):
+        super().__init__()
+        self.net = MLP(in_dim, hidden, action_dim(action_space), members, activation, out_gain=0.01)
+        low = torch.as_tensor(action_space.low, dtype=torch.float32).reshape(-1)
+        high = torch.as_tensor(action_space.high, dtype=torch.float32).reshape(-1)
+        self.register_buffer("center", (high + low) / 2)
+        self.register_buffer("half", (high - low) / 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.center + self.half * torch.tanh(self.net(x))
+
+
+class QCritic(nn.Module):
+    """``Q(x, a)``: ``[..., M, in]``, ``[..., M, D] -> [..., M]``."""
+
+    def __init__(self, in_dim: int, act_dim: int, hidden: Sequence[int], members: int = 1, activation: str = "relu"):
+        super().__init__()
+        self.net = MLP(in_dim + act_dim, hidden, 1, members, activation, out_gain=1.0)
+
+    def forward(self, x: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([x, action], dim=-1)).squeeze(-1)

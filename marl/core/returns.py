@@ -1,0 +1,115 @@
+"""Returns and advantages, time-major ``[T, ...]`` (any trailing dims, e.g. ``[T, E, N]``).
+
+Conventions shared by every function:
+
+* ``next_value[t]``: value of the observation that follows step ``t`` — the final observation of the episode when the
+  episode ended at ``t`` (so a truncated episode bootstraps from it), ``value[t + 1]`` otherwise.
+* ``terminated[t]``: step ``t`` reached a terminal state: nothing is bootstrapped after it.
+* ``done[t]``: the episode ended at ``t`` (terminated or truncated): no return crosses it.
+* ``acting[t]`` (optional): the agent chose an action at ``t``. Steps where it did not (the opponent's turn in an
+  AEC game, a dead agent's padding) are skipped: the rewards received there, and an episode end that happens
+  there, are credited to the agent's own previous action, and its "next value" is its value at its next turn.
+  Outputs at non-acting steps are 0. Without ``acting`` every step is an acting step.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def gae(
+    reward: torch.Tensor,
+    value: torch.Tensor,
+    next_value: torch.Tensor,
+    terminated: torch.Tensor,
+    done: torch.Tensor,
+    gamma: float,
+    lam: float,
+    acting: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Generalized advantage estimates ``[T, ...]`` (Schulman et al. 2015). Returns = advantages + value."""
+    T = reward.shape[0]
+    term = terminated.to(reward.dtype)
+    dn = done.to(reward.dtype)
+    adv = torch.zeros_like(reward)
+    # What the next acting step (in time) passes back: rewards gathered since, and how the agent's trajectory continues.
+    carry_r = torch.zeros_like(reward[0])
+    carry_nv = next_value[T - 1].clone()
+    carry_term = torch.zeros_like(reward[0])
+    carry_done = torch.zeros_like(reward[0])
+    next_adv = torch.zeros_like(reward[0])
+    for t in range(T - 1, -1, -1):
+        ended = dn[t] > 0
+        # the trajectory seen from step t: if the episode ended at t, it stops here; else it continues as carried
+        r = torch.where(ended, reward[t], reward[t] + carry_r)
+        nv = torch.where(ended, next_value[t], carry_nv)
+        tm = torch.where(ended, term[t], carry_term)
+        d = torch.where(ended, dn[t], carry_done)
+        delta = r + gamma * (1.0 - tm) * nv - value[t]
+        a = delta + gamma * lam * (1.0 - d) * next_adv
+        if acting is None:
+            adv[t] = a
+            carry_nv, next_adv = value[t], a
+            continue
+        act = acting[t].bool()
+        adv[t] = torch.where(act, a, torch.zeros_like(a))
+        carry_r = torch.where(act, torch.zeros_like(r), r)
+        carry_nv = torch.where(act, value[t], nv)
+        carry_term = torch.where(act, torch.zeros_like(tm), tm)
+        carry_done = torch.where(act, torch.zeros_like(d), d)
+        next_adv = torch.where(act, a, next_adv)
+    return adv
+
+
+def discounted_returns(
+    reward: torch.Tensor,
+    next_value: torch.Tensor,
+    terminated: torch.Tensor,
+    done: torch.Tensor,
+    gamma: float,
+    acting: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Discounted reward-to-go ``G_t = r_t + gamma G_{t+1}`` within each episode ``[T, ...]``.
+
+    A truncated episode, and the rollout's end, bootstrap from ``next_value`` (pass zeros for pure Monte Carlo).
+    """
+    zeros = torch.zeros_like(reward)
+    return gae(reward, zeros, next_value, terminated, done, gamma, 1.0, acting)
+
+
+def nstep_returns(
+    reward: torch.Tensor,
+    value: torch.Tensor,
+    next_value: torch.Tensor,
+    terminated: torch.Tensor,
+    done: torch.Tensor,
+    gamma: float,
+    n: int,
+) -> torch.Tensor:
+    """n-step returns ``G_t = sum_{k<n} gamma^k r_{t+k} + gamma^n V(s_{t+n})``, cut at episode ends ``[T, ...]``.
+
+    At an episode end inside the window the sum stops and bootstraps from ``next_value`` there (0 if terminated);
+    a window reaching past the rollout bootstraps from ``next_value[T - 1]``. Every step is an acting step.
+    """
+    T = reward.shape[0]
+    term = terminated.to(reward.dtype)
+    dn = done.to(reward.dtype)
+    out = torch.zeros_like(reward)
+    for t in range(T):
+        g = torch.zeros_like(reward[0])
+        disc = torch.ones_like(reward[0])
+        alive = torch.ones_like(reward[0])  # 1 while the window has not crossed an episode end
+        for k in range(n):
+            s = t + k
+            g = g + alive * disc * reward[s]
+            disc = disc * gamma
+            last = (k == n - 1) or (s == T - 1)
+            # bootstrap at an episode end (from the final obs unless terminal) or at the window's end
+            boot = torch.where(dn[s] > 0, (1 - term[s]) * next_value[s], next_value[s] if last else torch.zeros_like(g))
+            stop = torch.maximum(dn[s], torch.full_like(g, float(last)))
+            g = g + alive * stop * disc * boot
+            alive = alive * (1 - stop)
+            if last:
+                break
+        out[t] = g
+    return out
