@@ -44,7 +44,7 @@ class MemberLinear(nn.Module):
 
 
 class MLP(nn.Module):
-    """``[..., M, in] -> [..., M, out]``; hidden layers use ``activation``; orthogonal init, output gain ``out_gain``."""
+    """``[..., M, in] -> [..., M, out]``; hidden ``activation``; orthogonal init, output gain ``out_gain``."""
 
     def __init__(
         self,
