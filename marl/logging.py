@@ -69,19 +69,25 @@ class RunLogger:
             self._columns = [STEP]
             _write_table(self.csv_path, self._columns, [])
         self._open()
-        self._wandb = self._init_wandb() if cfg.logger.wandb.enabled else None
+        mode = self._wandb_mode() if cfg.logger.wandb.enabled else "disabled"
+        self._wandb = self._init_wandb(mode) if mode != "disabled" else None
         self._tb = self._init_tensorboard() if cfg.logger.tensorboard.enabled else None
 
     # ------------------------------------------------------------------------------------------------ backends
 
-    def _init_wandb(self) -> Any:
+    def _wandb_mode(self) -> str:
+        """logger.wandb.mode, else $WANDB_MODE, else offline (never the network unless asked for)."""
+        configured = self.cfg.logger.wandb.mode
+        mode = configured or os.environ.get("WANDB_MODE") or "offline"
+        if mode not in WANDB_MODES:
+            source = "logger.wandb.mode" if configured else "$WANDB_MODE"
+            raise ConfigError(f"wandb mode '{mode}' (from {source}) is not valid", f"use one of: {WANDB_MODES}")
+        return mode
+
+    def _init_wandb(self, mode: str) -> Any:
         import wandb
 
         wcfg = self.cfg.logger.wandb
-        mode = wcfg.mode or os.environ.get("WANDB_MODE") or "offline"
-        if mode not in WANDB_MODES:
-            source = "logger.wandb.mode" if wcfg.mode else "$WANDB_MODE"
-            raise ConfigError(f"wandb mode '{mode}' (from {source}) is not valid", f"use one of: {WANDB_MODES}")
         id_file = self.run_dir / "wandb_id.txt"
         if id_file.exists():
             run_id = id_file.read_text().strip()

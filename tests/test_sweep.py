@@ -1,0 +1,115 @@
+"""Sweep summary: per-job final returns and per-setting mean ± std, from fake job dirs and a real Hydra multirun."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from marl.sweep import summarize, write_summary
+
+
+def fake_job(sweep: Path, num: int, overrides: list[str], rows: list[str] | None) -> None:
+    job = sweep / str(num)
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    if rows is not None:
+        (job / "metrics.csv").write_text("\n".join(rows) + "\n")
+
+
+@pytest.fixture
+def sweep(tmp_path: Path) -> Path:
+    s = tmp_path / "sweep"
+    header = "global_step,charts/episodic_return,eval/return"
+    fake_job(s, 0, ["algo.lr=0.001", "seed=0"], [header, "100,1.0,", "200,2.0,4.0", "300,9.0,"])  # eval/return 4
+    fake_job(s, 1, ["algo.lr=0.001", "seed=1"], [header, "100,1.0,", "200,3.0,6.0"])  # eval/return 6
+    fake_job(s, 2, ["algo.lr=0.01", "seed=0"], ["global_step,charts/episodic_return", "100,5.0", "200,7.0"])  # 7
+    fake_job(s, 3, ["algo.lr=0.01", "seed=1"], None)  # failed before writing metrics
+    fake_job(s, 10, ["algo.lr=0.01", "seed=2"], ["global_step,charts/episodic_return", "50,1.0"])  # 1
+    return s
+
+
+def test_summarize_groups_by_overrides_minus_seed(sweep: Path) -> None:
+    summary = summarize(sweep)
+    assert [s["setting"] for s in summary] == ["algo.lr=0.001", "algo.lr=0.01"]
+    a, b = summary
+    # final eval/return per job: 4 and 6 -> mean 5, population std 1
+    assert [j["final_return"] for j in a["jobs"]] == [4.0, 6.0]
+    assert [j["metric"] for j in a["jobs"]] == ["eval/return", "eval/return"]
+    assert (a["mean"], a["std"], a["n"]) == (5.0, 1.0, 2)
+    # fallback to the last charts/episodic_return: 7 and 1 -> mean 4, std 3; the failed job is listed, not counted
+    jobs = [(j["job"], j["seed"], j["final_return"]) for j in b["jobs"]]
+    assert jobs == [("2", 0, 7.0), ("3", 1, None), ("10", 2, 1.0)]
+    assert (b["mean"], b["std"], b["n"]) == (4.0, 3.0, 2)
+
+
+def test_write_summary_files(sweep: Path) -> None:
+    write_summary(sweep)
+    md = (sweep / "summary.md").read_text()
+    assert "| algo.lr=0.001 | 5 ± 1 | 2 |" in md
+    assert "| algo.lr=0.01 | 4 ± 3 | 2 |" in md
+    assert "| 3 | algo.lr=0.01 | 1 | missing |  |" in md
+    with open(sweep / "summary.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    settings = [r for r in rows if r["kind"] == "setting"]
+    jobs = [r for r in rows if r["kind"] == "job"]
+    assert [(r["setting"], float(r["mean"]), float(r["std"]), r["n"]) for r in settings] == [
+        ("algo.lr=0.001", 5.0, 1.0, "2"),
+        ("algo.lr=0.01", 4.0, 3.0, "2"),
+    ]
+    assert len(jobs) == 5 and jobs[0]["final_return"] == "4.0" and jobs[3]["final_return"] == ""
+
+
+def test_no_seed_override_reads_config(tmp_path: Path) -> None:
+    fake_job(tmp_path, 0, [], ["global_step,eval/return", "10,2.5"])
+    (tmp_path / "0" / ".hydra" / "config.yaml").write_text("seed: 7\n")
+    (setting,) = summarize(tmp_path)
+    assert setting["setting"] == "(defaults)"
+    assert setting["jobs"][0]["seed"] == 7 and setting["mean"] == 2.5 and setting["std"] == 0.0
+
+
+APP = '''
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from marl.logging import RunLogger
+from marl.config import LoggerConfig
+from omegaconf import OmegaConf
+
+
+@hydra.main(config_path=".", config_name="config", version_base=None)
+def main(cfg: DictConfig) -> None:
+    run = OmegaConf.create({"logger": OmegaConf.structured(LoggerConfig)})
+    log = RunLogger(HydraConfig.get().runtime.output_dir, run)
+    log.log(100, {"eval/return": cfg.lr * 100 + cfg.seed})
+    log.close()
+
+
+main()
+'''
+
+CONFIG = """
+lr: 0.1
+seed: 0
+hydra:
+  callbacks:
+    summary:
+      _target_: marl.sweep.SweepSummary
+"""
+
+
+def test_real_multirun_writes_summary(tmp_path: Path) -> None:
+    (tmp_path / "app.py").write_text(APP)
+    (tmp_path / "config.yaml").write_text(CONFIG)
+    sweep = tmp_path / "multirun"
+    cmd = [sys.executable, "app.py", "-m", "lr=0.1,0.2", "seed=0,2", f"hydra.sweep.dir={sweep}"]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    md = (sweep / "summary.md").read_text()
+    # returns: lr*100 + seed -> lr=0.1: {10, 12}, lr=0.2: {20, 22}
+    assert "| lr=0.1 | 11 ± 1 | 2 |" in md
+    assert "| lr=0.2 | 21 ± 1 | 2 |" in md
