@@ -181,3 +181,20 @@ def test_logger_group_composes(tmp_path: Path, overrides: list[str], wandb: bool
     assert logger.wandb.enabled is wandb
     assert logger.tensorboard.enabled is tensorboard
     assert logger.wandb.mode is None and logger.wandb.project == "marl"
+
+
+def test_tensorboard_truncate_purges_later_events(tmp_path: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    log = RunLogger(tmp_path, make_cfg(tensorboard=True))
+    for step in (10, 20, 30):
+        log.log(step, {"charts/episodic_return": float(step)})
+    log.close()
+    log = RunLogger(tmp_path, make_cfg(tensorboard=True), resume=True)
+    log.truncate_after(10)
+    log.log(20, {"charts/episodic_return": -1.0})
+    log.close()
+    acc = EventAccumulator(str(tmp_path / "tb"))
+    acc.Reload()
+    assert [(s.step, s.value) for s in acc.Scalars("charts/episodic_return")] == [(10, 10.0), (20, -1.0)]
+    assert [r["charts/episodic_return"] for r in read_metrics(tmp_path / "metrics.csv")] == [10.0, -1.0]

@@ -71,14 +71,13 @@ def test_no_seed_override_reads_config(tmp_path: Path) -> None:
     assert setting["jobs"][0]["seed"] == 7 and setting["mean"] == 2.5 and setting["std"] == 0.0
 
 
-APP = '''
+APP = """
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from marl.logging import RunLogger
 from marl.config import LoggerConfig
-from omegaconf import OmegaConf
+from marl.logging import RunLogger
 
 
 @hydra.main(config_path=".", config_name="config", version_base=None)
@@ -90,7 +89,7 @@ def main(cfg: DictConfig) -> None:
 
 
 main()
-'''
+"""
 
 CONFIG = """
 lr: 0.1
