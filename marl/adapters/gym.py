@@ -1,0 +1,133 @@
+"""A gymnasium env as one group ``"agent"`` of one agent ``"agent"`` (N = 1), on gymnasium's own vector API.
+
+Copies run in a ``SyncVectorEnv`` (backend inprocess) or an ``AsyncVectorEnv`` (subprocess) with same-step
+autoreset, so the final observation of an episode is kept (``final_obs``). ``state`` is the observation.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import gymnasium
+import numpy as np
+from gymnasium import spaces
+from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
+
+from marl.adapters.base import EnvSpec, EpisodeStat, GroupSpec, StepOut
+from marl.errors import EnvError
+
+AGENT = "agent"
+
+
+def make_gym_env(cfg: dict, render_mode: str | None = None) -> gymnasium.Env:
+    """One gymnasium env from a plain env config (kwargs and max_episode_steps applied)."""
+    kwargs = dict(cfg.get("kwargs") or {})
+    if cfg.get("max_episode_steps") is not None:
+        kwargs["max_episode_steps"] = cfg["max_episode_steps"]
+    try:
+        return gymnasium.make(cfg["entry_point"], render_mode=render_mode, **kwargs)
+    except Exception as err:
+        raise EnvError(f"gymnasium env '{cfg['entry_point']}' could not be made: {type(err).__name__}: {err}",
+                       "check the id (gymnasium.pprint_registry() lists them) and env.kwargs") from err
+
+
+def _flat_box(space: spaces.Space, name: str) -> spaces.Box:
+    if isinstance(space, spaces.Box):
+        return spaces.Box(space.low.astype(np.float32), space.high.astype(np.float32), dtype=np.float32)
+    if isinstance(space, spaces.Discrete):
+        return spaces.Box(0.0, 1.0, (int(space.n),), np.float32)
+    raise EnvError(f"gymnasium env '{name}' has an unsupported observation space {space}",
+                   "use a Box or Discrete observation space")
+
+
+class GymVecEnv:
+    """E copies of a gymnasium env; obs ``[E, 1, *obs_shape]``, actions ``[E, 1, *action_shape]``."""
+
+    def __init__(self, cfg: dict, num_envs: int, seed: int | None = None, subprocess: bool = False,
+                 render_mode: str | None = None):
+        self.name = cfg.get("name") or cfg["entry_point"]
+        fns = [functools.partial(make_gym_env, cfg, render_mode) for _ in range(num_envs)]
+        vec_cls = AsyncVectorEnv if subprocess else SyncVectorEnv
+        try:
+            self.vec = vec_cls(fns, autoreset_mode=AutoresetMode.SAME_STEP)
+        except EnvError:
+            raise
+        except Exception as err:
+            raise EnvError(f"gymnasium env '{self.name}' could not be vectorized: {type(err).__name__}: {err}") from err
+        self.seed = seed  # used by the first reset() without a seed
+        self.num_envs = num_envs
+        obs_space, act_space = self.vec.single_observation_space, self.vec.single_action_space
+        self.discrete_obs = isinstance(obs_space, spaces.Discrete)
+        box = _flat_box(obs_space, self.name)
+        if not isinstance(act_space, spaces.Discrete | spaces.MultiDiscrete | spaces.Box):
+            raise EnvError(f"gymnasium env '{self.name}' has an unsupported action space {act_space}")
+        self.act_space = act_space
+        group = GroupSpec(AGENT, (AGENT,), box, act_space)
+        size = int(np.prod(box.shape))
+        modes = tuple(self.vec.metadata.get("render_modes", ()))
+        self.spec = EnvSpec(self.name, (group,), (size,), turn_based=False, num_envs=num_envs, render_modes=modes)
+        self.returns = np.zeros(num_envs, np.float64)
+        self.lengths = np.zeros(num_envs, np.int64)
+        self.num_steps = 0
+
+    def _obs(self, raw: np.ndarray) -> np.ndarray:
+        """[E, *obs] env obs -> [E, 1, *obs] float32."""
+        if self.discrete_obs:
+            out = np.zeros((len(raw), int(self.spec.groups[0].obs_space.shape[0])), np.float32)
+            out[np.arange(len(raw)), raw] = 1.0
+            return out[:, None]
+        return np.asarray(raw, np.float32)[:, None]
+
+    def _out(self, obs: np.ndarray, reward: np.ndarray, term: np.ndarray, trunc: np.ndarray, done: np.ndarray,
+             final_obs: np.ndarray, episodes: list[EpisodeStat]) -> StepOut:
+        e = self.num_envs
+        ones = np.ones((e, 1), bool)
+        flat = obs.reshape(e, -1)
+        return StepOut(obs={AGENT: obs}, action_mask={AGENT: None}, alive={AGENT: ones}, acting={AGENT: ones.copy()},
+                       state=flat.copy(), reward={AGENT: reward.astype(np.float32)[:, None]},
+                       terminated={AGENT: term[:, None].copy()}, truncated=trunc, done=done,
+                       final_obs={AGENT: final_obs}, final_state=final_obs.reshape(e, -1).copy(), episodes=episodes)
+
+    def reset(self, seed: int | None = None) -> StepOut:
+        """Reset every copy; copy ``e`` is seeded with ``seed + e``."""
+        seed, self.seed = (self.seed if seed is None else seed), None
+        seeds = None if seed is None else [seed + e for e in range(self.num_envs)]
+        raw, _ = self.vec.reset(seed=seeds)
+        self.returns[:] = 0.0
+        self.lengths[:] = 0
+        obs = self._obs(raw)
+        z = np.zeros(self.num_envs, bool)
+        return self._out(obs, np.zeros(self.num_envs), z, z.copy(), z.copy(), np.zeros_like(obs), [])
+
+    def step(self, actions: dict[str, np.ndarray]) -> StepOut:
+        act = np.asarray(actions[AGENT])[:, 0]
+        if isinstance(self.act_space, spaces.Box):
+            act = act.astype(self.act_space.dtype)
+        self.num_steps += 1
+        try:
+            raw, reward, term, trunc, infos = self.vec.step(act)
+        except Exception as err:
+            raise EnvError(f"gymnasium env '{self.name}' raised at batch step {self.num_steps}: "
+                           f"{type(err).__name__}: {err}",
+                           "run with env.backend=inprocess to see the env's own traceback") from err
+        term, trunc = np.asarray(term, bool), np.asarray(trunc, bool)
+        done = term | trunc
+        self.returns += reward
+        self.lengths += 1
+        obs = self._obs(raw)
+        final_obs = np.zeros_like(obs)
+        episodes = []
+        for e in np.flatnonzero(done):
+            final_obs[e] = self._obs(np.asarray(infos["final_obs"][e])[None])[0]
+            episodes.append(EpisodeStat(int(e), {AGENT: float(self.returns[e])}, int(self.lengths[e])))
+            self.returns[e] = 0.0
+            self.lengths[e] = 0
+        return self._out(obs, reward, term, trunc & ~term, done, final_obs, episodes)
+
+    def render(self, index: int = 0) -> np.ndarray | str | None:
+        if isinstance(self.vec, SyncVectorEnv):
+            return self.vec.envs[index].render()
+        return self.vec.call("render")[index]
+
+    def close(self) -> None:
+        self.vec.close()

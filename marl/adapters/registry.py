@@ -1,0 +1,348 @@
+"""Env config -> env copies: entry points, SuperSuit preprocessing, agent grouping, API checks, vectorization.
+
+``configs/env/<name>.yaml`` holds one :class:`~marl.config.EnvConfig` per short name (``env=NAME`` in Hydra). A
+PettingZoo entry point is ``"module.path:factory"``; the factory returns an AECEnv (-> :mod:`marl.adapters.aec`) or a
+ParallelEnv (-> :mod:`marl.adapters.parallel`). ``kind: gymnasium`` entry points are gymnasium ids
+(-> :mod:`marl.adapters.gym`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib
+import io
+import traceback
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+from pettingzoo import AECEnv, ParallelEnv
+
+from marl.adapters.base import GroupSpec, VecMultiEnv
+from marl.adapters.vector import AgentSlot, InProcessVecEnv, Layout, SubprocVecEnv
+from marl.config import EnvConfig, cpu_count
+from marl.errors import ConfigError, EnvError
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "env"
+GROUPINGS = ("spaces", "prefix")
+
+
+# ------------------------------------------------------------------------------------------------- config
+
+
+def available_envs() -> list[str]:
+    """Short names with a YAML under configs/env/."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def resolve_env_config(name: str) -> DictConfig:
+    """Load ``configs/env/<name>.yaml`` merged into the :class:`EnvConfig` schema."""
+    path = CONFIG_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"unknown env '{name}'", f"choose one of: {', '.join(available_envs())}")
+    return _env_cfg(OmegaConf.load(path))
+
+
+def _env_cfg(env_cfg: Any) -> DictConfig:
+    """Any of EnvConfig / DictConfig / dict -> a DictConfig typed by EnvConfig, with the entry point checked."""
+    try:
+        cfg = OmegaConf.merge(OmegaConf.structured(EnvConfig), env_cfg)
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"invalid env config: {str(err).splitlines()[0]}",
+                          "env keys are: " + ", ".join(EnvConfig.__dataclass_fields__)) from None
+    if OmegaConf.is_missing(cfg, "entry_point"):
+        name = cfg.name if not OmegaConf.is_missing(cfg, "name") else "?"
+        raise ConfigError(f"env '{name}' has no entry point (env.entry_point is unset)",
+                          "pass env.entry_point=my_pkg.my_module:env_factory (PettingZoo) or a gymnasium id")
+    if OmegaConf.is_missing(cfg, "name"):
+        cfg.name = str(cfg.entry_point).split(":")[0].split(".")[-1]
+    if cfg.kind not in ("pettingzoo", "gymnasium"):
+        raise ConfigError(f"env.kind='{cfg.kind}' is not valid", "choose one of: pettingzoo, gymnasium")
+    if cfg.backend not in ("inprocess", "subprocess"):
+        raise ConfigError(f"env.backend='{cfg.backend}' is not valid", "choose one of: inprocess, subprocess")
+    if cfg.kind == "pettingzoo" and cfg.max_episode_steps is not None:
+        raise ConfigError("env.max_episode_steps only applies to gymnasium envs",
+                          "use the PettingZoo env's own time-limit kwarg, e.g. env.kwargs.max_cycles=100")
+    return cfg
+
+
+def _plain(cfg: DictConfig) -> dict:
+    return OmegaConf.to_container(cfg, resolve=True)  # picklable, for worker processes
+
+
+# -------------------------------------------------------------------------------------------- env building
+
+
+def load_entry_point(entry_point: str) -> Any:
+    """``"pkg.module:attr"`` -> the attribute, or an EnvError naming what is wrong."""
+    module_name, sep, attr = entry_point.partition(":")
+    if not sep or not module_name or not attr:
+        raise EnvError(f"entry point '{entry_point}' is not of the form 'module.path:factory'",
+                       "e.g. env.entry_point=envs.nim:env")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as err:
+        raise EnvError(f"entry point '{entry_point}': module '{module_name}' does not import: "
+                       f"{type(err).__name__}: {err}",
+                       "check the module path and that its package is installed (hanabi needs "
+                       "hanabi-learning-environment)") from err
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        public = [n for n in dir(module) if not n.startswith("_") and callable(getattr(module, n))]
+        raise EnvError(f"entry point '{entry_point}': module '{module_name}' has no attribute '{attr}'",
+                       f"callables in that module: {', '.join(public[:20])}") from None
+
+
+def _build_pz_env(cfg: dict, render_mode: str | None = None) -> AECEnv | ParallelEnv:
+    """One PettingZoo env from a plain env config: factory, type check, preprocessing, padding."""
+    ep = cfg["entry_point"]
+    factory = load_entry_point(ep)
+    kwargs = dict(cfg.get("kwargs") or {})
+    if render_mode is not None:
+        kwargs["render_mode"] = render_mode
+    try:
+        env = factory(**kwargs)
+    except Exception as err:
+        raise EnvError(f"entry point '{ep}' raised while building the env with kwargs {kwargs}: "
+                       f"{type(err).__name__}: {err}", "check env.kwargs against the factory's signature") from err
+    if not isinstance(env, AECEnv | ParallelEnv):
+        raise EnvError(f"entry point '{ep}' returned a {type(env).__name__}, not a PettingZoo AECEnv or ParallelEnv",
+                       "return an AECEnv or a ParallelEnv (or set env.kind=gymnasium for a gymnasium id)")
+    env = _preprocess(env, cfg.get("preprocess") or {})
+    if cfg.get("pad"):
+        import supersuit as ss
+
+        env = ss.agent_indicator_v0(ss.pad_action_space_v0(ss.pad_observations_v0(env)), type_only=False)
+    return env
+
+
+def _preprocess(env: Any, pp: dict) -> Any:
+    """SuperSuit image preprocessing in a fixed order: color reduction, resize, [H,W]->[H,W,1], frame stack, float."""
+    import supersuit as ss
+
+    if pp.get("color_reduction"):
+        env = ss.color_reduction_v0(env, mode=pp["color_reduction"])
+    if pp.get("resize"):
+        h, w = pp["resize"]
+        env = ss.resize_v1(env, x_size=w, y_size=h)
+    space = env.observation_space(env.possible_agents[0])
+    if isinstance(space, spaces.Box) and len(space.shape) == 2:
+        env = ss.reshape_v0(env, (*space.shape, 1))
+    if pp.get("frame_stack", 1) > 1:
+        env = ss.frame_stack_v1(env, pp["frame_stack"])
+    space = env.observation_space(env.possible_agents[0])
+    if pp.get("dtype_float", True) and isinstance(space, spaces.Box) and space.dtype == np.uint8:
+        env = ss.normalize_obs_v0(ss.dtype_v0(env, np.float32), env_min=0.0, env_max=1.0)
+    return env
+
+
+def make_env(env_cfg: Any, render_mode: str | None = None) -> Any:
+    """ONE raw env copy with preprocessing applied: a PettingZoo AECEnv / ParallelEnv, or a gymnasium.Env."""
+    cfg = _env_cfg(env_cfg)
+    if cfg.kind == "gymnasium":
+        from marl.adapters.gym import make_gym_env
+
+        return make_gym_env(_plain(cfg), render_mode)
+    return _build_pz_env(_plain(cfg), render_mode)
+
+
+def check_env(env_cfg: Any) -> None:
+    """Run PettingZoo's api_test (AEC) or parallel_api_test on a fresh instance; a failure -> EnvError."""
+    from pettingzoo.test import api_test, parallel_api_test
+
+    cfg = _env_cfg(env_cfg)
+    env = _build_pz_env(_plain(cfg))
+    test = api_test if isinstance(env, AECEnv) else parallel_api_test
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            test(env, num_cycles=100)
+    except Exception as err:
+        where = traceback.extract_tb(err.__traceback__)[-1]
+        text = str(err) or (where.line or "")
+        raise EnvError(f"entry point '{cfg.entry_point}' fails PettingZoo's {test.__name__}: "
+                       f"{type(err).__name__}: {text} (at {Path(where.filename).name}:{where.lineno})",
+                       "fix the env so it follows the PettingZoo API (see pettingzoo.test), or set env.check=false "
+                       "to skip the check") from err
+    finally:
+        with contextlib.suppress(Exception):
+            env.close()
+
+
+# ------------------------------------------------------------------------------------------------ layout
+
+
+def _obs_kind(space: spaces.Space, agent: str, name: str) -> tuple[str, spaces.Box, bool]:
+    """(kind, float32 Box the learner sees, mask-in-obs) for one agent's observation space."""
+    if isinstance(space, spaces.Dict) and "observation" in space.spaces:
+        kind, box, _ = _obs_kind(space["observation"], agent, name)
+        if kind != "box":
+            raise EnvError(f"env '{name}': agent '{agent}' has a non-Box 'observation' inside its Dict obs: {space}")
+        return "dict", box, "action_mask" in space.spaces
+    if isinstance(space, spaces.Box):
+        return "box", spaces.Box(space.low.astype(np.float32), space.high.astype(np.float32), dtype=np.float32), False
+    if isinstance(space, spaces.MultiBinary):
+        return "box", spaces.Box(0.0, 1.0, tuple(np.atleast_1d(space.shape)), np.float32), False
+    if isinstance(space, spaces.Discrete):
+        return "discrete", spaces.Box(0.0, 1.0, (int(space.n),), np.float32), False
+    raise EnvError(f"env '{name}': agent '{agent}' has an unsupported observation space {space}",
+                   "use a Box, Discrete, MultiBinary or Dict(observation=Box, action_mask=...) observation space")
+
+
+def _action_kind(space: spaces.Space, agent: str, name: str) -> tuple[str, Any, Any]:
+    if isinstance(space, spaces.Discrete):
+        return "discrete", int(space.start), np.int64
+    if isinstance(space, spaces.MultiDiscrete):
+        return "multidiscrete", np.asarray(space.start, np.int64), np.int64
+    if isinstance(space, spaces.Box):
+        return "box", 0, space.dtype
+    raise EnvError(f"env '{name}': agent '{agent}' has an unsupported action space {space}",
+                   "use a Discrete, MultiDiscrete or Box action space")
+
+
+def _prefix(agent: str) -> str:
+    return agent.rsplit("_", 1)[0] if "_" in agent else agent
+
+
+def _group_name(agents: list[str], k: int, used: set[str]) -> str:
+    prefixes = {_prefix(a) for a in agents}
+    name = prefixes.pop() if len(prefixes) == 1 else f"group{k}"
+    return name if name not in used else f"group{k}"
+
+
+def _probe(env: AECEnv | ParallelEnv, seed: int | None) -> tuple[dict[str, dict], np.ndarray | None]:
+    """Reset once; return each agent's info after reset and env.state() (None when it has none or is an image)."""
+    if isinstance(env, AECEnv):
+        env.reset(seed=seed)
+        infos = dict(env.infos)
+    else:
+        _, infos = env.reset(seed=seed)
+    try:
+        state = np.asarray(env.state())
+    except (NotImplementedError, AttributeError):
+        return infos, None
+    # an image state (pistonball's whole screen) is too big for a critic input: use the observations instead
+    return infos, (state.ravel() if state.ndim <= 1 else None)
+
+
+def build_layout(env: AECEnv | ParallelEnv, name: str, grouping: str = "spaces",
+                 groups: dict[str, list[str]] | None = None, seed: int | None = None) -> Layout:
+    """Group the agents of ``env`` and describe the batch arrays (resets ``env`` once to look at it)."""
+    agents = list(env.possible_agents)
+    infos, state = _probe(env, seed)
+    info: dict[str, tuple] = {}
+    for a in agents:
+        okind, box, mask_in_obs = _obs_kind(env.observation_space(a), a, name)
+        aspace = env.action_space(a)
+        akind, offset, adtype = _action_kind(aspace, a, name)
+        mask = "obs" if mask_in_obs else ("info" if "action_mask" in (infos.get(a) or {}) else None)
+        info[a] = (okind, box, mask, aspace, akind, offset, adtype)
+
+    def same(a: str, b: str) -> bool:
+        (_, ba, ma, sa, *_), (_, bb, mb, sb, *_) = info[a], info[b]
+        return ba == bb and sa == sb and (ma is None) == (mb is None)
+
+    if groups is not None:
+        members = _check_groups(groups, agents, same, name)
+    elif grouping == "prefix":
+        by: dict[str, list[str]] = {}
+        for a in agents:
+            by.setdefault(_prefix(a), []).append(a)
+        for p, ms in by.items():
+            odd = [m for m in ms if not same(ms[0], m)]
+            if odd:
+                raise ConfigError(f"env '{name}': agents with prefix '{p}' have different spaces "
+                                  f"({ms[0]} vs {odd[0]}), so they cannot share one group",
+                                  "set env.pad=true to pad them to common spaces, or use grouping='spaces'")
+        members = by
+    elif grouping == "spaces":
+        buckets: list[list[str]] = []
+        for a in agents:
+            home = next((b for b in buckets if same(b[0], a)), None)
+            if home is None:
+                buckets.append([a])
+            else:
+                home.append(a)
+        members, used = {}, set()
+        for k, ms in enumerate(buckets):
+            gname = _group_name(ms, k, used)
+            used.add(gname)
+            members[gname] = ms
+    else:
+        raise ConfigError(f"grouping='{grouping}' is not valid", f"choose one of: {', '.join(GROUPINGS)}")
+
+    specs, slots, off = [], {}, 0
+    sizes = {a: int(np.prod(info[a][1].shape)) for a in agents}
+    offsets = {}
+    for a in agents:
+        offsets[a] = (off, off + sizes[a])
+        off += sizes[a]
+    for gname, ms in members.items():
+        okind, box, mask, aspace, *_ = info[ms[0]]
+        specs.append(GroupSpec(gname, tuple(ms), box, aspace, has_action_mask=mask is not None))
+        for i, a in enumerate(ms):
+            ok, _, m, _, akind, offset, adtype = info[a]
+            slots[a] = AgentSlot(gname, i, ok, m, akind, offset, adtype, offsets[a] if state is None else (0, 0))
+    modes = tuple(env.metadata.get("render_modes", ())) if hasattr(env, "metadata") else ()
+    return Layout(name=name, agents=tuple(agents), groups=tuple(specs), slots=slots,
+                  state_size=off if state is None else int(state.size), has_state=state is not None,
+                  turn_based=isinstance(env, AECEnv), render_modes=modes)
+
+
+def _check_groups(groups: dict[str, list[str]], agents: list[str], same: Any, name: str) -> dict[str, list[str]]:
+    seen: dict[str, str] = {}
+    for g, ms in groups.items():
+        for a in ms:
+            if a not in agents:
+                raise ConfigError(f"groups['{g}'] names agent '{a}', which env '{name}' does not have",
+                                  f"the env's agents are: {', '.join(agents)}")
+            if a in seen:
+                raise ConfigError(f"agent '{a}' is in two groups ('{seen[a]}' and '{g}')", "list every agent once")
+            seen[a] = g
+        odd = [a for a in ms if not same(ms[0], a)]
+        if odd:
+            raise ConfigError(f"groups['{g}'] mixes agents with different spaces ({ms[0]} vs {odd[0]})",
+                              "split them into separate groups, or set env.pad=true to pad them to common spaces")
+    missing = [a for a in agents if a not in seen]
+    if missing:
+        raise ConfigError(f"groups leave out agent(s) {', '.join(missing)} of env '{name}'",
+                          "put every agent in exactly one group")
+    return {g: [a for a in agents if a in ms] for g, ms in groups.items() if ms}
+
+
+# ------------------------------------------------------------------------------------------------ public
+
+
+def make_vec_env(env_cfg: Any, num_envs: int, seed: int | None = None, grouping: str = "spaces",
+                 groups: dict[str, list[str]] | None = None, render_mode: str | None = None) -> VecMultiEnv:
+    """E copies of the configured env behind the batched step interface (copy ``e`` seeded with ``seed + e``)."""
+    cfg = _env_cfg(env_cfg)
+    if num_envs < 1:
+        raise ConfigError(f"num_envs={num_envs} must be >= 1", "pass num_envs=1 or more")
+    workers = cfg.workers or cpu_count()
+    if cfg.kind == "gymnasium":
+        from marl.adapters.gym import GymVecEnv
+
+        return GymVecEnv(_plain(cfg), num_envs, seed, subprocess=cfg.backend == "subprocess", render_mode=render_mode)
+    if cfg.pad:
+        groups = None
+        grouping = "spaces"
+    if cfg.check:
+        check_env(cfg)
+    plain = _plain(cfg)
+    probe = _build_pz_env(plain, render_mode)
+    try:
+        layout = build_layout(probe, cfg.name, grouping, groups, seed)
+    finally:
+        probe.close()
+    if cfg.pad and len(layout.groups) != 1:
+        raise EnvError(f"env '{cfg.name}': padding did not give all agents one observation/action space",
+                       "env.pad=true needs Box or Discrete spaces that SuperSuit can pad")
+    factory = functools.partial(_build_pz_env, plain, render_mode)
+    if cfg.backend == "subprocess":
+        return SubprocVecEnv(factory, layout, num_envs, workers, seed)
+    return InProcessVecEnv(factory, layout, num_envs, seed)
