@@ -111,7 +111,8 @@ class PPOConfig(OnPolicyConfig):
 class MultiPPOConfig(PPOConfig):
     value_norm: bool = True  # running mean/std of return targets (Yu et al. 2022)
     critic_hidden: list[int] | None = None  # centralized critic sizes (null: same as hidden)
-    team_reward: str = "sum"  # mappo/happo: sum | mean of agents' rewards as the team reward
+    team_reward: str = "auto"  # mappo/happo: sum | mean of agents' rewards as one team reward (joint GAE), none:
+    # each agent's own reward with a per-agent central value (competitive games); auto: none if turn-based, else sum
 
 
 @dataclass
@@ -252,7 +253,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "algo.variant": ("clip", "kl", "adaptive_kl"),
     "algo.returns": ("gae", "nstep"),
     "algo.noise": ("gaussian", "ou"),
-    "algo.team_reward": ("sum", "mean"),
+    "algo.team_reward": ("auto", "sum", "mean", "none"),
 }
 
 

@@ -1,0 +1,20 @@
+"""Algorithm name -> Learner class (capability flags live in :data:`marl.config.ALGOS`)."""
+
+from __future__ import annotations
+
+import importlib
+
+_LEARNERS = {
+    "reinforce": "marl.algos.reinforce:Reinforce",
+    "a2c": "marl.algos.a2c:A2C",
+    "ppo": "marl.algos.ppo:PPO",
+    "ddpg": "marl.algos.ddpg:DDPG",
+    "ippo": "marl.multi.ippo:IPPO",
+    "mappo": "marl.multi.mappo:MAPPO",
+    "happo": "marl.multi.happo:HAPPO",
+}
+
+
+def learner_class(name: str) -> type:
+    module, cls = _LEARNERS[name].split(":")
+    return getattr(importlib.import_module(module), cls)

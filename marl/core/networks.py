@@ -105,10 +105,13 @@ class Actor(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None):
         """x ``[..., M, in]``, mask ``[..., M, A]`` -> a distribution over ``[..., M]`` agents."""
-        out = self.net(x)
+        return self.head(self.net(x), mask)
+
+    def head(self, out: torch.Tensor, mask: torch.Tensor | None = None, log_std: torch.Tensor | None = None):
+        """Distribution from the network output ``[..., M, A]`` (logits or means; ``log_std`` overrides ``M``'s)."""
         if self.continuous:
-            log_std = self.log_std.clamp(-20.0, 2.0)
-            return BoundedGaussian(out, log_std, self.low, self.high, self.action_bound)
+            ls = (self.log_std if log_std is None else log_std).clamp(-20.0, 2.0)
+            return BoundedGaussian(out, ls, self.low, self.high, self.action_bound)
         if isinstance(self.space, spaces.MultiDiscrete):
             return MultiCategorical(out, [int(n) for n in self.space.nvec], mask)
         return MaskedCategorical(out, mask)
@@ -151,3 +154,13 @@ class QCritic(nn.Module):
 
     def forward(self, x: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         return self.net(torch.cat([x, action], dim=-1)).squeeze(-1)
+
+
+@torch.no_grad()
+def polyak_update(target: nn.Module, source: nn.Module, tau: float) -> None:
+    """Target averaging ``theta' <- tau theta + (1 - tau) theta'`` of the parameters; float buffers are copied."""
+    for t, s in zip(target.parameters(), source.parameters(), strict=True):
+        t.lerp_(s, tau)
+    for t, s in zip(target.buffers(), source.buffers(), strict=True):
+        if t.is_floating_point():
+            t.copy_(s)

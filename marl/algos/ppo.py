@@ -1,0 +1,63 @@
+"""PPO (Schulman et al. 2017): several epochs of minibatch updates on one rollout, with the policy step bounded by
+``variant``: ``clip`` (clipped surrogate), ``kl`` (fixed KL penalty) or ``adaptive_kl`` (penalty coefficient halved /
+doubled after each update to track ``kl_target``). Optional value clipping and target-KL early stop.
+
+Used as is for single-agent envs and as IPPO; MAPPO and HAPPO (``marl/multi``) change the critic and update order.
+"""
+
+from __future__ import annotations
+
+from marl.algos.onpolicy import OnPolicyLearner, PGBatch, mean_stats
+from marl.core import losses
+from marl.core.buffers import minibatch_indices
+
+
+class PPO(OnPolicyLearner):
+    def __init__(self, cfg, env, device):
+        super().__init__(cfg, env, device)
+        a = self.algo
+        self.kl_coef = losses.AdaptiveKLCoef(a.kl_coef, a.kl_target, adaptive=a.variant == "adaptive_kl")
+
+    def pg_loss(self, logp, logp_old, adv, mask, weight=None):
+        if self.algo.variant == "clip":
+            return losses.clipped_surrogate(logp, logp_old, adv, self.algo.clip_coef, mask, weight)
+        return losses.kl_penalty_surrogate(logp, logp_old, adv, self.kl_coef.beta, mask, weight)
+
+    def run_epochs(self, batch: PGBatch, step_fn) -> dict[str, float]:
+        """Call ``step_fn(minibatch) -> stats`` over ``update_epochs`` shuffled passes of ``num_minibatches``;
+        stop after an epoch whose mean approx KL exceeds ``target_kl``. Returns the mean stats."""
+        stats: list[dict[str, float]] = []
+        for _ in range(self.algo.update_epochs):
+            epoch = [
+                step_fn(batch.index(idx)) for idx in minibatch_indices(batch.size, self.algo.num_minibatches, self.gen)
+            ]
+            stats += epoch
+            kl = sum(st.get("approx_kl", 0.0) for st in epoch) / len(epoch)
+            if self.algo.target_kl is not None and kl > self.algo.target_kl:
+                break
+        return mean_stats(stats)
+
+    def update(self, batch: PGBatch) -> dict[str, float]:
+        opts, params = self.all_params()
+
+        def joint_step(mb: PGBatch) -> dict[str, float]:
+            actor, st = self.actor_loss(mb)
+            vloss = self.critic_loss(mb)
+            self.step(opts, actor + self.algo.vf_coef * vloss, params)
+            return {**st, "value_loss": float(vloss)}
+
+        return self.adapt_kl(self.run_epochs(batch, joint_step))
+
+    def adapt_kl(self, stats: dict[str, float]) -> dict[str, float]:
+        """Log the KL coefficient used and adapt it (variant=adaptive_kl) from the update's mean KL."""
+        if self.algo.variant != "clip":
+            stats["kl_coef"] = self.kl_coef.beta
+            self.kl_coef.update(stats.get("approx_kl", 0.0))
+        return stats
+
+    def extra_state(self) -> dict:
+        return {**super().extra_state(), "kl_coef": self.kl_coef.state_dict()}
+
+    def load_extra_state(self, state: dict) -> None:
+        super().load_extra_state(state)
+        self.kl_coef.load_state_dict(state["kl_coef"])

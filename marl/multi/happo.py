@@ -1,0 +1,69 @@
+"""HAPPO (Kuba et al. 2022): heterogeneous-agent PPO with a centralized critic.
+
+Each iteration draws a fresh random order of the agents and updates them one at a time. Agent ``k``'s clipped
+surrogate is weighted per sample by ``M = prod_{j before k} pi_j_new(a_j|o_j) / pi_j_old(a_j|o_j)`` (detached),
+the policy change of the agents already updated; the first agent has ``M = 1``. The critic is updated alongside the
+first agent, on the same minibatches. Needs per-agent parameters (``sharing: per_agent``).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from marl.algos.onpolicy import PGBatch
+from marl.algos.ppo import PPO
+from marl.core import losses
+from marl.errors import ConfigError
+
+
+class HAPPO(PPO):
+    central_critic = True
+    separate_actors = True
+
+    def __init__(self, cfg, env, device):
+        if cfg.algo.sharing != "per_agent":
+            raise ConfigError(
+                f"HAPPO needs per-agent policies, got algo.sharing={cfg.algo.sharing}: its update weights agent k by "
+                "the policy change of the agents updated before it, which has no meaning when they share parameters",
+                "use algo.sharing=per_agent (the happo default), or algo=mappo for a shared policy",
+            )
+        super().__init__(cfg, env, device)
+
+    def update(self, batch: PGBatch) -> dict[str, float]:
+        units = self.manager.agent_units()
+        order = torch.randperm(len(units), generator=self.gen).tolist() if len(units) > 1 else [0]
+        batch.weight = torch.ones(batch.size, device=self.device)
+        critic_params = list(self.critic.parameters())
+        stats = []
+        for i, u in enumerate(order):
+            g, k = units[u]
+            pol = self.manager.policies[g]
+            opts = [self.actor_opts[u]] + ([self.critic_opt] if i == 0 else [])
+            params = [pol.agent_parameters(k)] + ([critic_params] if i == 0 else [])
+
+            def agent_step(mb: PGBatch, g=g, k=k, pol=pol, with_critic=i == 0, opts=opts, params=params):
+                d = pol.agent(k, mb.obs[g], mb.mask[g])
+                acting = mb.acting[g][:, k : k + 1]
+                logp = d.log_prob(mb.action[g][:, k : k + 1])
+                pg, st = self.pg_loss(
+                    logp, mb.logp_old[g][:, k : k + 1], mb.adv[g][:, k : k + 1], acting, mb.weight[:, None]
+                )
+                ent = losses.entropy_bonus(d.entropy(), acting)
+                loss = pg - self.algo.ent_coef * ent
+                st = {**st, "policy_loss": float(pg), "entropy": float(ent)}
+                if with_critic:
+                    vloss = self.critic_loss(mb)
+                    loss = loss + self.algo.vf_coef * vloss
+                    st["value_loss"] = float(vloss)
+                self.step(opts, loss, params)
+                return {k2: float(v) for k2, v in st.items()}
+
+            stats.append(self.run_epochs(batch, agent_step))
+            with torch.no_grad():
+                d = pol.agent(k, batch.obs[g], batch.mask[g])
+                new = d.log_prob(batch.action[g][:, k : k + 1])[:, 0]
+                ratio = torch.exp(new - batch.logp_old[g][:, k])
+                batch.weight = batch.weight * torch.where(batch.acting[g][:, k], ratio, torch.ones_like(ratio))
+        out = {key: sum(s[key] for s in stats if key in s) / sum(key in s for s in stats) for key in stats[0]}
+        out["happo_weight_std"] = float(batch.weight.std()) if batch.size > 1 else 0.0
+        return self.adapt_kl(out)

@@ -1,0 +1,100 @@
+"""AgentManager: agents -> groups -> policies, and one batched forward pass per group.
+
+Groups come from the adapter (agents with the same spaces, or by name prefix, or an explicit map). Inside a group
+``sharing`` decides the parameters: ``shared`` / ``by_prefix`` use one policy for the whole group (with an agent-id
+one-hot appended to the input when it serves several agents); ``per_agent`` gives every agent its own weights, still
+evaluated in one batched matmul. ``separate=True`` (HAPPO) keeps one module per agent, each with its own optimizer.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from marl.adapters.base import EnvSpec, GroupSpec
+from marl.core.networks import Actor
+
+
+def flat_dim(group: GroupSpec) -> int:
+    return int(math.prod(group.obs_space.shape))
+
+
+class GroupPolicy(nn.Module):
+    """The actor(s) of one group: ``[..., N, D] -> distribution over [..., N]``."""
+
+    def __init__(self, group: GroupSpec, algo: DictConfig, separate: bool):
+        super().__init__()
+        n = group.n_agents
+        self.n, self.shared = n, algo.sharing != "per_agent"
+        self.one_hot = self.shared and bool(algo.agent_id) and n > 1
+        in_dim = flat_dim(group) + (n if self.one_hot else 0)
+        kw = dict(
+            hidden=list(algo.hidden),
+            activation=algo.activation,
+            action_bound=algo.action_bound,
+            log_std_init=float(getattr(algo, "log_std_init", 0.0)),
+        )
+        self.separate = separate and not self.shared
+        if self.separate:
+            self.actors = nn.ModuleList(Actor(in_dim, group.action_space, members=1, **kw) for _ in range(n))
+        else:
+            self.actor = Actor(in_dim, group.action_space, members=1 if self.shared else n, **kw)
+        self.register_buffer("eye", torch.eye(n))
+
+    def inputs(self, obs: torch.Tensor) -> torch.Tensor:
+        """``[..., N, D]`` normalized flat obs -> network input ``[..., N, D (+N)]``."""
+        if not self.one_hot:
+            return obs
+        return torch.cat([obs, self.eye.expand(*obs.shape[:-1], self.n)], dim=-1)
+
+    def forward(self, obs: torch.Tensor, mask: torch.Tensor | None = None):
+        x = self.inputs(obs)
+        if not self.separate:
+            return self.actor(x, mask)
+        # one module per agent (HAPPO): run each on its slice and join the head outputs into one distribution
+        outs = [a.net(x[..., k : k + 1, :]) for k, a in enumerate(self.actors)]
+        first = self.actors[0]
+        if first.continuous:
+            log_std = torch.cat([a.log_std for a in self.actors], dim=0)
+            return first.head(torch.cat(outs, dim=-2), None, log_std=log_std)
+        return first.head(torch.cat(outs, dim=-2), mask)
+
+    def agent(self, k: int, obs: torch.Tensor, mask: torch.Tensor | None = None):
+        """Distribution of agent ``k`` alone (``obs [..., N, D]``) -> over ``[..., 1]``; needs ``separate``."""
+        x = self.inputs(obs)[..., k : k + 1, :]
+        m = mask[..., k : k + 1, :] if mask is not None else None
+        return self.actors[k](x, m)
+
+    def agent_parameters(self, k: int) -> list[nn.Parameter]:
+        return list(self.actors[k].parameters())
+
+
+class AgentManager(nn.Module):
+    """Holds one :class:`GroupPolicy` per group of ``spec`` and acts for every agent of every group."""
+
+    def __init__(self, spec: EnvSpec, algo: DictConfig, separate: bool = False):
+        super().__init__()
+        self.spec = spec
+        self.policies = nn.ModuleDict({g.name: GroupPolicy(g, algo, separate) for g in spec.groups})
+
+    def dist(self, group: str, obs: torch.Tensor, mask: torch.Tensor | None = None):
+        return self.policies[group](obs, mask)
+
+    @torch.no_grad()
+    def act(
+        self, obs: dict[str, torch.Tensor], mask: dict[str, torch.Tensor | None], deterministic: bool = False
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Actions and their log-probs per group, ``[E, N_g, ...]`` and ``[E, N_g]``."""
+        actions, logps = {}, {}
+        for g in self.spec.groups:
+            d = self.dist(g.name, obs[g.name], mask.get(g.name))
+            a = d.mode() if deterministic else d.sample()
+            actions[g.name], logps[g.name] = a, d.log_prob(a)
+        return actions, logps
+
+    def agent_units(self) -> list[tuple[str, int]]:
+        """Every (group, index) pair: the units HAPPO updates one at a time."""
+        return [(g.name, k) for g in self.spec.groups for k in range(g.n_agents)]
