@@ -1,0 +1,4 @@
+"""Custom PettingZoo envs shipped with marl: worked examples of the bring-your-own-env extension point.
+
+nim: a turn-based AEC game with action masks; relay: a cooperative parallel env with unlike agents.
+"""

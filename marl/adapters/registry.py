@@ -131,7 +131,7 @@ def _preprocess(env: Any, pp: dict) -> Any:
         h, w = pp["resize"]
         env = ss.resize_v1(env, x_size=w, y_size=h)
     space = env.observation_space(env.possible_agents[0])
-    if isinstance(space, spaces.Box) and len(space.shape) == 2:
+    if pp.get("color_reduction") and len(space.shape) == 2:
         env = ss.reshape_v0(env, (*space.shape, 1))
     if pp.get("frame_stack", 1) > 1:
         env = ss.frame_stack_v1(env, pp["frame_stack"])
