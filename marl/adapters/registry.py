@@ -208,10 +208,13 @@ def _prefix(agent: str) -> str:
     return agent.rsplit("_", 1)[0] if "_" in agent else agent
 
 
-def _group_name(agents: list[str], k: int, used: set[str]) -> str:
-    prefixes = {_prefix(a) for a in agents}
-    name = prefixes.pop() if len(prefixes) == 1 else f"group{k}"
-    return name if name not in used else f"group{k}"
+def _group_names(buckets: list[list[str]]) -> list[str]:
+    """Each group is named by its members' common prefix; groups without one, or sharing one, get ``group{k}``."""
+    cands = []
+    for ms in buckets:
+        prefixes = {_prefix(a) for a in ms}
+        cands.append(prefixes.pop() if len(prefixes) == 1 else None)
+    return [c if c is not None and cands.count(c) == 1 else f"group{k}" for k, c in enumerate(cands)]
 
 
 def _probe(env: AECEnv | ParallelEnv, seed: int | None) -> tuple[dict[str, dict], np.ndarray | None]:
@@ -267,11 +270,7 @@ def build_layout(env: AECEnv | ParallelEnv, name: str, grouping: str = "spaces",
                 buckets.append([a])
             else:
                 home.append(a)
-        members, used = {}, set()
-        for k, ms in enumerate(buckets):
-            gname = _group_name(ms, k, used)
-            used.add(gname)
-            members[gname] = ms
+        members = dict(zip(_group_names(buckets), buckets, strict=True))
     else:
         raise ConfigError(f"grouping='{grouping}' is not valid", f"choose one of: {', '.join(GROUPINGS)}")
 
