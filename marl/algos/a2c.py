@@ -42,4 +42,4 @@ class A2C(OnPolicyLearner):
         vloss = self.critic_loss(batch)
         opts, params = self.all_params()
         self.step(opts, actor + self.algo.vf_coef * vloss, params)
-        return {**stats, "value_loss": float(vloss)}
+        return {**stats, "value_loss": vloss.item()}

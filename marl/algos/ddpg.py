@@ -294,6 +294,12 @@ class DDPG(Learner):
         return {k: float(np.mean(v)) for k, v in sums.items()}
 
     # ------------------------------------------------------------------ state
+    def reset_env(self, seed: int) -> None:
+        """Reset every env copy (copy ``e`` gets ``seed + e``) and the exploration noise of the dropped episodes."""
+        super().reset_env(seed)
+        for gs in self.groups.values():
+            gs.noise.reset()
+
     def modules(self) -> dict[str, torch.nn.Module | torch.optim.Optimizer]:
         out: dict[str, torch.nn.Module | torch.optim.Optimizer] = {}
         for name, gs in self.groups.items():

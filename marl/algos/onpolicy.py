@@ -78,6 +78,7 @@ class OnPolicyLearner(Learner):
         self.reward_scalers = {g.name: RewardScaler(a.gamma) for g in spec.groups} if a.normalize_reward else None
         self.value_norm = RunningMeanStd(()) if getattr(a, "value_norm", False) and self.uses_critic else None
         self.buf = allocate(spec, self.T, self.E, self.device)
+        self.opponents = None  # an object with override(last, actions, buf, t) -> actions (see marl/selfplay.py)
 
     # ---------------------------------------------------------------- set-up
     def _adam(self, params) -> torch.optim.Adam:
@@ -153,6 +154,8 @@ class OnPolicyLearner(Learner):
             masks = self.masks(last.action_mask)
             actions, logps = self.manager.act(obs, masks)
             store_step(buf, t, last, obs, state, masks, actions, logps)
+            if self.opponents is not None:  # seats played by frozen / scripted opponents: act for them, never train
+                actions = self.opponents.override(last, actions, buf, t)
             out = self.env.step(to_env_actions(actions, self.spec))
             rewards = {k: torch.as_tensor(v, device=self.device) for k, v in out.reward.items()}
             if self.reward_scalers is not None:
@@ -309,7 +312,7 @@ class OnPolicyLearner(Learner):
 def _accumulate(into: dict[str, float], new: dict[str, torch.Tensor], n: int) -> None:
     """Average stats over ``n`` groups into ``into``."""
     for k, v in new.items():
-        into[k] = into.get(k, 0.0) + float(v) / n
+        into[k] = into.get(k, 0.0) + float(v.detach() if torch.is_tensor(v) else v) / n
 
 
 def mean_stats(items: list[dict[str, float]]) -> dict[str, float]:

@@ -50,11 +50,11 @@ class HAPPO(PPO):
                 )
                 ent = losses.entropy_bonus(d.entropy(), acting)
                 loss = pg - self.algo.ent_coef * ent
-                st = {**st, "policy_loss": float(pg), "entropy": float(ent)}
+                st = {**st, "policy_loss": pg.item(), "entropy": ent.item()}
                 if with_critic:
                     vloss = self.critic_loss(mb)
                     loss = loss + self.algo.vf_coef * vloss
-                    st["value_loss"] = float(vloss)
+                    st["value_loss"] = vloss.item()
                 self.step(opts, loss, params)
                 return {k2: float(v) for k2, v in st.items()}
 

@@ -1,0 +1,48 @@
+"""Deterministic evaluation episodes of a learner's policies (used during training and by scripts/evaluate.py)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from marl.adapters.base import EpisodeStat, VecMultiEnv
+from marl.algos.base import Learner
+from marl.rollout import to_env_actions
+
+
+@torch.no_grad()
+def run_episodes(learner: Learner, env: VecMultiEnv, episodes: int, seed: int, deterministic: bool = True) -> list:
+    """Play until ``episodes`` episodes finished, each copy contributing at most ``ceil(episodes / E)`` (so short
+    episodes are not over-represented). Returns the :class:`EpisodeStat` list in completion order."""
+    E = env.spec.num_envs
+    quota = math.ceil(episodes / E)
+    per_copy = np.zeros(E, dtype=int)
+    out: list[EpisodeStat] = []
+    last = env.reset(seed=seed)
+    while len(out) < episodes:
+        actions = learner.act(last.obs, last.action_mask, deterministic)
+        last = env.step(to_env_actions(actions, env.spec))
+        for ep in last.episodes:
+            if per_copy[ep.env_index] < quota and len(out) < episodes:
+                per_copy[ep.env_index] += 1
+                out.append(ep)
+    return out
+
+
+def summarize(episodes: list[EpisodeStat], prefix: str = "eval") -> dict[str, float]:
+    """``{prefix}/return``: team return (sum over agents) per episode, mean; ``{prefix}/agent_return``: per-agent mean;
+    plus the std of the team return, the mean length, and each agent's mean return."""
+    team = np.array([e.team_return for e in episodes], dtype=np.float64)
+    agents = list(episodes[0].returns)
+    per_agent = {a: float(np.mean([e.returns[a] for e in episodes])) for a in agents}
+    out = {
+        f"{prefix}/return": float(team.mean()),
+        f"{prefix}/return_std": float(team.std()),
+        f"{prefix}/agent_return": float(np.mean(list(per_agent.values()))),
+        f"{prefix}/length": float(np.mean([e.length for e in episodes])),
+        f"{prefix}/episodes": float(len(episodes)),
+    }
+    out |= {f"{prefix}/return/{a}": v for a, v in per_agent.items()}
+    return out

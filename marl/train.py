@@ -1,0 +1,196 @@
+"""The training loop: build env + learner from a validated config, run to ``total_steps``, log, evaluate, checkpoint.
+
+Run directory: ``config.yaml`` (resolved config), ``metrics.csv``, ``checkpoints/step_*.pt`` and ``final.pt``.
+Resume (``resume=<run dir or .pt>``) restores weights, optimizers, normalizers, counters and RNG states. Env copies
+are re-seeded at every checkpoint boundary (from the run seed and the iteration), so a run resumed from a checkpoint
+continues exactly as the uninterrupted run did.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import time
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from marl import checkpoint as ckpt
+from marl.adapters.base import EnvSpec
+from marl.adapters.registry import make_vec_env
+from marl.algos import learner_class
+from marl.algos.base import Learner, seed_everything
+from marl.config import ALGOS, resolve_device, validate
+from marl.errors import ConfigError, TrainingError
+from marl.evaluate import run_episodes, summarize
+from marl.logging import RunLogger
+
+EVAL_SEED_OFFSET = 1_000_000
+
+
+def env_seed(seed: int, iteration: int) -> int:
+    """Seed of env copy 0 after ``iteration`` iterations (copies use seed + e)."""
+    return int(seed) + 100_003 * int(iteration)
+
+
+def check_capabilities(cfg: DictConfig, spec: EnvSpec) -> None:
+    """Refuse an algorithm / env combination the algorithm cannot serve, with the reason."""
+    from gymnasium import spaces
+
+    info, name = ALGOS[cfg.algo.name], cfg.algo.name
+    for g in spec.groups:
+        box = isinstance(g.action_space, spaces.Box)
+        if box and not info.continuous:
+            raise ConfigError(f"algo={name} cannot act in the continuous (Box) action space of group '{g.name}'",
+                              "pick an algorithm for continuous actions (ppo, ippo, mappo, happo, ddpg)")
+        if not box and not info.discrete:
+            raise ConfigError(
+                f"algo={name} needs continuous (Box) actions, but env '{cfg.env.name}' group '{g.name}' has "
+                f"{type(g.action_space).__name__} actions (a deterministic policy cannot output a discrete choice)",
+                "use algo=ppo (or a2c / reinforce) for discrete actions, or an env with continuous actions",
+            )
+    if spec.turn_based and not info.turn_based:
+        raise ConfigError(f"algo={name} does not support turn-based (AEC) envs like '{cfg.env.name}'",
+                          "use algo=ppo, ippo or mappo for turn-based games")
+
+
+def build(cfg: DictConfig, num_envs: int | None = None, seed: int | None = None, render_mode: str | None = None):
+    """The vectorized env for ``cfg`` (grouping from ``algo.sharing`` / ``algo.groups``)."""
+    grouping = "prefix" if cfg.algo.sharing == "by_prefix" else "spaces"
+    groups = OmegaConf.to_container(cfg.algo.groups) if cfg.algo.groups is not None else None
+    return make_vec_env(cfg.env, num_envs or cfg.num_envs, seed=cfg.seed if seed is None else seed,
+                        grouping=grouping, groups=groups, render_mode=render_mode)
+
+
+def make_learner(cfg: DictConfig, env, device: str) -> Learner:
+    check_capabilities(cfg, env.spec)
+    return learner_class(cfg.algo.name)(cfg, env, device)
+
+
+def _resolve_resume(cfg: DictConfig, explicit_total_steps: bool) -> tuple[DictConfig, Path, dict | None, Path | None]:
+    """For ``resume=...``: the stored config (with this call's run-control keys) and the checkpoint payload."""
+    if not cfg.resume:
+        run_dir = Path(cfg.run_dir or "outputs/run")
+        if (run_dir / "metrics.csv").exists() or (run_dir / ckpt.CKPT_DIR).exists():
+            raise ConfigError(f"run directory '{run_dir}' already holds a run; it is never overwritten",
+                              f"pass resume={run_dir} to continue it, or choose another run_dir")
+        return cfg, run_dir, None, None
+    path = ckpt.find_latest(cfg.resume)
+    payload = ckpt.load(path)
+    stored = validate(OmegaConf.create(payload["config"]))
+    for key in ("progress", "debug", "device", "threads"):
+        stored[key] = cfg[key]
+    if explicit_total_steps:
+        stored.total_steps = cfg.total_steps
+    run_dir = path.parent.parent if path.parent.name == ckpt.CKPT_DIR else Path(cfg.resume)
+    stored.run_dir = str(run_dir)
+    return stored, run_dir, payload, path
+
+
+def _finite(metrics: dict[str, float]) -> None:
+    for k, v in metrics.items():
+        if isinstance(v, float) and (math.isnan(v) or math.isinf(v)) and not k.endswith("explained_variance"):
+            raise TrainingError(f"'{k}' became {v} at this update; training stopped before saving the bad weights",
+                                "the last good checkpoint is kept; lower algo.lr or enable algo.max_grad_norm, "
+                                "then resume from it")
+
+
+def run(cfg: DictConfig | dict, explicit_total_steps: bool = False) -> dict[str, float]:
+    """Train according to ``cfg``; returns the final metrics (last evaluation included).
+
+    With ``resume`` the run's stored config is used; ``total_steps`` given explicitly (``explicit_total_steps``)
+    extends or shortens it, and progress / debug / device / threads come from this call.
+    """
+    cfg, run_dir, payload, ckpt_path = _resolve_resume(validate(cfg), explicit_total_steps)
+    device = resolve_device(cfg.device)
+    torch.set_num_threads(cfg.threads or 1)
+    seed_everything(cfg.seed)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_cfg = cfg
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+
+    env = build(cfg)
+    logger = None
+    try:
+        learner = make_learner(cfg, env, device)
+        if payload is not None:
+            ckpt.check_compatible(payload, cfg.env.name, cfg.algo.name, env.spec, ckpt_path)
+            learner.load_state_dict(payload["learner"])
+        logger = RunLogger(run_dir, save_cfg, resume=payload is not None)
+        if payload is not None:
+            logger.truncate_after(learner.env_steps)
+        learner.reset_env(env_seed(cfg.seed, learner.iterations))
+        return _loop(cfg, learner, logger, run_dir, save_cfg)
+    finally:
+        if logger is not None:
+            logger.close()
+        env.close()
+
+
+def _loop(cfg: DictConfig, learner: Learner, logger: RunLogger, run_dir: Path, save_cfg: DictConfig) -> dict:
+    spec = learner.spec
+    recent = deque(maxlen=20)
+    next_eval = _next_mark(learner.env_steps, cfg.eval_every)
+    next_ckpt = _next_mark(learner.env_steps, cfg.checkpoint_every)
+    eval_env = build(cfg, num_envs=min(cfg.eval_episodes, 8), seed=cfg.seed + EVAL_SEED_OFFSET)
+    interrupted = {"flag": False}
+
+    def on_sigint(signum, frame):  # finish the current iteration, then checkpoint and stop
+        interrupted["flag"] = True
+
+    old_handler = signal.signal(signal.SIGINT, on_sigint)
+    bar = tqdm(total=cfg.total_steps, initial=learner.env_steps, disable=not cfg.progress, unit="step",
+               dynamic_ncols=True, desc=f"{cfg.algo.name}/{cfg.env.name}")
+    final: dict[str, float] = {}
+    t0, s0 = time.perf_counter(), learner.env_steps
+    try:
+        while learner.env_steps < cfg.total_steps and not interrupted["flag"]:
+            metrics = learner.iteration()
+            _finite(metrics)
+            eps = learner.pop_episodes()
+            recent.extend(e.team_return for e in eps)
+            sps = (learner.env_steps - s0) / max(time.perf_counter() - t0, 1e-9)
+            metrics["charts/SPS"] = sps
+            if eps:
+                metrics["charts/episodic_return"] = float(np.mean([e.team_return for e in eps]))
+                metrics["charts/episodic_length"] = float(np.mean([e.length for e in eps]))
+            if learner.env_steps >= next_eval or learner.env_steps >= cfg.total_steps:
+                metrics |= _evaluate(cfg, learner, eval_env)
+                next_eval = _next_mark(learner.env_steps, cfg.eval_every)
+            logger.log(learner.env_steps, metrics)
+            final = metrics
+            bar.update(learner.env_steps - bar.n)
+            bar.set_postfix(sps=f"{sps:.0f}", ret=f"{np.mean(recent):.2f}" if recent else "-", refresh=False)
+            if learner.env_steps >= next_ckpt and learner.env_steps < cfg.total_steps:
+                _checkpoint(cfg, learner, run_dir, save_cfg, spec)
+                next_ckpt = _next_mark(learner.env_steps, cfg.checkpoint_every)
+        if interrupted["flag"]:
+            _checkpoint(cfg, learner, run_dir, save_cfg, spec)
+            bar.close()
+            raise KeyboardInterrupt
+        ckpt.save(run_dir / ckpt.CKPT_DIR / "final.pt", learner.state_dict(), save_cfg, spec)
+    finally:
+        bar.close()
+        signal.signal(signal.SIGINT, old_handler)
+        eval_env.close()
+    return final
+
+
+def _next_mark(step: int, every: int) -> float:
+    return (step // every + 1) * every if every > 0 else float("inf")
+
+
+def _evaluate(cfg: DictConfig, learner: Learner, eval_env) -> dict[str, float]:
+    eps = run_episodes(learner, eval_env, cfg.eval_episodes, seed=cfg.seed + EVAL_SEED_OFFSET)
+    return summarize(eps)
+
+
+def _checkpoint(cfg: DictConfig, learner: Learner, run_dir: Path, save_cfg: DictConfig, spec: EnvSpec) -> None:
+    """Save, prune old periodic checkpoints, and re-seed the env copies (what a resume from here will do too)."""
+    ckpt.save(run_dir / ckpt.CKPT_DIR / f"step_{learner.env_steps:012d}.pt", learner.state_dict(), save_cfg, spec)
+    ckpt.prune(run_dir)
+    learner.reset_env(env_seed(cfg.seed, learner.iterations))
