@@ -1,6 +1,6 @@
 """The batched, fixed-shape step interface every env (PettingZoo AEC / parallel, gymnasium) is adapted to.
 
-Shapes: ``E`` env copies, group ``g`` with ``N_g`` agents (fixed order, from ``possible_agents``), ``S`` global state size.
+Shapes: ``E`` env copies, group ``g`` with ``N_g`` agents (fixed order from ``possible_agents``), ``S`` state size.
 Every array is numpy, preallocated-friendly and fixed-shape: agents that are dead or not yet spawned are padded
 (zeros) and flagged in ``alive``, never dropped.
 
