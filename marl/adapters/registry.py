@@ -44,16 +44,20 @@ def resolve_env_config(name: str) -> DictConfig:
     path = CONFIG_DIR / f"{name}.yaml"
     if not path.is_file():
         raise ConfigError(f"unknown env '{name}'", f"choose one of: {', '.join(available_envs())}")
-    return _env_cfg(OmegaConf.load(path))
+    return _typed(OmegaConf.load(path))
+
+
+def _typed(env_cfg: Any) -> DictConfig:
+    try:
+        return OmegaConf.merge(OmegaConf.structured(EnvConfig), env_cfg)
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"invalid env config: {str(err).splitlines()[0]}",
+                          "env keys are: " + ", ".join(EnvConfig.__dataclass_fields__)) from None
 
 
 def _env_cfg(env_cfg: Any) -> DictConfig:
     """Any of EnvConfig / DictConfig / dict -> a DictConfig typed by EnvConfig, with the entry point checked."""
-    try:
-        cfg = OmegaConf.merge(OmegaConf.structured(EnvConfig), env_cfg)
-    except OmegaConfBaseException as err:
-        raise ConfigError(f"invalid env config: {str(err).splitlines()[0]}",
-                          "env keys are: " + ", ".join(EnvConfig.__dataclass_fields__)) from None
+    cfg = _typed(env_cfg)
     if OmegaConf.is_missing(cfg, "entry_point"):
         name = cfg.name if not OmegaConf.is_missing(cfg, "name") else "?"
         raise ConfigError(f"env '{name}' has no entry point (env.entry_point is unset)",

@@ -1,0 +1,144 @@
+"""Vectorization: subprocess == in-process, crashing envs -> EnvError naming copy and step (no hang), gymnasium."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import pytest
+from pettingzoo import ParallelEnv
+from test_adapters_core import Survivors, random_actions
+
+from marl.adapters import make_vec_env, resolve_env_config
+from marl.errors import EnvError
+
+
+class Crashy(Survivors):
+    """Survivors whose copy seeded ``bad_seed`` fails at step ``at``: ``mode`` raise (an exception) or exit (dies)."""
+
+    def __init__(self, bad_seed: int = 1, at: int = 3, mode: str = "raise"):
+        super().__init__(death=100, max_cycles=100)
+        self.bad_seed, self.at, self.mode, self.seed = bad_seed, at, mode, None
+
+    def reset(self, seed=None, options=None):
+        self.seed = seed
+        return super().reset(seed, options)
+
+    def step(self, actions):
+        if self.seed == self.bad_seed and self.t + 1 == self.at:
+            if self.mode == "exit":
+                os._exit(3)
+            raise RuntimeError("boom: the physics exploded")
+        return super().step(actions)
+
+
+def crashy(**kw) -> ParallelEnv:
+    return Crashy(**kw)
+
+
+def _cfg(name: str, backend: str, **extra) -> dict:
+    cfg = dict(resolve_env_config(name)) if ":" not in name else {"name": name.split(":")[1], "entry_point": name}
+    return {**cfg, "backend": backend, "workers": 2, **extra}
+
+
+def _compare(a, b):
+    for key in ("obs", "reward", "terminated", "alive", "acting", "final_obs", "action_mask"):
+        for g in a.obs:
+            x, y = getattr(a, key)[g], getattr(b, key)[g]
+            if x is None:
+                assert y is None
+            else:
+                np.testing.assert_array_equal(x, y, err_msg=f"{key}/{g}")
+    for key in ("state", "final_state", "done", "truncated"):
+        np.testing.assert_array_equal(getattr(a, key), getattr(b, key), err_msg=key)
+    assert [(e.env_index, e.returns, e.length) for e in a.episodes] == [
+        (e.env_index, e.returns, e.length) for e in b.episodes
+    ]
+
+
+@pytest.mark.parametrize("name", ["simple_tag", "connect_four", "relay"])
+def test_subprocess_matches_inprocess(name):
+    envs = [make_vec_env(_cfg(name, backend), 3, seed=7) for backend in ("inprocess", "subprocess")]
+    rng = [np.random.default_rng(1), np.random.default_rng(1)]
+    outs = [e.reset() for e in envs]
+    _compare(*outs)
+    n_eps = 0
+    for _ in range(40):
+        outs = [e.step(random_actions(e, o, r)) for e, o, r in zip(envs, outs, rng, strict=True)]
+        _compare(*outs)
+        n_eps += len(outs[0].episodes)
+    assert n_eps > 0  # auto-reset was exercised
+    for e in envs:
+        e.close()
+
+
+@pytest.mark.parametrize("backend", ["inprocess", "subprocess"])
+def test_env_that_raises_names_copy_and_step(backend):
+    env = make_vec_env(_cfg("test_adapters_vector:crashy", backend), 3, seed=0)
+    out = env.reset()
+    act = {"a": np.zeros((3, 3), np.int64)}
+    for _ in range(2):
+        out = env.step(act)
+    msg = r"copy 1 at episode step 3 \(batch step 3\): RuntimeError: boom: the physics exploded"
+    with pytest.raises(EnvError, match=msg) as err:
+        env.step(act)
+    assert "crashy" in str(err.value)
+    env.close()
+    assert out.obs["a"].shape == (3, 3, 2)
+
+
+def test_worker_that_dies_raises_without_hanging():
+    env = make_vec_env(_cfg("test_adapters_vector:crashy", "subprocess", kwargs={"mode": "exit"}), 4, seed=0)
+    env.reset()
+    act = {"a": np.zeros((4, 3), np.int64)}
+    env.step(act)
+    env.step(act)
+    start = time.monotonic()
+    with pytest.raises(EnvError, match=r"worker 0 \(copies 0\.\.1\) exited with code 3 during step at batch step 3"):
+        env.step(act)
+    assert time.monotonic() - start < 10
+    env.close()
+
+
+def test_wrong_action_shape_is_an_error():
+    env = make_vec_env(_cfg("simple_spread", "inprocess"), 2, seed=0)
+    env.reset()
+    with pytest.raises(EnvError, match=r"expected \(2, 3\)"):
+        env.step({"agent": np.zeros((2, 2), np.int64)})
+    env.close()
+
+
+# ------------------------------------------------------------------------------------------- gymnasium
+
+
+def test_gymnasium_truncation_keeps_final_obs():
+    env = make_vec_env({**resolve_env_config("cartpole"), "max_episode_steps": 5}, 2, seed=0)
+    (g,) = env.spec.groups
+    assert (g.name, g.agents, g.obs_space.shape, env.spec.state_shape) == ("agent", ("agent",), (4,), (4,))
+    out = env.reset()
+    assert out.obs["agent"].shape == (2, 1, 4) and out.obs["agent"].dtype == np.float32
+    prev = out
+    for k in range(5):
+        prev, out = out, env.step({"agent": np.zeros((2, 1), np.int64)})
+        assert out.done.tolist() == [k == 4] * 2
+    assert out.truncated.all() and not out.terminated["agent"].any()
+    assert not np.allclose(out.final_obs["agent"], prev.obs["agent"])  # the step moved the cart
+    assert not np.allclose(out.obs["agent"], out.final_obs["agent"])  # obs after done: the reset obs
+    assert np.abs(out.obs["agent"]).max() <= 0.05  # CartPole resets near zero
+    assert [(e.env_index, e.length, e.returns) for e in out.episodes] == [(i, 5, {"agent": 5.0}) for i in (0, 1)]
+    env.close()
+
+
+def test_gymnasium_subprocess_matches_inprocess_and_box_actions():
+    cfgs = [{**resolve_env_config("pendulum"), "backend": b} for b in ("inprocess", "subprocess")]
+    envs = [make_vec_env(c, 2, seed=3) for c in cfgs]
+    outs = [e.reset() for e in envs]
+    _compare(*outs)
+    act = {"agent": np.full((2, 1, 1), 0.5, np.float32)}
+    for _ in range(3):
+        outs = [e.step(act) for e in envs]
+        _compare(*outs)
+    assert envs[0].spec.groups[0].action_space.shape == (1,)
+    for e in envs:
+        e.close()
