@@ -229,8 +229,8 @@ def _probe(env: AECEnv | ParallelEnv, seed: int | None) -> tuple[dict[str, dict]
     else:
         _, infos = env.reset(seed=seed)
     try:
-        state = np.asarray(env.state())
-    except (NotImplementedError, AttributeError):
+        state = np.asarray(env.state(), dtype=np.float32)
+    except Exception:  # noqa: BLE001 - no usable state() (not implemented, or broken as in rps_v2): use observations
         return infos, None
     # an image state (pistonball's whole screen) is too big for a critic input: use the observations instead
     return infos, (state.ravel() if state.ndim <= 1 else None)
