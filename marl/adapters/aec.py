@@ -9,9 +9,24 @@ live agents come from ``env.observe(agent)``.
 
 from __future__ import annotations
 
+from typing import Any
+
+from pettingzoo.utils.wrappers import AssertOutOfBoundsWrapper, BaseWrapper, OrderEnforcingWrapper
+
 from marl.adapters.base import EpisodeStat
 from marl.adapters.parallel import CopyBase
 from marl.errors import EnvError
+
+# wrappers whose observe() only checks call order / action bounds: observing below them gives the same observation
+_CHECK_ONLY = (OrderEnforcingWrapper, AssertOutOfBoundsWrapper)
+
+
+def _owner(env: Any, name: str) -> Any:
+    """The object in a wrapper chain that really holds attribute ``name`` (BaseWrapper forwards reads inwards)."""
+    obj = env
+    while isinstance(obj, BaseWrapper) and name not in vars(obj) and not hasattr(type(obj), name):
+        obj = obj.env
+    return obj
 
 
 class AECCopy(CopyBase):
@@ -19,16 +34,24 @@ class AECCopy(CopyBase):
 
     def load_reset(self, seed: int | None) -> None:
         self.env.reset(seed=seed)
+        # Reading env.agents etc. through a chain of wrappers costs microseconds per attribute: read them from the
+        # object that holds them (found again after every reset, since an env may rebind them).
+        self.own = {k: _owner(self.env, k) for k in ("agents", "agent_selection", "rewards", "terminations",
+                                                       "truncations", "infos")}
+        obs_env = self.env
+        while isinstance(obs_env, _CHECK_ONLY):
+            obs_env = obs_env.env
+        self.observe = obs_env.observe
         self._load()
 
     def _load(self) -> None:
-        env = self.env
-        present, sel = env.agents, env.agent_selection
-        infos = env.infos
+        own, observe = self.own, self.observe
+        present, sel = own["agents"].agents, own["agent_selection"].agent_selection
+        infos = own["infos"].infos
         for a in self.layout.agents:
             alive, acting, _, _, i = self.at[a]
             if a in present:
-                self.write_obs(a, env.observe(a), infos.get(a))
+                self.write_obs(a, observe(a), infos.get(a))
                 alive[i] = True
                 acting[i] = a == sel
                 if a != sel and self.mask[a] is not None:
@@ -41,30 +64,31 @@ class AECCopy(CopyBase):
     def _collect(self) -> None:
         """Add every agent's reward from the last env.step to this step's rewards and the episode returns."""
         returns = self.returns
-        for a, r in self.env.rewards.items():
+        for a, r in self.own["rewards"].rewards.items():
             if r:
                 rew, i = self.at[a][2], self.at[a][4]
                 rew[i] += r
                 returns[a] += r
 
     def step(self) -> EpisodeStat | None:
-        env = self.env
-        env.step(self.action(env.agent_selection))
+        env, own = self.env, self.own
+        env.step(self.action(own["agent_selection"].agent_selection))
         self.t += 1
         self.total_steps += 1
         self.clear_step()
         self._collect()
-        terms, truncs = env.terminations, env.truncations
-        ending = all(terms[a] or truncs[a] for a in env.agents)
-        if ending:  # observe everyone before they are removed: this is the final observation
-            for a in env.agents:
-                self.write_obs(a, env.observe(a), env.infos.get(a))
+        terms, truncs = own["terminations"].terminations, own["truncations"].truncations
+        agents = own["agents"].agents
+        if all(terms[a] or truncs[a] for a in agents):  # game over: observe everyone before they are removed
+            infos = own["infos"].infos
+            for a in agents:
+                self.write_obs(a, self.observe(a), infos.get(a))
             self.write_state(final=True)
         truncated = False
         for _ in range(len(self.layout.agents) + 1):
-            if not env.agents:
+            if not own["agents"].agents:
                 break
-            sel = env.agent_selection
+            sel = own["agent_selection"].agent_selection
             if not (terms[sel] or truncs[sel]):
                 break
             term, trunc = terms[sel], truncs[sel]
@@ -73,11 +97,11 @@ class AECCopy(CopyBase):
             flag[i] = term
             truncated |= trunc and not term
             self._collect()
-            terms, truncs = env.terminations, env.truncations
+            terms, truncs = own["terminations"].terminations, own["truncations"].truncations
         else:
             raise EnvError(f"env '{self.layout.name}': done agents were not removed by env.step(None)",
                            "the env must remove a terminated/truncated agent when it is stepped with None")
-        if env.agents:
+        if own["agents"].agents:
             self._load()
             return None
         return self.finish(truncated)

@@ -222,18 +222,24 @@ def _group_names(buckets: list[list[str]]) -> list[str]:
 
 
 def _probe(env: AECEnv | ParallelEnv, seed: int | None) -> tuple[dict[str, dict], np.ndarray | None]:
-    """Reset once; return each agent's info after reset and env.state() (None when it has none or is an image)."""
+    """Reset once; return each agent's info after reset and the state to use (None: concatenated observations)."""
     if isinstance(env, AECEnv):
         env.reset(seed=seed)
         infos = dict(env.infos)
+        obs = {a: env.observe(a) for a in env.agents}
     else:
-        _, infos = env.reset(seed=seed)
+        obs, infos = env.reset(seed=seed)
     try:
         state = np.asarray(env.state(), dtype=np.float32)
     except Exception:  # noqa: BLE001 - no usable state() (not implemented, or broken as in rps_v2): use observations
         return infos, None
-    # an image state (pistonball's whole screen) is too big for a critic input: use the observations instead
-    return infos, (state.ravel() if state.ndim <= 1 else None)
+    if state.ndim > 1:  # an image state (pistonball: the whole screen) is too big for a critic input
+        return infos, None
+    flat = [np.asarray(obs[a], np.float32).ravel() for a in env.possible_agents
+            if a in obs and not isinstance(obs[a], dict)]
+    if len(flat) == len(env.possible_agents) and np.array_equal(state, np.concatenate(flat)):
+        return infos, None  # state() is the concatenated observations (MPE): build it from them, don't recompute it
+    return infos, state
 
 
 def build_layout(env: AECEnv | ParallelEnv, name: str, grouping: str = "spaces",

@@ -1,0 +1,191 @@
+"""Env steps/s of raw PettingZoo vs the same env through ``make_vec_env`` (in-process and subprocess).
+
+One env step = one step of one copy (AEC: one move). Random actions come from numpy in both loops (legal ones where
+the env has an action mask), so the comparison measures the adapter, not the action sampler. Writes
+``benchmarks/adapters.json`` and ``benchmarks/adapters.md``::
+
+    python scripts/benches/adapters.py            # full run (about 2-3 minutes)
+    python scripts/benches/adapters.py --quick    # tiny run, to check that it works
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+from pettingzoo import AECEnv
+
+from marl.adapters import make_env, make_vec_env, resolve_env_config
+from marl.config import cpu_count
+
+ENVS = ("simple_spread", "simple_tag", "connect_four", "multiwalker")
+NUM_ENVS = (1, 8, 32)
+OUT = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def _sample(space: spaces.Space, rng: np.random.Generator, mask: np.ndarray | None = None) -> Any:
+    """One random (legal) action for one agent of the raw env."""
+    if mask is not None:
+        return int(rng.choice(np.flatnonzero(mask)))
+    if isinstance(space, spaces.Discrete):
+        return int(rng.integers(space.n))
+    return rng.uniform(space.low, space.high).astype(space.dtype)
+
+
+def raw_rate(name: str, seconds: float, seed: int = 0, with_state: bool = False) -> float:
+    """Steps/s of one raw env in a plain single-process loop (``with_state``: also call env.state() every step)."""
+    env = make_env(resolve_env_config(name))
+    rng = np.random.default_rng(seed)
+    steps = 0
+    if isinstance(env, AECEnv):
+        env.reset(seed=seed)
+        start = time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            for _ in range(100):
+                obs, _, term, trunc, _ = env.last()
+                if term or trunc:
+                    env.step(None)
+                else:
+                    agent = env.agent_selection
+                    env.step(_sample(env.action_space(agent), rng, obs["action_mask"]))
+                    steps += 1
+                if not env.agents:
+                    env.reset()
+                if with_state:
+                    env.state()
+    else:
+        env.reset(seed=seed)
+        start = time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            for _ in range(100):
+                env.step({a: _sample(env.action_space(a), rng) for a in env.agents})
+                steps += 1
+                if not env.agents:
+                    env.reset()
+                if with_state:
+                    env.state()
+    rate = steps / (time.perf_counter() - start)
+    env.close()
+    return rate
+
+
+def _batch_actions(env: Any, out: Any, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    acts = {}
+    e = env.spec.num_envs
+    for g in env.spec.groups:
+        sp = g.action_space
+        if g.has_action_mask:
+            acts[g.name] = (rng.random(out.action_mask[g.name].shape) * out.action_mask[g.name]).argmax(-1)
+        elif isinstance(sp, spaces.Discrete):
+            acts[g.name] = rng.integers(0, sp.n, (e, g.n_agents))
+        else:
+            acts[g.name] = rng.uniform(sp.low, sp.high, (e, g.n_agents, *sp.shape)).astype(np.float32)
+    return acts
+
+
+def uses_state(name: str) -> bool:
+    """Whether the adapter calls env.state() every step for this env (it does when the state is not the obs)."""
+    env = make_vec_env(resolve_env_config(name), 1)
+    env.close()
+    return env.spec.has_state
+
+
+def vec_rate(name: str, num_envs: int, backend: str, seconds: float, workers: int, seed: int = 0) -> float:
+    """Env steps/s (copies x batch steps) through make_vec_env."""
+    cfg = {**resolve_env_config(name), "backend": backend, "workers": workers}
+    env = make_vec_env(cfg, num_envs, seed=seed)
+    rng = np.random.default_rng(seed)
+    out = env.reset()
+    for _ in range(5):  # warm-up
+        out = env.step(_batch_actions(env, out, rng))
+    batches = 0
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        out = env.step(_batch_actions(env, out, rng))
+        batches += 1
+    rate = batches * num_envs / (time.perf_counter() - start)
+    env.close()
+    return rate
+
+
+def to_markdown(report: dict) -> str:
+    meta = report["meta"]
+    head = "| env | raw | raw + state() | " + " | ".join(f"in-process E={e}" for e in meta["num_envs"])
+    head += " | " + " | ".join(f"subprocess E={e}" for e in meta["num_envs"]) + " |"
+    lines = [
+        "# Adapter benchmark",
+        "",
+        f"Env steps/s (one step of one copy; AEC: one move), random actions. Machine: {meta['cpus']} CPU cores, "
+        f"{meta['machine']}; load average {meta['load_before']} before and {meta['load_after']} after the run "
+        f"(other processes shared the cores). {meta['seconds']} s per measurement; subprocess backend with "
+        f"{meta['workers']} workers.",
+        "",
+        "In-process cells: steps/s (overhead vs raw: 1 - rate/raw). Subprocess cells: steps/s (speedup vs raw).",
+        "`raw + state()`: the raw loop also calling `env.state()` every step, which the adapter does for envs with a",
+        "real global state (multiwalker); its overhead vs this column is the adapter's own cost.",
+        "",
+        head,
+        "|" + "---|" * (3 + 2 * len(meta["num_envs"])),
+    ]
+    for name, row in report["results"].items():
+        raw = row["raw"]
+        cells = [name, f"{raw:,.0f}", f"{row['raw_state']:,.0f}" if row["raw_state"] else "-"]
+        cells += [f"{row['inprocess'][str(e)]:,.0f} ({100 * (1 - row['inprocess'][str(e)] / raw):+.0f}%)"
+                  for e in meta["num_envs"]]
+        cells += [f"{row['subprocess'][str(e)]:,.0f} ({row['subprocess'][str(e)] / raw:.2f}x)"
+                  for e in meta["num_envs"]]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", f"Command: `{meta['command']}`", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny run (0.3 s per cell, E=1,8) to check the script")
+    parser.add_argument("--seconds", type=float, default=3.0, help="measuring time per cell")
+    parser.add_argument("--envs", nargs="+", default=list(ENVS), help="env YAML names")
+    parser.add_argument("--workers", type=int, default=0, help="subprocess workers (0: one per core)")
+    parser.add_argument("--out", type=Path, default=OUT, help="directory for adapters.json / adapters.md")
+    args = parser.parse_args(argv)
+    seconds = 0.3 if args.quick else args.seconds
+    num_envs = (1, 8) if args.quick else NUM_ENVS
+    workers = args.workers or cpu_count()
+    load_before = round(os.getloadavg()[0], 2)
+    results: dict[str, dict] = {}
+    for name in args.envs:
+        row: dict[str, Any] = {"raw": raw_rate(name, seconds), "inprocess": {}, "subprocess": {}}
+        row["raw_state"] = raw_rate(name, seconds, with_state=True) if uses_state(name) else None
+        for e in num_envs:
+            row["inprocess"][str(e)] = vec_rate(name, e, "inprocess", seconds, workers)
+            row["subprocess"][str(e)] = vec_rate(name, e, "subprocess", seconds, workers)
+        results[name] = row
+        print(name, json.dumps(row))
+    report = {
+        "meta": {
+            "command": "python scripts/benches/adapters.py" + (" --quick" if args.quick else ""),
+            "seconds": seconds,
+            "num_envs": list(num_envs),
+            "workers": workers,
+            "cpus": cpu_count(),
+            "machine": platform.processor() or platform.machine(),
+            "load_before": load_before,
+            "load_after": round(os.getloadavg()[0], 2),
+            "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        },
+        "results": results,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "adapters.json").write_text(json.dumps(report, indent=2) + "\n")
+    (args.out / "adapters.md").write_text(to_markdown(report))
+    return report
+
+
+if __name__ == "__main__":
+    main()
