@@ -185,6 +185,26 @@ class LoggerConfig:
     tensorboard: TensorboardConfig = field(default_factory=TensorboardConfig)
 
 
+# ------------------------------------------------------------------------------------------------ self-play
+
+
+@dataclass
+class SelfPlayConfig:
+    """Self-play in turn-based (AEC) games (marl/selfplay.py); parallel and single-agent envs ignore it.
+
+    One policy (``algo.sharing=shared``) plays every seat; in a fraction of the env copies the seats other than the
+    learner's are played by an opponent drawn per episode from the pool (frozen snapshots of earlier policies, and
+    optional scripted baselines). Opponent moves are never trained on.
+    """
+
+    pool_fraction: float = 0.25  # fraction of env copies playing pool opponents (0: pure self-play), in [0, 1]
+    pool_size: int = 8  # frozen snapshots kept (the oldest is dropped); the initial policy is the first
+    snapshot_every: int = 50_000  # env steps between snapshots of the learning policy
+    baselines: list[str] = field(default_factory=list)  # scripted opponents in the pool: random | heuristic | minimax
+    baseline_prob: float = 0.5  # chance a pool episode draws a baseline instead of a snapshot (when baselines given)
+    seat: str = "alternate"  # alternate | random: the learner's seat in a pool copy, per episode
+
+
 # ----------------------------------------------------------------------------------------------------- run
 
 
@@ -193,6 +213,7 @@ class TrainConfig:
     env: EnvConfig = field(default_factory=EnvConfig)
     algo: Any = MISSING  # one of the ALGOS schemas, chosen by algo.name
     logger: LoggerConfig = field(default_factory=LoggerConfig)
+    selfplay: SelfPlayConfig = field(default_factory=SelfPlayConfig)
     seed: int = 0
     total_steps: int = 100_000  # env steps (one step of all E copies counts E)
     num_envs: int = 8  # env copies E

@@ -28,6 +28,7 @@ from marl.config import ALGOS, resolve_device, validate
 from marl.errors import ConfigError, TrainingError
 from marl.evaluate import run_episodes, summarize
 from marl.logging import RunLogger
+from marl.selfplay import attach_pool
 
 EVAL_SEED_OFFSET = 1_000_000
 
@@ -117,9 +118,12 @@ def run(cfg: DictConfig | dict, explicit_total_steps: bool = False) -> dict[str,
     logger = None
     try:
         learner = make_learner(cfg, env, device)
+        pool = attach_pool(cfg, learner)
         if payload is not None:
             ckpt.check_compatible(payload, cfg.env.name, cfg.algo.name, env.spec, ckpt_path)
             learner.load_state_dict(payload["learner"])
+            if pool is not None and "opponents" in payload["learner"]:
+                pool.load_state_dict(payload["learner"]["opponents"])
         logger = RunLogger(run_dir, save_cfg, resume=payload is not None)
         if payload is not None:
             logger.truncate_after(learner.env_steps)
@@ -172,7 +176,7 @@ def _loop(cfg: DictConfig, learner: Learner, logger: RunLogger, run_dir: Path, s
             _checkpoint(cfg, learner, run_dir, save_cfg, spec)
             bar.close()
             raise KeyboardInterrupt
-        ckpt.save(run_dir / ckpt.CKPT_DIR / "final.pt", learner.state_dict(), save_cfg, spec)
+        ckpt.save(run_dir / ckpt.CKPT_DIR / "final.pt", _learner_state(learner), save_cfg, spec)
     finally:
         bar.close()
         signal.signal(signal.SIGINT, old_handler)
@@ -189,8 +193,16 @@ def _evaluate(cfg: DictConfig, learner: Learner, eval_env) -> dict[str, float]:
     return summarize(eps)
 
 
+def _learner_state(learner: Learner) -> dict:
+    """The learner's state plus its self-play opponent pool's (snapshots), when it has one."""
+    state = learner.state_dict()
+    if getattr(learner, "opponents", None) is not None:
+        state["opponents"] = learner.opponents.state_dict()
+    return state
+
+
 def _checkpoint(cfg: DictConfig, learner: Learner, run_dir: Path, save_cfg: DictConfig, spec: EnvSpec) -> None:
     """Save, prune old periodic checkpoints, and re-seed the env copies (what a resume from here will do too)."""
-    ckpt.save(run_dir / ckpt.CKPT_DIR / f"step_{learner.env_steps:012d}.pt", learner.state_dict(), save_cfg, spec)
+    ckpt.save(run_dir / ckpt.CKPT_DIR / f"step_{learner.env_steps:012d}.pt", _learner_state(learner), save_cfg, spec)
     ckpt.prune(run_dir)
     learner.reset_env(env_seed(cfg.seed, learner.iterations))

@@ -1,0 +1,189 @@
+"""Self-play on turn-based games: an opponent pool of frozen snapshots (and scripted baselines).
+
+With one shared policy (``algo.sharing=shared``) the learner plays every seat of every env copy, each seat seeing the
+board from its own side as PettingZoo gives it. :class:`OpponentPool` (``cfg.selfplay``, see
+:class:`marl.config.SelfPlayConfig`) hands the first ``round(pool_fraction * E)`` env copies to pool opponents: at
+every episode start such a copy draws an opponent (a frozen snapshot, or a baseline with ``baseline_prob``) and the
+learner's seat (alternating or random); the opponent plays all the other seats. The learner's on-policy ``collect``
+calls :meth:`OpponentPool.override` after choosing actions for every seat: the pool replaces the actions of the
+opponent's seats and clears their ``acting`` flags, so those transitions are never trained on and the returns treat
+the opponent's moves as the other side's turn (the learner's seat gets the reward its own move led to).
+
+Snapshots are deep copies of the learner's actors (``learner.manager``) taken every ``snapshot_every`` env steps,
+frozen (no gradients) and kept on CPU; the newest ``pool_size`` are kept. :meth:`OpponentPool.state_dict` holds them
+as plain tensors, so the pool survives a checkpoint / resume.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+from marl.adapters.base import StepOut
+from marl.errors import ConfigError
+from marl.opponents import BoardPlayer, FrozenPolicyPlayer, Player, make_baseline
+from marl.rollout import Rollout
+
+SEAT_MODES = ("alternate", "random")
+
+
+def seat_rows(spec, seat: np.ndarray, active: np.ndarray) -> dict[str, np.ndarray]:
+    """Bool ``{g: [E, N_g]}``: True where env copy ``e`` is ``active`` and agent (group, n) IS seat ``seat[e]``
+    (flat index into ``spec.agents``)."""
+    out, flat = {}, 0
+    for g in spec.groups:
+        idx = flat + np.arange(g.n_agents)
+        out[g.name] = active[:, None] & (idx[None, :] == seat[:, None])
+        flat += g.n_agents
+    return out
+
+
+class OpponentPool:
+    """Frozen snapshots + baselines playing the non-learner seats of some env copies (see the module docstring).
+
+    ``opponent[e]``: index of copy ``e``'s current opponent in :attr:`players` (-1: a pure self-play copy);
+    ``seat[e]``: the learner's seat in copy ``e`` (flat index into ``spec.agents``).
+    """
+
+    def __init__(self, learner, sp: DictConfig, seed: int):
+        _check(sp)
+        self.learner, self.spec = learner, learner.spec
+        self.E, self.n_seats = learner.E, len(self.spec.agents)
+        self.pool_size, self.every = int(sp.pool_size), int(sp.snapshot_every)
+        self.baseline_prob, self.seat_mode = float(sp.baseline_prob), str(sp.seat)
+        self.n_pool = int(round(float(sp.pool_fraction) * self.E))
+        self.baselines: list[BoardPlayer] = [make_baseline(str(b), self.spec, seed + 7919 * (k + 1))
+                                             for k, b in enumerate(sp.baselines)]
+        self.gen = torch.Generator().manual_seed(int(seed) + 104_729)
+        self.snapshots: list[FrozenPolicyPlayer] = []
+        self.snapshot_steps: list[int] = []
+        self.snapshot()
+        self.next_snapshot = learner.env_steps + self.every
+        self.opponent = np.full(self.E, -1, dtype=np.int64)
+        self.seat = np.arange(self.E, dtype=np.int64) % self.n_seats
+        self.pool_copies = np.arange(self.E) < self.n_pool
+        self._draw(self.pool_copies, first=True)
+
+    # ------------------------------------------------------------------ opponents
+    @property
+    def players(self) -> list[Player]:
+        """Snapshots (oldest first), then baselines."""
+        return [*self.snapshots, *self.baselines]
+
+    def _freeze(self, manager: torch.nn.Module) -> FrozenPolicyPlayer:
+        frozen = copy.deepcopy(manager).cpu().eval().requires_grad_(False)
+        return FrozenPolicyPlayer(frozen, self.learner.obs_tensors, name="snapshot")
+
+    def snapshot(self) -> None:
+        """Add a frozen copy of the learner's current actors; drop the oldest beyond ``pool_size``."""
+        self.snapshots.append(self._freeze(self.learner.manager))
+        self.snapshot_steps.append(int(self.learner.env_steps))
+        if len(self.snapshots) > self.pool_size:
+            self.snapshots.pop(0)
+            self.snapshot_steps.pop(0)
+
+    def _randint(self, high: int, size: int) -> np.ndarray:
+        return torch.randint(high, (size,), generator=self.gen).numpy()
+
+    def _draw(self, copies: np.ndarray, first: bool = False) -> None:
+        """New opponent and learner seat for the pool copies flagged in ``copies`` (bool [E])."""
+        idx = np.flatnonzero(copies & self.pool_copies)
+        if idx.size == 0:
+            return
+        k = idx.size
+        opp = self._randint(len(self.snapshots), k)
+        if self.baselines:
+            use_base = torch.rand(k, generator=self.gen).numpy() < self.baseline_prob
+            opp = np.where(use_base, len(self.snapshots) + self._randint(len(self.baselines), k), opp)
+        self.opponent[idx] = opp
+        if self.seat_mode == "random":
+            self.seat[idx] = self._randint(self.n_seats, k)
+        elif not first:
+            self.seat[idx] = (self.seat[idx] + 1) % self.n_seats
+
+    # ------------------------------------------------------------------ the collect() hook
+    def override(self, last: StepOut, actions: dict[str, torch.Tensor], buf: Rollout, t: int) -> dict:
+        """Replace the opponents' actions ``{g: [E, N_g]}`` in pool copies and mark those seats not acting in
+        ``buf`` at step ``t``. ``last`` is the StepOut the actions were chosen from."""
+        if t == 0 and self.learner.env_steps >= self.next_snapshot:
+            self.snapshot()
+            while self.next_snapshot <= self.learner.env_steps:
+                self.next_snapshot += self.every
+        self._draw(last.done)
+        learner_seat = seat_rows(self.spec, self.seat, np.ones(self.E, dtype=bool))
+        for k, player in enumerate(self.players):
+            mine = self.opponent == k
+            if not mine.any():
+                continue
+            rows = {g: mine[:, None] & ~learner_seat[g] & last.acting[g] for g in learner_seat}
+            if not any(r.any() for r in rows.values()):
+                continue
+            chosen = player.act(last, rows)
+            for g, r in rows.items():
+                if r.any():
+                    m = torch.from_numpy(r).to(actions[g].device)
+                    a = torch.as_tensor(chosen[g], device=actions[g].device, dtype=actions[g].dtype)
+                    actions[g] = torch.where(m, a, actions[g])
+                    buf.groups[g].acting[t] &= ~m
+        return actions
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict:
+        """Snapshots (actor state dicts, plain tensors), their env steps, assignments and RNG states."""
+        return {
+            "snapshots": [s.manager.state_dict() for s in self.snapshots],
+            "snapshot_steps": list(self.snapshot_steps),
+            "next_snapshot": int(self.next_snapshot),
+            "opponent": torch.from_numpy(self.opponent.copy()),
+            "seat": torch.from_numpy(self.seat.copy()),
+            "gen": self.gen.get_state(),
+            "baselines": [b.get_state() for b in self.baselines],
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        template = self.snapshots[0].manager
+        self.snapshots = []
+        for sd in state["snapshots"]:
+            player = self._freeze(template)
+            player.manager.load_state_dict(sd)
+            self.snapshots.append(player)
+        self.snapshot_steps = [int(s) for s in state["snapshot_steps"]]
+        self.next_snapshot = int(state["next_snapshot"])
+        self.opponent = state["opponent"].numpy().copy()
+        self.seat = state["seat"].numpy().copy()
+        self.gen.set_state(state["gen"])
+        if len(state["baselines"]) != len(self.baselines):
+            raise ConfigError(f"the checkpoint's opponent pool has {len(state['baselines'])} baselines, this config "
+                              f"{len(self.baselines)}", "resume with the run's own selfplay.baselines")
+        for b, s in zip(self.baselines, state["baselines"], strict=True):
+            b.set_state(s)
+
+
+def _check(sp: DictConfig) -> None:
+    if not 0.0 <= float(sp.pool_fraction) <= 1.0:
+        raise ConfigError(f"selfplay.pool_fraction={sp.pool_fraction} is out of range", "pass a value in [0, 1]")
+    if int(sp.pool_size) < 1:
+        raise ConfigError(f"selfplay.pool_size={sp.pool_size} must be >= 1", "pass selfplay.pool_size=1 or more")
+    if int(sp.snapshot_every) < 1:
+        raise ConfigError(f"selfplay.snapshot_every={sp.snapshot_every} must be >= 1", "pass a positive env-step count")
+    if not 0.0 <= float(sp.baseline_prob) <= 1.0:
+        raise ConfigError(f"selfplay.baseline_prob={sp.baseline_prob} is out of range", "pass a value in [0, 1]")
+    if sp.seat not in SEAT_MODES:
+        raise ConfigError(f"selfplay.seat='{sp.seat}' is not a valid choice", f"choose one of: {', '.join(SEAT_MODES)}")
+
+
+def attach_pool(cfg: DictConfig, learner) -> OpponentPool | None:
+    """Give ``learner`` an opponent pool when the env is a turn-based game of 2+ seats, the learner has the
+    ``opponents`` hook (on-policy learners) and ``selfplay.pool_fraction`` selects at least one env copy."""
+    sp = cfg.get("selfplay")
+    spec = learner.spec
+    if sp is None or not hasattr(learner, "opponents") or not spec.turn_based or len(spec.agents) < 2:
+        return None
+    _check(sp)
+    if int(round(float(sp.pool_fraction) * learner.E)) == 0:
+        return None
+    learner.opponents = OpponentPool(learner, sp, int(cfg.seed))
+    return learner.opponents
