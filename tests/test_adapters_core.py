@@ -77,12 +77,13 @@ class Survivors(ParallelEnv):
 
     Reward: 1 + index for every agent present at the step. Obs [index + 1, t]. Actions Discrete(3) with
     info["action_mask"] = [1, 1, 0] (action 2 is illegal and raises). Heterogeneous variant: ``a_2`` observes 3 numbers.
+    ``join > 0``: ``a_2`` joins late, after step ``join``.
     """
 
     metadata = {"name": "survivors", "render_modes": []}
 
-    def __init__(self, death: int = 2, max_cycles: int = 4, hetero: bool = False):
-        self.death, self.max_cycles = death, max_cycles
+    def __init__(self, death: int = 2, max_cycles: int = 4, hetero: bool = False, join: int = 0):
+        self.death, self.max_cycles, self.join = death, max_cycles, join
         self.possible_agents = ["a_0", "a_1", "a_2"]
         small = spaces.Box(0.0, 100.0, (2,), np.float32)
         self._obs = {a: small for a in self.possible_agents}
@@ -104,7 +105,7 @@ class Survivors(ParallelEnv):
         return {a: {"action_mask": np.array([1, 1, 0], np.int8)} for a in self.agents}
 
     def reset(self, seed=None, options=None):
-        self.agents, self.t = list(self.possible_agents), 0
+        self.agents, self.t = list(self.possible_agents[: 2 if self.join else 3]), 0
         return {a: self._ob(a) for a in self.agents}, self._info()
 
     def step(self, actions):
@@ -118,6 +119,10 @@ class Survivors(ParallelEnv):
         trunc = {a: self.t >= self.max_cycles and not term[a] for a in self.agents}
         infos = self._info()
         self.agents = [a for a in self.agents if not (term[a] or trunc[a])]
+        if self.join and self.t == self.join:
+            self.agents.append("a_2")
+            obs["a_2"] = self._ob("a_2")
+            infos = self._info()
         return obs, rew, term, trunc, infos
 
 
@@ -225,6 +230,22 @@ def test_agent_dies_mid_episode():
     assert out.alive["a"].all()
     (ep,) = out.episodes
     assert ep.returns == {"a_0": 4.0, "a_1": 4.0, "a_2": 12.0} and ep.length == 4
+    env.close()
+
+
+def test_agent_that_joins_late_is_padded_until_it_arrives():
+    env = make_vec_env(cfg("survivors", death=10, max_cycles=5, join=2), 1, seed=0)
+    out = env.reset()
+    assert out.alive["a"].tolist() == [[True, True, False]]
+    np.testing.assert_array_equal(out.obs["a"][0, 2], 0)
+    a = {"a": np.zeros((1, 3), np.int64)}
+    out = env.step(a)
+    assert out.alive["a"].tolist() == [[True, True, False]] and out.reward["a"][0, 2] == 0
+    out = env.step(a)  # a_2 joins: alive and acting from the next observation on
+    assert out.alive["a"].tolist() == [[True, True, True]] and out.acting["a"].all()
+    np.testing.assert_allclose(out.obs["a"][0, 2], [3, 2])
+    out = env.step(a)
+    np.testing.assert_allclose(out.reward["a"], [[1, 2, 3]])
     env.close()
 
 

@@ -58,6 +58,7 @@ def test_nim_through_the_adapter_loser_is_paid_on_the_winners_move():
         mask = out.action_mask["player"]
         acting = out.acting["player"]
         assert (acting.sum(1) == 1).all()
+        assert mask[~acting].all()  # the waiting player's mask is all-legal (its action is ignored)
         act = (rng.random(mask.shape) * mask).argmax(-1)
         mover = acting.argmax(1)
         out = env.step({"player": act})

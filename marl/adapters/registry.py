@@ -247,12 +247,15 @@ def build_layout(env: AECEnv | ParallelEnv, name: str, grouping: str = "spaces",
     """Group the agents of ``env`` and describe the batch arrays (resets ``env`` once to look at it)."""
     agents = list(env.possible_agents)
     infos, state = _probe(env, seed)
+    any_info_mask = any("action_mask" in (i or {}) for i in infos.values())
     info: dict[str, tuple] = {}
     for a in agents:
         okind, box, mask_in_obs = _obs_kind(env.observation_space(a), a, name)
         aspace = env.action_space(a)
         akind, offset, adtype = _action_kind(aspace, a, name)
-        mask = "obs" if mask_in_obs else ("info" if "action_mask" in (infos.get(a) or {}) else None)
+        # an agent absent at reset (joins later) is assumed to get an info mask if the agents present get one
+        info_mask = "action_mask" in (infos[a] or {}) if a in infos else any_info_mask
+        mask = "obs" if mask_in_obs else ("info" if info_mask else None)
         info[a] = (okind, box, mask, aspace, akind, offset, adtype)
 
     def same(a: str, b: str) -> bool:
