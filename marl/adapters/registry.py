@@ -92,8 +92,7 @@ def load_entry_point(entry_point: str) -> Any:
     except Exception as err:
         raise EnvError(f"entry point '{entry_point}': module '{module_name}' does not import: "
                        f"{type(err).__name__}: {err}",
-                       "check the module path and that its package is installed (hanabi needs "
-                       "hanabi-learning-environment)") from err
+                       "check the module path and that its package is installed") from err
     try:
         return getattr(module, attr)
     except AttributeError:
@@ -111,6 +110,9 @@ def _build_pz_env(cfg: dict, render_mode: str | None = None) -> AECEnv | Paralle
         kwargs["render_mode"] = render_mode
     try:
         env = factory(**kwargs)
+    except ImportError as err:  # optional backends: hanabi needs open_spiel, the card games rlcard
+        raise EnvError(f"entry point '{ep}' needs a package that is not installed: {err}",
+                       "install the package named above into this environment") from err
     except Exception as err:
         raise EnvError(f"entry point '{ep}' raised while building the env with kwargs {kwargs}: "
                        f"{type(err).__name__}: {err}", "check env.kwargs against the factory's signature") from err

@@ -170,9 +170,9 @@ class CopyRunner:
         except EnvError:
             raise
         except Exception as err:
+            when = "reset" if what == "reset" else f"episode step {c.t + 1} (batch step {c.total_steps + 1})"
             raise EnvError(
-                f"env '{self.layout.name}' raised in copy {c.index} during {what} at episode step {c.t} "
-                f"(batch step {c.total_steps}): {type(err).__name__}: {err}",
+                f"env '{self.layout.name}' raised in copy {c.index} at {when}: {type(err).__name__}: {err}",
                 "fix the env (the traceback above is from the env's own code) or report it to its authors",
             ) from err
 
@@ -317,19 +317,18 @@ class SubprocVecEnv:
             while not conn.poll(POLL):
                 waited += POLL
                 if not proc.is_alive() or waited >= STEP_TIMEOUT:
-                    reason = f"exited with code {proc.exitcode}" if not proc.is_alive() else f"stuck for {waited:.0f}s"
-                    self._kill()
-                    raise EnvError(
-                        f"env '{self.layout.name}': worker {i} (copies {lo}..{hi - 1}) {reason} during {what} "
-                        f"at batch step {self.num_steps}",
-                        "run with env.backend=inprocess to see the env's own traceback",
-                    )
+                    break
             try:
-                status, payload = conn.recv()
-            except EOFError:
+                status, payload = conn.recv() if conn.poll(0) else ("dead", None)
+            except EOFError:  # the worker died and its end of the pipe closed
+                status, payload = "dead", None
+            if status == "dead":
+                proc.join(timeout=1.0)
+                reason = f"exited with code {proc.exitcode}" if not proc.is_alive() else f"was stuck for {waited:.0f}s"
                 self._kill()
-                raise EnvError(f"env '{self.layout.name}': worker {i} (copies {lo}..{hi - 1}) died during {what} "
-                               f"at batch step {self.num_steps}") from None
+                raise EnvError(f"env '{self.layout.name}': worker {i} (copies {lo}..{hi - 1}) {reason} during {what} "
+                               f"at batch step {self.num_steps}",
+                               "run with env.backend=inprocess to see the env's own traceback")
             if status == "err":
                 self._kill()
                 raise EnvError(*payload)
