@@ -63,14 +63,17 @@ def load(path: str | Path) -> dict:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
+        reason = _unpickling_reason(e)
+        what = ("it holds objects other than tensors and plain data" if "GLOBAL" in reason
+                else "it is not a torch checkpoint (corrupt, or not written by marl)")
         raise CheckpointError(
-            f"refused to load '{path}': it holds objects other than tensors and plain data "
-            f"({str(e).splitlines()[0][:200]})",
+            f"refused to load '{path}': {what} ({reason[:200]})",
             "only load checkpoints written by marl; this file may be corrupt or crafted to run code",
         ) from None
-    except (EOFError, RuntimeError, ValueError, OSError) as e:
+    except Exception as e:  # noqa: BLE001 - zip / pickle / tensor-storage failures of a damaged file all land here
+        lines = str(e).strip().splitlines() or [""]
         raise CheckpointError(
-            f"'{path}' is truncated or corrupt ({type(e).__name__}: {str(e).splitlines()[0][:200]})",
+            f"'{path}' is truncated or corrupt ({type(e).__name__}: {lines[0][:200]})",
             "resume from an earlier checkpoint in the same directory, or retrain",
         ) from None
     if not isinstance(payload, dict) or not {"meta", "config", "learner"} <= payload.keys():
@@ -78,13 +81,29 @@ def load(path: str | Path) -> dict:
     return payload
 
 
+def _unpickling_reason(e: Exception) -> str:
+    """The informative line of torch's weights_only refusal (e.g. "... unsupported GLOBAL posix.system ...")."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    for ln in lines:
+        if "GLOBAL" in ln or ln.startswith("Unsupported"):
+            return ln
+    return lines[0] if lines else type(e).__name__
+
+
 def check_compatible(payload: dict, env_name: str, algo_name: str | None, spec: EnvSpec, path: str | Path) -> None:
     """Refuse a checkpoint written for another env, algorithm, or agent spaces."""
     meta = payload["meta"]
-    if meta["env"] != env_name or meta["spaces"] != spaces_signature(spec):
+    if meta["env"] != env_name:
         raise CheckpointError(
-            f"checkpoint '{path}' was trained on env '{meta['env']}', not on '{env_name}' (agents or spaces differ)",
+            f"checkpoint '{path}' was trained on env '{meta['env']}', not on '{env_name}'",
             f"use env={meta['env']} or a checkpoint trained on {env_name}",
+        )
+    here = spaces_signature(spec)
+    if meta["spaces"] != here:
+        raise CheckpointError(
+            f"checkpoint '{path}' was trained on env '{env_name}' with other agents or spaces:\n"
+            f"  checkpoint: {meta['spaces'][:300]}\n  this env:   {here[:300]}",
+            "use the env settings (env.kwargs) the checkpoint was trained with",
         )
     if algo_name is not None and meta["algo"] != algo_name:
         raise CheckpointError(

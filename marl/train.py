@@ -25,12 +25,13 @@ from marl.adapters.registry import make_vec_env
 from marl.algos import learner_class
 from marl.algos.base import Learner, seed_everything
 from marl.config import ALGOS, resolve_device, validate
-from marl.errors import ConfigError, TrainingError
+from marl.errors import CheckpointError, ConfigError, MarlError, TrainingError
 from marl.evaluate import run_episodes, summarize
 from marl.logging import RunLogger
 from marl.selfplay import attach_pool
 
 EVAL_SEED_OFFSET = 1_000_000
+RUN_CONTROL = ("progress", "debug", "device", "threads")  # taken from this call on resume, not from the stored run
 
 
 def env_seed(seed: int, iteration: int) -> int:
@@ -72,8 +73,10 @@ def make_learner(cfg: DictConfig, env, device: str) -> Learner:
     return learner_class(cfg.algo.name)(cfg, env, device)
 
 
-def _resolve_resume(cfg: DictConfig, explicit_total_steps: bool) -> tuple[DictConfig, Path, dict | None, Path | None]:
-    """For ``resume=...``: the stored config (with this call's run-control keys) and the checkpoint payload."""
+def _resolve_resume(cfg: DictConfig, explicit_total_steps: bool, explicit_keys: tuple[str, ...] = ()
+                    ) -> tuple[DictConfig, Path, dict | None, Path | None]:
+    """For ``resume=...``: the stored config (with this call's run-control keys and explicitly given overrides) and
+    the checkpoint payload. Another ``env=`` or ``algo=`` than the stored one is refused."""
     if not cfg.resume:
         run_dir = Path(cfg.run_dir or "outputs/run")
         if (run_dir / "metrics.csv").exists() or (run_dir / ckpt.CKPT_DIR).exists():
@@ -83,10 +86,23 @@ def _resolve_resume(cfg: DictConfig, explicit_total_steps: bool) -> tuple[DictCo
     path = ckpt.find_latest(cfg.resume)
     payload = ckpt.load(path)
     stored = validate(OmegaConf.create(payload["config"]))
-    for key in ("progress", "debug", "device", "threads"):
+    for key in RUN_CONTROL:
         stored[key] = cfg[key]
     if explicit_total_steps:
         stored.total_steps = cfg.total_steps
+    for key in explicit_keys:
+        if key in ("resume", "run_dir", "total_steps", *RUN_CONTROL):
+            continue
+        if key in ("env", "algo"):
+            given, was = cfg[key].name, stored[key].name
+            if given != was:
+                raise CheckpointError(f"checkpoint '{path}' was trained with {key}={was}, not {key}={given}",
+                                      f"drop {key}={given} to resume the run as it was, or start a new run")
+        elif key == "logger":
+            stored.logger = cfg.logger
+        else:  # e.g. algo.lr=1e-4 or env.backend=subprocess: applied to the resumed run
+            OmegaConf.update(stored, key, OmegaConf.select(cfg, key), merge=False)
+    stored = validate(stored)
     run_dir = path.parent.parent if path.parent.name == ckpt.CKPT_DIR else Path(cfg.resume)
     stored.run_dir = str(run_dir)
     return stored, run_dir, payload, path
@@ -100,13 +116,42 @@ def _finite(metrics: dict[str, float]) -> None:
                                 "then resume from it")
 
 
-def run(cfg: DictConfig | dict, explicit_total_steps: bool = False) -> dict[str, float]:
+def _nonfinite_weights(learner: Learner) -> str | None:
+    """The name of the first parameter holding NaN/inf, or None."""
+    for name, m in learner.modules().items():
+        if isinstance(m, torch.nn.Module):
+            for pname, p in m.named_parameters():
+                if not torch.isfinite(p).all():
+                    return f"{name}.{pname}"
+    return None
+
+
+def _iterate(learner: Learner) -> dict[str, float]:
+    """``learner.iteration()``; a crash caused by weights that diverged mid-update becomes a TrainingError."""
+    try:
+        return learner.iteration()
+    except MarlError:
+        raise
+    except Exception as err:
+        bad = _nonfinite_weights(learner)
+        if bad is None:
+            raise
+        raise TrainingError(
+            f"training diverged: the weights '{bad}' became NaN/inf during update {learner.iterations + 1} "
+            f"({type(err).__name__}: {str(err).splitlines()[0][:160]}); training stopped before saving them",
+            "the last good checkpoint is kept; lower algo.lr or enable algo.max_grad_norm, then resume from it",
+        ) from err
+
+
+def run(cfg: DictConfig | dict, explicit_total_steps: bool = False, explicit_keys: tuple[str, ...] | list[str] = ()
+        ) -> dict[str, float]:
     """Train according to ``cfg``; returns the final metrics (last evaluation included).
 
     With ``resume`` the run's stored config is used; ``total_steps`` given explicitly (``explicit_total_steps``)
-    extends or shortens it, and progress / debug / device / threads come from this call.
+    extends or shortens it, progress / debug / device / threads come from this call, and the other keys the user
+    gave explicitly (``explicit_keys``, e.g. ``algo.lr``) override the stored values.
     """
-    cfg, run_dir, payload, ckpt_path = _resolve_resume(validate(cfg), explicit_total_steps)
+    cfg, run_dir, payload, ckpt_path = _resolve_resume(validate(cfg), explicit_total_steps, tuple(explicit_keys))
     device = resolve_device(cfg.device)
     torch.set_num_threads(cfg.threads or 1)
     seed_everything(cfg.seed)
@@ -153,7 +198,7 @@ def _loop(cfg: DictConfig, learner: Learner, logger: RunLogger, run_dir: Path, s
     t0, s0 = time.perf_counter(), learner.env_steps
     try:
         while learner.env_steps < cfg.total_steps and not interrupted["flag"]:
-            metrics = learner.iteration()
+            metrics = _iterate(learner)
             _finite(metrics)
             eps = learner.pop_episodes()
             recent.extend(e.team_return for e in eps)
