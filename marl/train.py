@@ -157,7 +157,6 @@ def run(cfg: DictConfig | dict, explicit_total_steps: bool = False, explicit_key
     seed_everything(cfg.seed)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_cfg = cfg
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
 
     env = build(cfg)
     logger = None
@@ -169,6 +168,8 @@ def run(cfg: DictConfig | dict, explicit_total_steps: bool = False, explicit_key
             learner.load_state_dict(payload["learner"])
             if pool is not None and "opponents" in payload["learner"]:
                 pool.load_state_dict(payload["learner"]["opponents"])
+        # written only once the checkpoint is known to fit: a refused resume leaves the run's files untouched
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
         logger = RunLogger(run_dir, save_cfg, resume=payload is not None)
         if payload is not None:
             logger.truncate_after(learner.env_steps)

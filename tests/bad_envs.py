@@ -1,0 +1,117 @@
+"""Deliberately broken custom envs for the bad-input tests (``env=custom env.entry_point=bad_envs:<factory>``).
+
+``tests/`` is on the CLI's PYTHONPATH (see conftest.cli_env). The base env is a well-behaved two-agent ParallelEnv:
+observation Box(2,) = (own index, time), Discrete(2) actions, reward 1 for action 1, truncation after ``max_cycles``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from gymnasium import spaces
+from pettingzoo import ParallelEnv
+
+
+class Walk(ParallelEnv):
+    metadata = {"name": "walk_v0", "render_modes": [], "is_parallelizable": True}
+
+    def __init__(self, max_cycles: int = 10, render_mode: str | None = None):
+        self.max_cycles = max_cycles
+        self.render_mode = render_mode
+        self.possible_agents = ["agent_0", "agent_1"]
+        self._obs_space = spaces.Box(-1.0, 1.0, (2,), np.float32)
+        self._act_space = spaces.Discrete(2)
+        self.t = 0
+        self.total_steps = 0  # steps over the env's whole life (kept across resets)
+
+    def observation_space(self, agent: str) -> spaces.Space:
+        return self._obs_space
+
+    def action_space(self, agent: str) -> spaces.Space:
+        return self._act_space
+
+    def _obs(self) -> dict[str, np.ndarray]:
+        return {a: np.array([i / 2, self.t / self.max_cycles], np.float32) for i, a in enumerate(self.agents)}
+
+    def reset(self, seed: int | None = None, options: dict | None = None) -> tuple[dict, dict]:
+        self.agents = list(self.possible_agents)
+        self.t = 0
+        return self._obs(), {a: {} for a in self.agents}
+
+    def reward(self, action: int) -> float:
+        return float(action)
+
+    def step(self, actions: dict[str, int]) -> tuple[dict, dict, dict, dict, dict]:
+        self.t += 1
+        self.total_steps += 1
+        obs = self._obs()
+        rewards = {a: self.reward(int(actions[a])) for a in self.agents}
+        trunc = self.t >= self.max_cycles
+        terms = dict.fromkeys(self.agents, False)
+        truncs = dict.fromkeys(self.agents, trunc)
+        infos = {a: {} for a in self.agents}
+        if trunc:
+            self.agents = []
+        return obs, rewards, terms, truncs, infos
+
+
+class RaisesMidEpisode(Walk):
+    """Raises from ``step`` at episode step ``fail_at`` (a bug in the env's own code)."""
+
+    def __init__(self, fail_at: int = 5, **kwargs):
+        super().__init__(**kwargs)
+        self.fail_at = fail_at
+
+    def step(self, actions):
+        if self.t + 1 == self.fail_at:
+            raise ZeroDivisionError("the physics engine divided by zero")
+        return super().step(actions)
+
+
+class NanReward(Walk):
+    """Returns NaN rewards once the env has taken ``nan_after`` steps in its life."""
+
+    def __init__(self, nan_after: int = 100, **kwargs):
+        super().__init__(**kwargs)
+        self.nan_after = nan_after
+
+    def reward(self, action: int) -> float:
+        return float("nan") if self.total_steps > self.nan_after else float(action)
+
+
+class BreaksApi(Walk):
+    """A new space object on every ``observation_space`` call: PettingZoo's parallel_api_test refuses it."""
+
+    def observation_space(self, agent: str) -> spaces.Space:
+        return spaces.Box(-1.0, 1.0, (2,), np.float32)
+
+
+class WrongObsShape(Walk):
+    """Observations of 3 values for a Box(2,) space."""
+
+    def _obs(self) -> dict[str, np.ndarray]:
+        return {a: np.zeros(3, np.float32) for a in self.agents}
+
+
+def walk(**kwargs) -> ParallelEnv:
+    return Walk(**kwargs)
+
+
+def raises_mid_episode(**kwargs) -> ParallelEnv:
+    return RaisesMidEpisode(**kwargs)
+
+
+def nan_reward(**kwargs) -> ParallelEnv:
+    return NanReward(**kwargs)
+
+
+def breaks_api(**kwargs) -> ParallelEnv:
+    return BreaksApi(**kwargs)
+
+
+def wrong_obs_shape(**kwargs) -> ParallelEnv:
+    return WrongObsShape(**kwargs)
+
+
+def not_an_env(**kwargs) -> dict:
+    """Returns a plain dict instead of an env."""
+    return {"agents": ["agent_0"]}
