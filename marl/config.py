@@ -116,6 +116,12 @@ class MultiPPOConfig(PPOConfig):
 
 
 @dataclass
+class HAPPOConfig(MultiPPOConfig):
+    sharing: str = "per_agent"  # HAPPO's sequential update needs each agent's own parameters
+    update_epochs: int = 5
+
+
+@dataclass
 class DDPGConfig(AlgoConfig):
     actor_lr: float = 1e-3
     critic_lr: float = 1e-3
@@ -154,7 +160,7 @@ ALGOS: dict[str, AlgoInfo] = {
     "ddpg": AlgoInfo(DDPGConfig, False, False, True, False, turn_based=False),
     "ippo": AlgoInfo(MultiPPOConfig, True, True, True, False),
     "mappo": AlgoInfo(MultiPPOConfig, True, True, True, True),
-    "happo": AlgoInfo(MultiPPOConfig, True, True, True, True, needs_per_agent=True),
+    "happo": AlgoInfo(HAPPOConfig, True, True, True, True, needs_per_agent=True),
 }
 
 # -------------------------------------------------------------------------------------------------- logger

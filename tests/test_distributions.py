@@ -1,0 +1,100 @@
+"""Distributions: masks give probability exactly 0; Gaussian log-probs are those of the action sent."""
+
+import math
+
+import torch
+from gymnasium import spaces
+from torch.distributions import Normal
+
+from marl.core.distributions import BoundedGaussian, MaskedCategorical
+from marl.core.networks import Actor, MemberLinear
+
+
+def test_masked_sampling_never_picks_illegal_actions():
+    torch.manual_seed(0)
+    logits = torch.randn(1000, 5) * 3
+    mask = torch.rand(1000, 5) < 0.5
+    mask[:, 0] |= ~mask.any(-1)
+    d = MaskedCategorical(logits, mask)
+    for _ in range(20):
+        a = d.sample()
+        assert mask.gather(1, a[:, None]).all()
+    assert (d.probs[~mask] == 0).all()
+    assert torch.isfinite(d.entropy()).all()
+    assert mask.gather(1, d.mode()[:, None]).all()
+
+
+def test_masked_logits_have_finite_gradients():
+    logits = torch.randn(4, 3, requires_grad=True)
+    mask = torch.tensor([[1, 0, 1], [0, 1, 0], [1, 1, 1], [0, 0, 1]]).bool()
+    d = MaskedCategorical(logits, mask)
+    (d.log_prob(torch.tensor([0, 1, 2, 2])).sum() + d.entropy().sum()).backward()
+    assert torch.isfinite(logits.grad).all()
+    assert (logits.grad[~mask] == 0).all()
+
+
+def test_all_false_mask_row_is_treated_as_unmasked():
+    d = MaskedCategorical(torch.zeros(1, 3), torch.zeros(1, 3, dtype=torch.bool))
+    torch.testing.assert_close(d.probs, torch.full((1, 3), 1 / 3))
+
+
+def test_clipped_gaussian_log_prob_is_that_of_the_sent_action():
+    mean, log_std = torch.zeros(1), torch.zeros(1)
+    d = BoundedGaussian(mean, log_std, torch.tensor([-1.0]), torch.tensor([1.0]), "clip")
+    inside = torch.tensor([0.3])
+    torch.testing.assert_close(d.log_prob(inside), Normal(0.0, 1.0).log_prob(inside).sum())
+    # at a bound the action has point mass P(u >= 1) = 1 - Phi(1)
+    p_high = 1 - 0.5 * (1 + math.erf(1 / math.sqrt(2)))
+    torch.testing.assert_close(d.log_prob(torch.tensor([1.0])), torch.tensor(math.log(p_high)))
+    torch.testing.assert_close(d.log_prob(torch.tensor([-1.0])), torch.tensor(math.log(p_high)))
+    torch.manual_seed(0)
+    a = d.sample()
+    assert -1.0 <= float(a) <= 1.0
+
+
+def test_clipped_gaussian_probabilities_sum_to_one():
+    d = BoundedGaussian(torch.tensor([0.4]), torch.tensor([math.log(0.7)]), torch.tensor([-1.0]), torch.tensor([1.0]),
+                        "clip")
+    xs = torch.linspace(-1, 1, 20001)[1:-1]
+    dens = torch.stack([d.log_prob(x.reshape(1)).exp() for x in xs[::10]])
+    inside = float(dens.sum()) * float(xs[10] - xs[0])
+    tails = float(d.log_prob(torch.tensor([-1.0])).exp() + d.log_prob(torch.tensor([1.0])).exp())
+    assert abs(inside + tails - 1.0) < 2e-3
+
+
+def test_squashed_gaussian_log_prob_matches_change_of_variables():
+    torch.manual_seed(1)
+    mean, log_std = torch.tensor([0.2, -0.3]), torch.tensor([-0.5, 0.1])
+    low, high = torch.tensor([-2.0, 0.0]), torch.tensor([2.0, 1.0])
+    d = BoundedGaussian(mean, log_std, low, high, "squash")
+    u = Normal(mean, log_std.exp()).sample()
+    sent = low + (torch.tanh(u) + 1) * 0.5 * (high - low)
+    jac = torch.log(0.5 * (high - low) * (1 - torch.tanh(u) ** 2))
+    expected = (Normal(mean, log_std.exp()).log_prob(u) - jac).sum()
+    torch.testing.assert_close(d.log_prob(sent), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_actor_gaussian_clipped_actions_get_tail_log_prob():
+    actor = Actor(3, spaces.Box(-0.1, 0.1, (2,)), [16], log_std_init=1.0)  # wide std: most samples hit a bound
+    x = torch.randn(256, 1, 3)
+    d = actor(x)
+    a = d.sample()
+    assert (a.abs() <= 0.1).all()
+    at_bound = (a.abs() == 0.1).all(-1)
+    assert at_bound.any()
+    z_hi = (0.1 - d.mean) / d.std
+    z_lo = (-0.1 - d.mean) / d.std
+    tail = torch.where(a >= 0.1, torch.special.log_ndtr(-z_hi), torch.special.log_ndtr(z_lo)).sum(-1)
+    torch.testing.assert_close(d.log_prob(a)[at_bound], tail[at_bound])
+
+
+def test_member_linear_members_are_independent_and_batched():
+    torch.manual_seed(0)
+    layer = MemberLinear(4, 3, members=2)
+    x = torch.randn(5, 2, 4)
+    y = layer(x)
+    for k in range(2):
+        torch.testing.assert_close(y[:, k], x[:, k] @ layer.weight[k].T + layer.bias[k])
+    with torch.no_grad():
+        layer.weight[1].add_(1.0)
+    torch.testing.assert_close(layer(x)[:, 0], y[:, 0])
