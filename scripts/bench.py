@@ -1,0 +1,25 @@
+"""Benchmarks (not timed tests): `python scripts/bench.py SECTION [options]`, SECTION one of
+learning | adapters | multiagent | games. Each writes benchmarks/<name>.json and .md; `--help` per section."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+SECTIONS = {"learning": "benches.learning", "adapters": "benches.adapters", "multiagent": "benches.multiagent",
+            "games": "benches.games"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in SECTIONS:
+        print(f"usage: python scripts/bench.py {{{'|'.join(SECTIONS)}}} [options]", file=sys.stderr)
+        return 2
+    return int(importlib.import_module(SECTIONS[argv[0]]).main(argv[1:]) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""Benchmark helpers: run one training job in a subprocess (its own peak RSS via wait4), write JSON + markdown."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from marl.logging import read_metrics
+
+ROOT = Path(__file__).resolve().parents[2]
+BENCH_DIR = ROOT / "benchmarks"
+
+
+def train_job(env: str, algo: str, seed: int, steps: int, overrides: list[str], run_dir: Path) -> dict:
+    """Run ``scripts/train.py`` to completion; returns wall time, peak RSS (MB) and the metrics rows."""
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    args = [sys.executable, str(ROOT / "scripts" / "train.py"), f"env={env}", f"algo={algo}", f"seed={seed}",
+            f"total_steps={steps}", f"run_dir={run_dir}", "progress=false", "hydra.output_subdir=null",
+            f"hydra.run.dir={run_dir.parent / (run_dir.name + '_hydra')}", *overrides]
+    log = open(run_dir.parent / f"{run_dir.name}.log", "w")
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "WANDB_MODE": "disabled"})
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    log.close()
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"job failed ({' '.join(args)}); see {log.name}")
+    return {"wall_s": wall, "peak_rss_mb": usage.ru_maxrss / 1024, "rows": read_metrics(run_dir / "metrics.csv")}
+
+
+def last(rows: list[dict], key: str, max_step: float = float("inf")) -> float | None:
+    """The last value of ``key`` logged at or before ``max_step``."""
+    vals = [r[key] for r in rows if key in r and r["global_step"] <= max_step]
+    return vals[-1] if vals else None
+
+
+def first_step_reaching(rows: list[dict], key: str, target: float) -> float | None:
+    for r in rows:
+        if key in r and r[key] >= target:
+            return r["global_step"]
+    return None
+
+
+def machine() -> dict:
+    load = os.getloadavg()
+    return {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform(),
+            "loadavg_at_end": [round(x, 2) for x in load]}
+
+
+def write(name: str, data: dict, markdown: str) -> None:
+    BENCH_DIR.mkdir(exist_ok=True)
+    (BENCH_DIR / f"{name}.json").write_text(json.dumps(data, indent=2) + "\n")
+    (BENCH_DIR / f"{name}.md").write_text(markdown)
+    print(markdown)
