@@ -18,7 +18,8 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] not in SECTIONS:
         print(f"usage: python scripts/bench.py {{{'|'.join(SECTIONS)}}} [options]", file=sys.stderr)
         return 2
-    return int(importlib.import_module(SECTIONS[argv[0]]).main(argv[1:]) or 0)
+    result = importlib.import_module(SECTIONS[argv[0]]).main(argv[1:])
+    return result if isinstance(result, int) else 0
 
 
 if __name__ == "__main__":

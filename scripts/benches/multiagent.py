@@ -1,0 +1,212 @@
+"""Multi-agent benchmark: IPPO / MAPPO / HAPPO on MPE simple_spread (team return per episode, deterministic evaluation
+over >= 50 episodes), simple_speaker_listener, multiwalker, and MAPPO's training throughput vs the raw env rate.
+
+`python scripts/bench.py multiagent [--part spread|listener|multiwalker|throughput] [--seeds 0 1 2]`
+-> benchmarks/multiagent.{json,md}. Parts already in multiagent.json are kept unless re-run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benches.common import BENCH_DIR, last, machine, train_job, write
+from marl.adapters.registry import make_vec_env, resolve_env_config
+
+EVAL = ["eval_episodes=50"]
+# part: list of (env, algo, steps, eval_every, overrides)
+PARTS: dict[str, list[tuple[str, str, int, int, list[str]]]] = {
+    "spread": [
+        ("simple_spread", a, 1_000_000 if a == "mappo" else 300_000, 100_000, []) for a in ("mappo", "ippo", "happo")
+    ],
+    "listener": [("simple_speaker_listener", a, 300_000, 100_000, []) for a in ("mappo", "happo")],
+    "multiwalker": [
+        (
+            "multiwalker",
+            "mappo",
+            300_000,
+            100_000,
+            ["algo.normalize_obs=true", "algo.lr=3e-4", "algo.num_steps=250", "algo.ent_coef=0.0"],
+        )
+    ],
+}
+
+
+def random_policy_returns(env_name: str, episodes: int = 100, seed: int = 123) -> float:
+    """Mean team return of uniform random (legal) actions."""
+    env = make_vec_env(resolve_env_config(env_name), 8, seed=seed)
+    rng = np.random.default_rng(seed)
+    out = env.reset(seed=seed)
+    rets: list[float] = []
+    while len(rets) < episodes:
+        out = env.step(random_actions(env, out, rng))
+        rets += [e.team_return for e in out.episodes]
+    env.close()
+    return float(np.mean(rets[:episodes]))
+
+
+def random_actions(env, out, rng) -> dict:
+    from gymnasium import spaces
+
+    acts = {}
+    for g in env.spec.groups:
+        shape = (env.spec.num_envs, g.n_agents)
+        sp = g.action_space
+        if isinstance(sp, spaces.Discrete):
+            mask = out.action_mask.get(g.name)
+            if mask is None:
+                acts[g.name] = rng.integers(0, sp.n, shape)
+            else:
+                p = mask / np.maximum(mask.sum(-1, keepdims=True), 1)
+                acts[g.name] = np.array([[rng.choice(sp.n, p=pp) if pp.sum() > 0 else 0 for pp in row] for row in p])
+        elif isinstance(sp, spaces.MultiDiscrete):
+            acts[g.name] = rng.integers(0, sp.nvec, (*shape, len(sp.nvec)))
+        else:
+            acts[g.name] = rng.uniform(sp.low, sp.high, (*shape, *sp.shape)).astype(np.float32)
+    return acts
+
+
+def raw_rate(env_name: str, num_envs: int, backend: str, seconds: float = 10.0) -> float:
+    """Random-action env steps/s through the adapter with this env count and process layout."""
+    cfg = resolve_env_config(env_name)
+    cfg.backend = backend
+    env = make_vec_env(cfg, num_envs, seed=0)
+    rng = np.random.default_rng(0)
+    out = env.reset(seed=0)
+    steps, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        out = env.step(random_actions(env, out, rng))
+        steps += num_envs
+    rate = steps / (time.perf_counter() - t0)
+    env.close()
+    return rate
+
+
+def learning_part(part: str, seeds: list[int], root: Path) -> list[dict]:
+    out = []
+    for env, algo, steps, every, over in PARTS[part]:
+        runs = []
+        for seed in seeds:
+            job = train_job(
+                env, algo, seed, steps, [*EVAL, f"eval_every={every}", *over], root / f"{env}_{algo}_s{seed}"
+            )
+            rows = job["rows"]
+            evals = {
+                str(int(r["global_step"])): (r["eval/return"], r["eval/agent_return"])
+                for r in rows
+                if "eval/return" in r
+            }
+            runs.append(
+                {
+                    "seed": seed,
+                    "evals": evals,
+                    "sps": last(rows, "charts/SPS"),
+                    "wall_s": round(job["wall_s"], 1),
+                    "peak_rss_mb": round(job["peak_rss_mb"], 1),
+                }
+            )
+            print(env, algo, seed, {k: round(v[0], 2) for k, v in evals.items()}, flush=True)
+        out.append(
+            {
+                "env": env,
+                "algo": algo,
+                "steps": steps,
+                "overrides": over,
+                "runs": runs,
+                "random_team_return": random_policy_returns(env),
+            }
+        )
+    return out
+
+
+def throughput_part(root: Path, steps: int = 100_000) -> dict:
+    res = {}
+    for backend in ("inprocess", "subprocess"):
+        raw = raw_rate("simple_spread", 8, backend)
+        job = train_job(
+            "simple_spread",
+            "mappo",
+            0,
+            steps,
+            ["eval_every=0", "eval_episodes=1", f"env.backend={backend}"],
+            root / f"throughput_{backend}",
+        )
+        sps = last(job["rows"], "charts/SPS")
+        res[backend] = {
+            "num_envs": 8,
+            "raw_adapter_random_sps": raw,
+            "train_sps": sps,
+            "ratio": sps / raw,
+            "peak_rss_mb": job["peak_rss_mb"],
+            "steps": steps,
+        }
+        print("throughput", backend, res[backend], flush=True)
+    return res
+
+
+def markdown(data: dict) -> str:
+    lines = [
+        "# Multi-agent benchmark",
+        "",
+        "`python scripts/bench.py multiagent` — team return = sum over agents per episode, deterministic "
+        "evaluation over 50 episodes at each 100k steps; per-agent mean in parentheses; mean ± std over seeds.",
+        "",
+    ]
+    for part in ("spread", "listener", "multiwalker"):
+        for case in data.get(part, []):
+            lines += [
+                f"## {case['env']} — {case['algo']} (random policy: {case['random_team_return']:.1f})",
+                "",
+                "| env steps | team return (mean ± std) | per seed | per-agent mean | wall s | SPS | peak MB |",
+                "|---|---|---|---|---|---|---|",
+            ]
+            steps = sorted({int(s) for r in case["runs"] for s in r["evals"]})
+            for s in steps:
+                vals = [r["evals"][str(s)] for r in case["runs"] if str(s) in r["evals"]]
+                team = [v[0] for v in vals]
+                agent = [v[1] for v in vals]
+                sd = statistics.pstdev(team) if len(team) > 1 else 0.0
+                lines.append(
+                    f"| {s:,} | {statistics.fmean(team):.1f} ± {sd:.1f} | "
+                    f"{', '.join(f'{t:.1f}' for t in team)} | {statistics.fmean(agent):.1f} | "
+                    f"{statistics.fmean(r['wall_s'] for r in case['runs']):.0f} | "
+                    f"{statistics.fmean(r['sps'] for r in case['runs']):.0f} | "
+                    f"{max(r['peak_rss_mb'] for r in case['runs']):.0f} |"
+                )
+            lines.append("")
+    if "throughput" in data:
+        lines += [
+            "## Throughput: MAPPO on simple_spread, 8 env copies",
+            "",
+            "| backend | raw random-action SPS (adapter) | training SPS | ratio | peak MB |",
+            "|---|---|---|---|---|",
+        ]
+        for b, r in data["throughput"].items():
+            lines.append(
+                f"| {b} | {r['raw_adapter_random_sps']:.0f} | {r['train_sps']:.0f} | {r['ratio']:.2f} | "
+                f"{r['peak_rss_mb']:.0f} |"
+            )
+    lines += ["", f"Machine: {data.get('machine')}", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="bench.py multiagent")
+    ap.add_argument("--part", nargs="+", default=["spread", "listener", "multiwalker", "throughput"])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args(argv)
+    root = Path(args.out or tempfile.mkdtemp(prefix="marl_bench_multi_"))
+    path = BENCH_DIR / "multiagent.json"
+    data = json.loads(path.read_text()) if path.exists() else {}
+    for part in args.part:
+        data[part] = throughput_part(root) if part == "throughput" else learning_part(part, args.seeds, root)
+    data["machine"] = machine()
+    write("multiagent", json.loads(json.dumps(data)), markdown(json.loads(json.dumps(data))))
+    return 0
