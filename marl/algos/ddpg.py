@@ -32,6 +32,7 @@ from marl.core.networks import MLP, QCritic, polyak_update
 from marl.core.noise import GaussianNoise, OUNoise, make_noise
 from marl.core.normalization import RunningMeanStd
 from marl.errors import ConfigError
+from marl.rollout import to_env_actions
 
 
 class BoundedActor(torch.nn.Module):
@@ -161,14 +162,18 @@ class DDPG(Learner):
     # ------------------------------------------------------------------ acting
     @torch.no_grad()
     def act(
-        self, obs: dict[str, torch.Tensor], action_mask: dict[str, torch.Tensor | None], deterministic: bool
+        self,
+        obs: dict[str, torch.Tensor | np.ndarray],
+        action_mask: dict[str, torch.Tensor | np.ndarray | None],
+        deterministic: bool,
     ) -> dict[str, torch.Tensor]:
-        """Actions ``[E, N_g, *action_shape]`` per group: ``mu(s)``, or ``mu(s)`` plus fresh Gaussian noise
+        """Actions ``[E, N_g, *action_shape]`` for raw observations ``[E, N_g, *obs]`` (tensors or numpy arrays, as
+        a StepOut holds them) per group: ``mu(s)``, or ``mu(s)`` plus fresh Gaussian noise
         (``noise_std`` times the half-range, from ``self.gen``) clipped to the bounds when not ``deterministic``.
         ``action_mask`` is ignored (Box actions have none)."""
         out = {}
         for name, gs in self.groups.items():
-            o = obs[name].to(self.device, torch.float32)
+            o = torch.as_tensor(obs[name], dtype=torch.float32, device=self.device)
             e, n = o.shape[:2]
             a = self._mu(gs, o.reshape(e, n, gs.obs_dim))
             if not deterministic:
@@ -268,12 +273,7 @@ class DDPG(Learner):
         for _ in range(a.train_freq):
             last = self.last
             actions = {name: self._explore(name, gs, last) for name, gs in self.groups.items()}
-            out = self.env.step(
-                {
-                    name: act.reshape(self.spec.num_envs, gs.spec.n_agents, *gs.spec.action_space.shape).cpu().numpy()
-                    for (name, gs), act in zip(self.groups.items(), actions.values(), strict=True)
-                }
-            )
+            out = self.env.step(to_env_actions(actions, self.spec))
             for name, gs in self.groups.items():
                 self._store(name, gs, last, actions[name], out)
                 gs.noise.reset(torch.as_tensor(out.done))
