@@ -256,7 +256,15 @@ def test_actions_within_bounds_warmup_noise_and_act():
     for det in (True, False):
         out = ln.act(obs, {"agent": None}, deterministic=det)["agent"]
         assert out.shape == (64, 1, 1) and out.abs().max() <= 2.0
+    from_numpy = ln.act({"agent": obs["agent"].numpy()}, {"agent": None}, deterministic=True)["agent"]
+    assert torch.equal(from_numpy, ln.act(obs, {"agent": None}, deterministic=True)["agent"])
     env.close()
+
+
+@pytest.mark.parametrize("num_envs", [1, 4, 8])
+def test_default_replay_ratio_is_one_update_per_transition(num_envs):
+    cfg = make_cfg(num_envs)
+    assert cfg.algo.gradient_steps == num_envs and cfg.algo.train_freq == 1
 
 
 def test_discrete_action_space_is_refused_with_a_config_error():
