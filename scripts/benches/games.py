@@ -1,0 +1,235 @@
+"""Turn-based games benchmark: self-play PPO / IPPO on connect_four, tictactoe and leduc_holdem, 3 seeds.
+
+`python scripts/bench.py games [--cases connect_four_ppo,...] [--seeds 0 1 2] [--jobs 2] [--out DIR]`
+-> benchmarks/games.{json,md} and benchmarks/connect_four_vs_heuristic.gif (best connect-four policy vs the heuristic).
+
+Every case trains with ``scripts/train.py`` (the overrides below are the tuned settings; configs/algo/*.yaml are
+untouched) and is then evaluated in matches against baselines, the policy's seat alternating, greedy actions
+(``deterministic=true``). Targets (from the project brief):
+
+* connect_four: win rate vs random >= 95% by 200k env steps (checkpoint at the last iteration <= 200k);
+  vs the heuristic >= 70% (at the end of the budget, far below the brief's 2M steps: see games.md);
+* tictactoe: losses vs random <= 1% over 1000 games; draws vs minimax >= 90%;
+* leduc_holdem: mean payoff vs random > 0 with a 95% CI excluding 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from benches.common import BENCH_DIR, machine, train_job, write
+from marl import checkpoint as ckpt
+from marl.matches import (
+    Watcher,
+    duel_summary,
+    load_policy,
+    make_policy,
+    play_matches,
+    single_env,
+    write_video,
+)
+from marl.opponents import PolicyPlayer, make_baseline
+from marl.train import build
+
+EVAL_SEED = 10_000  # evaluation env seeds, far from the training seeds
+
+
+@dataclass(frozen=True)
+class Check:
+    """One evaluation: ``episodes`` matches vs ``opponent`` at the checkpoint nearest below ``at_step`` (None: the
+    final one), and the target on ``stat`` (win | draw | loss rate, or payoff mean / its CI's lower bound)."""
+
+    opponent: str
+    episodes: int
+    stat: str  # win | draw | loss | payoff_lo
+    op: str  # >= | <= | >
+    target: float
+    at_step: int | None = None
+
+
+@dataclass(frozen=True)
+class Case:
+    env: str
+    algo: str
+    steps: int
+    overrides: list[str]
+    checks: list[Check] = field(default_factory=list)
+
+
+# Self-play PPO/IPPO: one shared policy for both seats; half the env copies play pool opponents (frozen snapshots
+# and, with baseline_prob, scripted baselines). Entropy 0.01 keeps self-play exploring.
+C4 = ["num_envs=16", "algo.num_steps=128", "algo.ent_coef=0.01", "selfplay.pool_fraction=0.5",
+      "selfplay.baselines=[random,heuristic]", "selfplay.baseline_prob=0.6", "selfplay.snapshot_every=50000"]
+C4_CHECKS = [Check("random", 1000, "win", ">=", 0.95, at_step=200_000), Check("heuristic", 500, "win", ">=", 0.70),
+             Check("random", 1000, "win", ">=", 0.95)]
+CASES: dict[str, Case] = {
+    "connect_four_ppo": Case("connect_four", "ppo", 500_000, C4, C4_CHECKS),
+    "connect_four_ippo": Case("connect_four", "ippo", 200_000, [*C4, "algo.num_minibatches=4"],
+                              [Check("random", 1000, "win", ">=", 0.95), Check("heuristic", 500, "win", ">=", 0.70)]),
+    "tictactoe_ppo": Case("tictactoe", "ppo", 150_000, [
+        "num_envs=16", "algo.num_steps=128", "algo.ent_coef=0.01", "algo.lr=5e-4", "algo.hidden=[128,128]",
+        "selfplay.pool_fraction=0.5", "selfplay.baselines=[random,minimax]", "selfplay.baseline_prob=0.6",
+        "selfplay.snapshot_every=25000"],
+        [Check("random", 1000, "loss", "<=", 0.01), Check("minimax", 1000, "draw", ">=", 0.90)]),
+    "leduc_holdem_ppo": Case("leduc_holdem", "ppo", 100_000, [
+        "num_envs=16", "algo.num_steps=128", "algo.ent_coef=0.01", "selfplay.pool_fraction=0.5",
+        "selfplay.baselines=[random]", "selfplay.baseline_prob=0.3", "selfplay.snapshot_every=25000"],
+        [Check("random", 4000, "payoff_lo", ">", 0.0)]),
+}
+
+
+def checkpoint_at(run_dir: Path, at_step: int | None) -> Path:
+    """The final checkpoint, or the newest periodic one written at or before ``at_step`` env steps."""
+    if at_step is None:
+        return run_dir / ckpt.CKPT_DIR / "final.pt"
+    cands = sorted((int(p.stem.split("_")[1]), p) for p in (run_dir / ckpt.CKPT_DIR).glob("step_*.pt"))
+    ok = [p for s, p in cands if s <= at_step]
+    if not ok:
+        raise RuntimeError(f"no checkpoint at or before {at_step} steps in {run_dir}")
+    return ok[-1]
+
+
+@torch.no_grad()
+def evaluate(path: Path, check: Check, seed: int) -> dict:
+    """Matches of the policy at ``path`` vs ``check.opponent``; the duel summary plus the checkpoint's env steps."""
+    cfg, payload, p = load_policy(path)
+    env = build(cfg, num_envs=16, seed=EVAL_SEED + seed)
+    try:
+        policy = PolicyPlayer(make_policy(cfg, payload, p, env), deterministic=True)
+        opponent = make_baseline(check.opponent, env.spec, EVAL_SEED + seed)
+        summary = duel_summary(play_matches(env, policy, opponent, check.episodes, EVAL_SEED + seed), env.spec.agents)
+    finally:
+        env.close()
+    return {"env_steps": payload["meta"]["env_steps"], **summary}
+
+
+def value(summary: dict, stat: str) -> float:
+    s = summary["all"]
+    if stat == "payoff_lo":
+        return s["payoff"]["mean"] - s["payoff"]["ci"]
+    return s[stat]["rate"]
+
+
+def met(x: float, op: str, target: float) -> bool:
+    return {">=": x >= target, "<=": x <= target, ">": x > target}[op]
+
+
+def run_seed(name: str, case: Case, seed: int, root: Path) -> dict:
+    """Train one seed (checkpoints at every check's ``at_step`` boundary) and run its checks."""
+    batch = 16 * 128  # env steps per iteration of every case (num_envs=16, num_steps=128)
+    marks = sorted({c.at_step // batch * batch for c in case.checks if c.at_step is not None})
+    every = marks[0] if marks else 0
+    run_dir = root / f"{name}_s{seed}"
+    torch.set_num_threads(1)
+    job = train_job(case.env, case.algo, seed, case.steps, [*case.overrides, "eval_every=0", "threads=1",
+                                                            f"checkpoint_every={every}"], run_dir)
+    checks = []
+    for c in case.checks:
+        summary = evaluate(checkpoint_at(run_dir, c.at_step), c, seed)
+        x = value(summary, c.stat)
+        checks.append({"opponent": c.opponent, "episodes": c.episodes, "stat": c.stat, "op": c.op,
+                       "target": c.target, "at_step": c.at_step, "value": x, "met": met(x, c.op, c.target),
+                       "summary": summary})
+    out = {"seed": seed, "run_dir": str(run_dir), "wall_s": round(job["wall_s"], 1),
+           "sps": job["rows"][-1].get("charts/SPS"), "checks": checks}
+    print(name, seed, [(c["opponent"], c["at_step"], round(c["value"], 4)) for c in checks], flush=True)
+    return out
+
+
+def render_best(results: dict, out: Path) -> dict | None:
+    """GIF of the connect-four policy with the best win rate vs the heuristic playing it (4 matches)."""
+    best = None
+    for name, r in results.items():
+        if r["env"] != "connect_four":
+            continue
+        for s in r["seeds"]:
+            for c in s["checks"]:
+                if c["opponent"] == "heuristic" and c["at_step"] is None and (best is None or c["value"] > best[0]):
+                    best = (c["value"], name, s["seed"], s["run_dir"])
+    if best is None:
+        return None
+    _, name, seed, run_dir = best
+    cfg, payload, path = load_policy(run_dir)
+    watcher = Watcher("rgb_array", games=4, hold=4)
+    env = single_env(cfg, "rgb_array", watcher, EVAL_SEED)
+    try:
+        policy = PolicyPlayer(make_policy(cfg, payload, path, env), deterministic=True)
+        res = play_matches(env, policy, make_baseline("heuristic", env.spec, EVAL_SEED), 4, EVAL_SEED)
+    finally:
+        env.close()
+    write_video(watcher.frames, out, fps=2.0, max_side=240)
+    return {"case": name, "seed": seed, "file": out.name, "outcomes": [f"{r.seat}: {r.outcome}" for r in res],
+            "bytes": out.stat().st_size}
+
+
+def fmt_check(c: dict) -> str:
+    """The checked value over all games, then per seat (first seat / second seat)."""
+    if c["stat"] == "payoff_lo":
+        p = c["summary"]["all"]["payoff"]
+        return f"{p['mean']:+.3f} ± {p['ci']:.3f}"
+    seats = " / ".join(f"{100 * s[c['stat']]['rate']:.1f}" for s in c["summary"]["seats"].values())
+    return f"{100 * c['value']:.1f}% ({seats})"
+
+
+def seat_detail(c: dict) -> str:
+    """Per-seat W/D/L rates of one check."""
+    rates = {seat: [100 * s[k]["rate"] for k in ("win", "draw", "loss")] for seat, s in c["summary"]["seats"].items()}
+    return "; ".join(f"{seat}: {w:.0f}/{d:.0f}/{lo:.0f}" for seat, (w, d, lo) in rates.items())
+
+
+def markdown(results: dict, gif: dict | None, seeds: list[int]) -> str:
+    rows = ["| case | env steps | opponent | at step | metric | target | per seed: all (first seat / second seat) | "
+            "met (all seeds) | "
+            "W/D/L % per seat (seed 0) |", "|---|---|---|---|---|---|---|---|---|"]
+    for name, r in results.items():
+        for k, c0 in enumerate(r["seeds"][0]["checks"]):
+            per = [s["checks"][k] for s in r["seeds"]]
+            metric = {"win": "win rate", "draw": "draw rate", "loss": "loss rate",
+                      "payoff_lo": "payoff (mean ± 95% CI)"}[c0["stat"]]
+            target = f"{c0['op']} {c0['target']:g}" if c0["stat"] == "payoff_lo" else \
+                f"{c0['op']} {100 * c0['target']:g}%"
+            at = f"{per[0]['summary']['env_steps']:,}"
+            rows.append(f"| {name} | {r['steps']:,} | {c0['opponent']} ({c0['episodes']} games) | {at} | {metric} | "
+                        f"{target} | {', '.join(fmt_check(c) for c in per)} | "
+                        f"{'yes' if all(c['met'] for c in per) else 'no'} | {seat_detail(c0)} |")
+    walls = [f"{n}: {statistics.fmean(s['wall_s'] for s in r['seeds']):.0f} s" for n, r in results.items()]
+    text = ["# Turn-based games benchmark (self-play)", "",
+            f"`python scripts/bench.py games` — seeds {' '.join(map(str, seeds))}. One shared policy plays both "
+            "seats; half the env copies play the opponent pool (frozen snapshots and baselines, see the overrides in "
+            "games.json / scripts/benches/games.py). Evaluation: greedy policy, seats alternating, fixed evaluation "
+            "seeds; rates are over all games, Wilson 95% intervals per seat are in games.json.", "",
+            *rows, "", "Mean training wall time per seed: " + ", ".join(walls) + ".", ""]
+    if gif:
+        text += [f"![connect four vs heuristic]({gif['file']}) — `{gif['case']}` seed {gif['seed']} (greedy) vs the "
+                 f"heuristic, 4 matches: {', '.join(gif['outcomes'])}.", ""]
+    text += [f"Machine: {machine()}", ""]
+    return "\n".join(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="bench.py games")
+    ap.add_argument("--cases", default=",".join(CASES))
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--jobs", type=int, default=2, help="training jobs run at once")
+    ap.add_argument("--out", default=None, help="run directory root (default: a temp dir)")
+    args = ap.parse_args(argv)
+    root = Path(args.out or tempfile.mkdtemp(prefix="marl_bench_games_"))
+    names = args.cases.split(",")
+    unknown = [n for n in names if n not in CASES]
+    if unknown:
+        ap.error(f"unknown case(s) {unknown}; choose from {', '.join(CASES)}")
+    with ThreadPoolExecutor(args.jobs) as pool:
+        futures = {(n, s): pool.submit(run_seed, n, CASES[n], s, root) for n in names for s in args.seeds}
+        per = {key: f.result() for key, f in futures.items()}
+    results = {n: {"env": CASES[n].env, "algo": CASES[n].algo, "steps": CASES[n].steps,
+                   "overrides": CASES[n].overrides, "seeds": [per[(n, s)] for s in args.seeds]} for n in names}
+    gif = render_best(results, BENCH_DIR / "connect_four_vs_heuristic.gif")
+    write("games", {"machine": machine(), "results": results, "gif": gif}, markdown(results, gif, args.seeds))
+    return 0
