@@ -349,3 +349,23 @@ def test_aec_form_delivers_the_parallel_rewards():
     assert (par_eps[0].length, aec_eps[0].length) == (3, 8)  # 3 + 3 + 2 moves in the AEC form
     par.close()
     aec.close()
+
+
+def test_non_turn_based_aec_env_one_mover_per_step():
+    """Pistonball's AEC form: one piston moves per adapter step; the cycle's rewards reach every piston at its end."""
+    cfg = {**resolve_env_config("pistonball"), "entry_point": "pettingzoo.butterfly.pistonball_v6:env",
+           "kwargs": {"n_pistons": 3, "continuous": False, "max_cycles": 20}}
+    env = make_vec_env(cfg, 1, seed=0)
+    (g,) = env.spec.groups
+    assert env.spec.turn_based and g.n_agents == 3 and g.obs_space.shape == (32, 32, 3)
+    out = env.reset()
+    cycle_ends = []
+    for k in range(9):
+        assert out.acting["piston"][0].tolist() == [i == k % 3 for i in range(3)]
+        out = env.step({"piston": np.full((1, 3), 2, np.int64)})
+        if k % 3 == 2:  # the last piston of the cycle moved: the cycle's rewards reach every piston now
+            cycle_ends.append(out.reward["piston"][0])
+        else:
+            assert (out.reward["piston"] == 0).all()
+    assert (cycle_ends[-1] != 0).all()  # time penalty for all three
+    env.close()

@@ -39,7 +39,7 @@ class AECCopy(CopyBase):
         self.own = {k: _owner(self.env, k) for k in ("agents", "agent_selection", "rewards", "terminations",
                                                        "truncations", "infos")}
         obs_env = self.env
-        while isinstance(obs_env, _CHECK_ONLY):
+        while type(obs_env) in _CHECK_ONLY:  # exact types: SuperSuit's wrappers subclass OrderEnforcingWrapper
             obs_env = obs_env.env
         self.observe = obs_env.observe
         self._load()
