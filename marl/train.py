@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import signal
 import time
-from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -183,7 +182,6 @@ def run(cfg: DictConfig | dict, explicit_total_steps: bool = False, explicit_key
 
 def _loop(cfg: DictConfig, learner: Learner, logger: RunLogger, run_dir: Path, save_cfg: DictConfig) -> dict:
     spec = learner.spec
-    recent = deque(maxlen=20)
     next_eval = _next_mark(learner.env_steps, cfg.eval_every)
     next_ckpt = _next_mark(learner.env_steps, cfg.checkpoint_every)
     eval_env = build(cfg, num_envs=min(cfg.eval_episodes, 8), seed=cfg.seed + EVAL_SEED_OFFSET)
@@ -202,11 +200,11 @@ def _loop(cfg: DictConfig, learner: Learner, logger: RunLogger, run_dir: Path, s
             metrics = _iterate(learner)
             _finite(metrics)
             eps = learner.pop_episodes()
-            recent.extend(e.team_return for e in eps)
             sps = (learner.env_steps - s0) / max(time.perf_counter() - t0, 1e-9)
             metrics["charts/SPS"] = sps
             if eps:
                 metrics["charts/episodic_return"] = float(np.mean([e.team_return for e in eps]))
+                metrics["charts/recent_return"] = float(np.mean(learner.recent_returns))
                 metrics["charts/episodic_length"] = float(np.mean([e.length for e in eps]))
             if learner.env_steps >= next_eval or learner.env_steps >= cfg.total_steps:
                 metrics |= _evaluate(cfg, learner, eval_env)
@@ -214,7 +212,8 @@ def _loop(cfg: DictConfig, learner: Learner, logger: RunLogger, run_dir: Path, s
             logger.log(learner.env_steps, metrics)
             final = metrics
             bar.update(learner.env_steps - bar.n)
-            bar.set_postfix(sps=f"{sps:.0f}", ret=f"{np.mean(recent):.2f}" if recent else "-", refresh=False)
+            recent = f"{np.mean(learner.recent_returns):.2f}" if learner.recent_returns else "-"
+            bar.set_postfix(sps=f"{sps:.0f}", ret=recent, refresh=False)
             if learner.env_steps >= next_ckpt and learner.env_steps < cfg.total_steps:
                 _checkpoint(cfg, learner, run_dir, save_cfg, spec)
                 next_ckpt = _next_mark(learner.env_steps, cfg.checkpoint_every)

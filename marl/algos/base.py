@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 from abc import ABC, abstractmethod
+from collections import deque
 
 import numpy as np
 import torch
@@ -26,6 +27,7 @@ class Learner(ABC):
         self.env_steps = 0
         self.iterations = 0
         self.episodes: list[EpisodeStat] = []
+        self.recent_returns: deque[float] = deque(maxlen=20)  # team returns of the last 20 finished episodes
         self.gen = torch.Generator().manual_seed(int(cfg.seed))  # minibatch shuffles etc.
         self.last: StepOut | None = None
 
@@ -57,7 +59,9 @@ class Learner(ABC):
         self.last = self.env.reset(seed=seed)
 
     def pop_episodes(self) -> list[EpisodeStat]:
+        """Episodes finished since the last call (also remembered in ``recent_returns``)."""
         eps, self.episodes = self.episodes, []
+        self.recent_returns.extend(e.team_return for e in eps)
         return eps
 
     def state_dict(self) -> dict:
@@ -65,6 +69,7 @@ class Learner(ABC):
         return {
             "modules": {k: m.state_dict() for k, m in self.modules().items()},
             "counters": {"env_steps": self.env_steps, "iterations": self.iterations},
+            "recent_returns": list(self.recent_returns),
             "rng": rng_state(self.gen),
             "extra": self.extra_state(),
         }
@@ -74,6 +79,7 @@ class Learner(ABC):
             m.load_state_dict(state["modules"][k])
         self.env_steps = int(state["counters"]["env_steps"])
         self.iterations = int(state["counters"]["iterations"])
+        self.recent_returns.extend(float(x) for x in state.get("recent_returns", []))
         set_rng_state(state["rng"], self.gen)
         self.load_extra_state(state["extra"])
 
