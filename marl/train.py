@@ -202,9 +202,10 @@ def _loop(cfg: DictConfig, learner: Learner, logger: RunLogger, run_dir: Path, s
             eps = learner.pop_episodes()
             sps = (learner.env_steps - s0) / max(time.perf_counter() - t0, 1e-9)
             metrics["charts/SPS"] = sps
+            if learner.recent_returns:  # mean team return of the last 20 finished training episodes
+                metrics["charts/recent_return"] = float(np.mean(learner.recent_returns))
             if eps:
                 metrics["charts/episodic_return"] = float(np.mean([e.team_return for e in eps]))
-                metrics["charts/recent_return"] = float(np.mean(learner.recent_returns))
                 metrics["charts/episodic_length"] = float(np.mean([e.length for e in eps]))
             if learner.env_steps >= next_eval or learner.env_steps >= cfg.total_steps:
                 metrics |= _evaluate(cfg, learner, eval_env)
