@@ -26,6 +26,15 @@ from marl.errors import ConfigError
 ALGO_YAML = Path(__file__).resolve().parents[1] / "configs" / "algo" / "ddpg.yaml"
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Small MLPs run fastest single-threaded (and the CPU is shared); restore the setting afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 # ---------------------------------------------------------------------------------------------- stand-in envs
 class GymVec:
     """A gymnasium env as a VecMultiEnv: one group "agent" of one agent, same-step autoreset."""
@@ -345,7 +354,6 @@ def test_short_learning_smoke_run():
 
 @pytest.mark.slow
 def test_pendulum_learns_within_10k_steps():
-    torch.set_num_threads(1)
     env = GymVec("Pendulum-v1", 1)
     ln = make_learner(env, seed=0)
     while ln.env_steps < 10_000:
