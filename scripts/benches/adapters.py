@@ -149,8 +149,8 @@ def to_markdown(report: dict) -> str:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny run (0.3 s per cell, E=1,8) to check the script")
-    parser.add_argument("--seconds", type=float, default=2.0, help="measuring time per cell")
-    parser.add_argument("--repeats", type=int, default=3,
+    parser.add_argument("--seconds", type=float, default=1.0, help="measuring time per cell")
+    parser.add_argument("--repeats", type=int, default=5,
                         help="measure every cell this many times (interleaved) and keep the best: other processes "
                              "sharing the cores only ever slow a measurement down")
     parser.add_argument("--envs", nargs="+", default=list(ENVS), help="env YAML names")
