@@ -29,10 +29,12 @@ from marl import checkpoint as ckpt
 from marl.adapters.base import EpisodeStat, VecMultiEnv
 from marl.adapters.registry import build_layout, make_env
 from marl.adapters.vector import InProcessVecEnv
+from marl.algos.base import Learner
 from marl.config import validate
 from marl.errors import ConfigError
 from marl.opponents import Player
 from marl.selfplay import seat_rows
+from marl.train import make_learner
 
 Z95 = 1.959963984540054  # two-sided 95% normal quantile
 
@@ -182,10 +184,8 @@ def load_policy(run_or_ckpt: str | Path) -> tuple[DictConfig, dict, Path]:
     return validate(OmegaConf.create(payload["config"])), payload, path
 
 
-def make_policy(cfg: DictConfig, payload: dict, path: Path, env: VecMultiEnv):
+def make_policy(cfg: DictConfig, payload: dict, path: Path, env: VecMultiEnv) -> Learner:
     """A learner restored from ``payload`` for ``env`` (refused, naming both envs, when the checkpoint does not fit)."""
-    from marl.train import make_learner
-
     ckpt.check_compatible(payload, env.spec.name, None, env.spec, path)
     learner = make_learner(cfg, env, "cpu")
     learner.load_state_dict(payload["learner"])

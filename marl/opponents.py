@@ -29,6 +29,7 @@ import torch
 from gymnasium import spaces
 
 from marl.adapters.base import EnvSpec, StepOut
+from marl.algos.base import Learner
 from marl.errors import ConfigError
 
 
@@ -182,7 +183,7 @@ class TicTacToeMinimax(BoardPlayer):
 class PolicyPlayer(Player):
     """A learner's policies (its ``act``: normalization and action masks applied) for the seats in ``rows``."""
 
-    def __init__(self, learner, name: str = "policy", deterministic: bool = False):
+    def __init__(self, learner: Learner, name: str = "policy", deterministic: bool = False):
         self.learner, self.name, self.deterministic = learner, name, deterministic
 
     @torch.no_grad()

@@ -22,7 +22,9 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from marl.adapters.base import StepOut
+from marl.adapters.base import EnvSpec, StepOut
+from marl.algos.base import Learner
+from marl.algos.onpolicy import OnPolicyLearner
 from marl.errors import ConfigError
 from marl.opponents import BoardPlayer, FrozenPolicyPlayer, Player, make_baseline
 from marl.rollout import Rollout
@@ -30,7 +32,7 @@ from marl.rollout import Rollout
 SEAT_MODES = ("alternate", "random")
 
 
-def seat_rows(spec, seat: np.ndarray, active: np.ndarray) -> dict[str, np.ndarray]:
+def seat_rows(spec: EnvSpec, seat: np.ndarray, active: np.ndarray) -> dict[str, np.ndarray]:
     """Bool ``{g: [E, N_g]}``: True where env copy ``e`` is ``active`` and agent (group, n) IS seat ``seat[e]``
     (flat index into ``spec.agents``)."""
     out, flat = {}, 0
@@ -48,7 +50,7 @@ class OpponentPool:
     ``seat[e]``: the learner's seat in copy ``e`` (flat index into ``spec.agents``).
     """
 
-    def __init__(self, learner, sp: DictConfig, seed: int):
+    def __init__(self, learner: OnPolicyLearner, sp: DictConfig, seed: int):
         _check(sp)
         self.learner, self.spec = learner, learner.spec
         self.E, self.n_seats = learner.E, len(self.spec.agents)
@@ -175,7 +177,7 @@ def _check(sp: DictConfig) -> None:
         raise ConfigError(f"selfplay.seat='{sp.seat}' is not a valid choice", f"choose one of: {', '.join(SEAT_MODES)}")
 
 
-def attach_pool(cfg: DictConfig, learner) -> OpponentPool | None:
+def attach_pool(cfg: DictConfig, learner: Learner) -> OpponentPool | None:
     """Give ``learner`` an opponent pool when the env is a turn-based game of 2+ seats, the learner has the
     ``opponents`` hook (on-policy learners) and ``selfplay.pool_fraction`` selects at least one env copy."""
     sp = cfg.get("selfplay")
