@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -115,7 +116,10 @@ def test_wandb_offline_run_files(tmp_path: Path, offline_wandb: None) -> None:
     run_id = (run_dir / "wandb_id.txt").read_text().strip()
     assert offline.name.endswith(run_id)
     (records,) = offline.glob("*.wandb")
-    data = records.read_bytes()
+    # wandb's service process writes the records file asynchronously after finish() returns
+    deadline = time.monotonic() + 30
+    while b"losses/policy_loss" not in (data := records.read_bytes()) and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert b"charts/episodic_return" in data and b"losses/policy_loss" in data
     assert read_metrics(run_dir / "metrics.csv")[0]["charts/episodic_return"] == 3.25
 
