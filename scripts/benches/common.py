@@ -19,10 +19,22 @@ BENCH_DIR = ROOT / "benchmarks"
 def train_job(env: str, algo: str, seed: int, steps: int, overrides: list[str], run_dir: Path) -> dict:
     """Run ``scripts/train.py`` to completion; returns wall time, peak RSS (MB) and the metrics rows."""
     run_dir.parent.mkdir(parents=True, exist_ok=True)
-    args = [sys.executable, str(ROOT / "scripts" / "train.py"), f"env={env}", f"algo={algo}", f"seed={seed}",
-            f"total_steps={steps}", f"run_dir={run_dir}", "progress=false", "hydra.output_subdir=null",
-            f"hydra.run.dir={run_dir.parent / (run_dir.name + '_hydra')}", *overrides]
-    log = open(run_dir.parent / f"{run_dir.name}.log", "w")
+    # an existing run directory is continued from its newest checkpoint up to ``steps`` (extends a budget)
+    target = [f"resume={run_dir}"] if (run_dir / "metrics.csv").exists() else [f"run_dir={run_dir}"]
+    args = [
+        sys.executable,
+        str(ROOT / "scripts" / "train.py"),
+        f"env={env}",
+        f"algo={algo}",
+        f"seed={seed}",
+        f"total_steps={steps}",
+        *target,
+        "progress=false",
+        "hydra.output_subdir=null",
+        f"hydra.run.dir={run_dir.parent / (run_dir.name + '_hydra')}",
+        *overrides,
+    ]
+    log = open(run_dir.parent / f"{run_dir.name}.log", "a")
     t0 = time.perf_counter()
     proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "WANDB_MODE": "disabled"})
     _, status, usage = os.wait4(proc.pid, 0)
@@ -48,8 +60,12 @@ def first_step_reaching(rows: list[dict], key: str, target: float) -> float | No
 
 def machine() -> dict:
     load = os.getloadavg()
-    return {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform(),
-            "loadavg_at_end": [round(x, 2) for x in load]}
+    return {
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "loadavg_at_end": [round(x, 2) for x in load],
+    }
 
 
 def write(name: str, data: dict, markdown: str) -> None:

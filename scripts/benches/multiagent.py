@@ -18,6 +18,7 @@ import numpy as np
 
 from benches.common import BENCH_DIR, last, machine, train_job, write
 from marl.adapters.registry import make_vec_env, resolve_env_config
+from marl.logging import read_metrics
 
 EVAL = ["eval_episodes=50"]
 # part: list of (env, algo, steps, eval_every, overrides)
@@ -88,40 +89,48 @@ def raw_rate(env_name: str, num_envs: int, backend: str, seconds: float = 10.0) 
     return rate
 
 
-def learning_part(part: str, seeds: list[int], root: Path) -> list[dict]:
-    out = []
-    for env, algo, steps, every, over in PARTS[part]:
-        runs = []
-        for seed in seeds:
-            job = train_job(
-                env, algo, seed, steps, [*EVAL, f"eval_every={every}", *over], root / f"{env}_{algo}_s{seed}"
-            )
-            rows = job["rows"]
-            evals = {
-                str(int(r["global_step"])): (r["eval/return"], r["eval/agent_return"])
-                for r in rows
-                if "eval/return" in r
-            }
-            runs.append(
-                {
-                    "seed": seed,
-                    "evals": evals,
-                    "sps": last(rows, "charts/SPS"),
-                    "wall_s": round(job["wall_s"], 1),
-                    "peak_rss_mb": round(job["peak_rss_mb"], 1),
-                }
-            )
-            print(env, algo, seed, {k: round(v[0], 2) for k, v in evals.items()}, flush=True)
-        out.append(
+def case_result(env: str, algo: str, steps: int, over: list[str], run_dirs: list[tuple[int, Path, dict]]) -> dict:
+    """Summarize finished or partial runs from their metrics.csv (steps reached are reported as they are)."""
+    runs = []
+    for seed, run_dir, job in run_dirs:
+        if not (run_dir / "metrics.csv").exists():
+            continue
+        rows = read_metrics(run_dir / "metrics.csv")
+        evals = {
+            str(int(r["global_step"])): (r["eval/return"], r["eval/agent_return"]) for r in rows if "eval/return" in r
+        }
+        runs.append(
             {
-                "env": env,
-                "algo": algo,
-                "steps": steps,
-                "overrides": over,
-                "runs": runs,
-                "random_team_return": random_policy_returns(env),
+                "seed": seed,
+                "evals": evals,
+                "steps_reached": int(rows[-1]["global_step"]),
+                "sps": last(rows, "charts/SPS"),
+                "wall_s": round(job.get("wall_s", float("nan")), 1),
+                "peak_rss_mb": round(job.get("peak_rss_mb", float("nan")), 1),
             }
         )
+    return {
+        "env": env,
+        "algo": algo,
+        "steps": steps,
+        "overrides": over,
+        "runs": runs,
+        "random_team_return": random_policy_returns(env),
+    }
+
+
+def learning_part(part: str, seeds: list[int], root: Path, report_only: bool) -> list[dict]:
+    out = []
+    for env, algo, steps, every, over in PARTS[part]:
+        dirs = []
+        for seed in seeds:
+            run_dir = root / f"{env}_{algo}_s{seed}"
+            job = (
+                {} if report_only else train_job(env, algo, seed, steps, [*EVAL, f"eval_every={every}", *over], run_dir)
+            )
+            dirs.append((seed, run_dir, job))
+        out.append(case_result(env, algo, steps, over, dirs))
+        print(env, algo, [(r["seed"], r["steps_reached"]) for r in out[-1]["runs"]], flush=True)
     return out
 
 
@@ -200,13 +209,18 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="bench.py multiagent")
     ap.add_argument("--part", nargs="+", default=["spread", "listener", "multiwalker", "throughput"])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--out", default=None)
+    ap.add_argument("--out", default=None, help="run directory root; existing runs there are continued")
+    ap.add_argument("--report", action="store_true", help="only summarize the runs already under --out")
     args = ap.parse_args(argv)
     root = Path(args.out or tempfile.mkdtemp(prefix="marl_bench_multi_"))
     path = BENCH_DIR / "multiagent.json"
     data = json.loads(path.read_text()) if path.exists() else {}
     for part in args.part:
-        data[part] = throughput_part(root) if part == "throughput" else learning_part(part, args.seeds, root)
+        if part == "throughput":
+            if not args.report:
+                data[part] = throughput_part(root)
+        else:
+            data[part] = learning_part(part, args.seeds, root, args.report)
     data["machine"] = machine()
     write("multiagent", json.loads(json.dumps(data)), markdown(json.loads(json.dumps(data))))
     return 0
