@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from marl.algos.onpolicy import OnPolicyLearner, PGBatch
+from marl.algos.onpolicy import OnPolicyLearner
 from marl.core.returns import nstep_returns
 from marl.errors import ConfigError
 from marl.rollout import Rollout
@@ -36,10 +36,3 @@ class A2C(OnPolicyLearner):
             reward, v_all[:-1], next_v, terminated, done_env | terminated, self.algo.gamma, self.algo.n_step
         )
         return c.to_groups(ret - v_all[:-1]), ret, v_old, acting
-
-    def update(self, batch: PGBatch) -> dict[str, float]:
-        actor, stats = self.actor_loss(batch)
-        vloss = self.critic_loss(batch)
-        opts, params = self.all_params()
-        self.step(opts, actor + self.algo.vf_coef * vloss, params)
-        return {**stats, "value_loss": vloss.item()}

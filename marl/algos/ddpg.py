@@ -28,30 +28,11 @@ from marl.adapters.base import GroupSpec, StepOut, VecMultiEnv
 from marl.algos.base import Learner
 from marl.core.buffers import ReplayBuffer
 from marl.core.losses import dpg_actor_loss, q_loss, q_target
-from marl.core.networks import MLP, QCritic, polyak_update
+from marl.core.networks import DeterministicActor, QCritic, polyak_update
 from marl.core.noise import GaussianNoise, OUNoise, make_noise
 from marl.core.normalization import RunningMeanStd
 from marl.errors import ConfigError
 from marl.rollout import to_env_actions
-
-
-class BoundedActor(torch.nn.Module):
-    """``mu(x) = center + half_range * tanh(MLP(x))`` in the Box bounds: ``[..., M, in] -> [..., M, D]``.
-
-    Local stand-in for ``marl.core.networks.DeterministicActor``, which cannot be built: its buffer ``half`` clashes
-    with ``nn.Module.half()`` (``KeyError: attribute 'half' already exists``).
-    """
-
-    def __init__(self, in_dim: int, action_space: spaces.Box, hidden: list[int], members: int, activation: str):
-        super().__init__()
-        self.net = MLP(in_dim, hidden, int(math.prod(action_space.shape)), members, activation, out_gain=0.01)
-        low = torch.as_tensor(action_space.low, dtype=torch.float32).reshape(-1)
-        high = torch.as_tensor(action_space.high, dtype=torch.float32).reshape(-1)
-        self.register_buffer("center", (high + low) / 2)
-        self.register_buffer("half_range", (high - low) / 2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.center + self.half_range * torch.tanh(self.net(x))
 
 
 @dataclass
@@ -63,9 +44,9 @@ class _Group:
     obs_dim: int
     act_dim: int
     id_dim: int  # agent-id one-hot size appended to the input (0: none)
-    actor: BoundedActor
+    actor: DeterministicActor
     critic: QCritic
-    actor_target: BoundedActor
+    actor_target: DeterministicActor
     critic_target: QCritic
     actor_optim: torch.optim.Adam
     critic_optim: torch.optim.Adam
@@ -112,7 +93,7 @@ class DDPG(Learner):
         act_dim = int(math.prod(space.shape))
         in_dim = obs_dim + id_dim
         hidden = list(a.hidden)
-        actor = BoundedActor(in_dim, space, hidden, members, a.activation).to(self.device)
+        actor = DeterministicActor(in_dim, space, hidden, members, a.activation).to(self.device)
         critic = QCritic(in_dim, act_dim, hidden, members, a.activation).to(self.device)
         shapes = {
             "obs": (obs_dim,),

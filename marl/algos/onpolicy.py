@@ -1,6 +1,6 @@
 """The on-policy template (REINFORCE, A2C, PPO, IPPO, MAPPO, HAPPO): collect -> values -> advantages -> update.
 
-Subclasses set three class flags and write :meth:`update` (and :meth:`pg_loss`):
+Subclasses set three class flags and may override :meth:`update` (default: one gradient step) and :meth:`pg_loss`:
 ``central_critic`` (value of the global state instead of each agent's observation), ``separate_actors`` (one
 module and optimizer per agent, HAPPO), ``uses_critic`` (REINFORCE without a baseline learns no value).
 """
@@ -291,7 +291,12 @@ class OnPolicyLearner(Learner):
 
     # ---------------------------------------------------------------- the template
     def update(self, batch: PGBatch) -> dict[str, float]:
-        raise NotImplementedError
+        """One gradient step on the whole rollout (REINFORCE, A2C); PPO and HAPPO override this."""
+        actor, stats = self.actor_loss(batch)
+        vloss = self.critic_loss(batch)
+        opts, params = self.all_params()
+        self.step(opts, actor + self.algo.vf_coef * vloss, params)
+        return {**stats, "value_loss": vloss.item()}
 
     def iteration(self) -> dict[str, float]:
         lr = self.set_lr()

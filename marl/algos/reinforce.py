@@ -7,17 +7,10 @@ Rollouts of ``num_steps`` that cut an episode bootstrap from ``V`` at the cut (0
 
 from __future__ import annotations
 
-from marl.algos.onpolicy import OnPolicyLearner, PGBatch
+from marl.algos.onpolicy import OnPolicyLearner
 
 
 class Reinforce(OnPolicyLearner):
     def __init__(self, cfg, env, device):
         self.uses_critic = bool(cfg.algo.baseline)
         super().__init__(cfg, env, device)
-
-    def update(self, batch: PGBatch) -> dict[str, float]:
-        actor, stats = self.actor_loss(batch)
-        vloss = self.critic_loss(batch)
-        opts, params = self.all_params()
-        self.step(opts, actor + self.algo.vf_coef * vloss, params)
-        return {**stats, "value_loss": vloss.item()}

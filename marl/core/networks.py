@@ -139,10 +139,10 @@ class DeterministicActor(nn.Module):
         low = torch.as_tensor(action_space.low, dtype=torch.float32).reshape(-1)
         high = torch.as_tensor(action_space.high, dtype=torch.float32).reshape(-1)
         self.register_buffer("center", (high + low) / 2)
-        self.register_buffer("half", (high - low) / 2)
+        self.register_buffer("half_range", (high - low) / 2)  # not "half": nn.Module.half() exists
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.center + self.half * torch.tanh(self.net(x))
+        return self.center + self.half_range * torch.tanh(self.net(x))
 
 
 class QCritic(nn.Module):
