@@ -7,11 +7,12 @@ Hyperparameters per case are listed in the output (zoo-style tuned overrides on 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import tempfile
 from pathlib import Path
 
-from benches.common import first_step_reaching, last, machine, train_job, write
+from benches.common import BENCH_DIR, first_step_reaching, last, machine, train_job, write
 
 # name: (env, algo, steps, metric, target, overrides)
 CASES: dict[str, tuple[str, str, int, str, float, list[str]]] = {
@@ -37,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=None, help="run directory root (default: a temp dir)")
     args = ap.parse_args(argv)
     root = Path(args.out or tempfile.mkdtemp(prefix="marl_bench_learning_"))
-    results = {}
+    path = BENCH_DIR / "single_agent.json"
+    results = json.loads(path.read_text())["results"] if path.exists() else {}  # other cases are kept
     for name in args.cases.split(","):
         env, algo, steps, metric, target, over = CASES[name]
         per_seed = []
@@ -53,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         results[name] = {"env": env, "algo": algo, "steps": steps, "metric": metric, "target": target,
                          "overrides": over, "seeds": per_seed, "mean": statistics.fmean(finals), "min": min(finals),
                          "met": all(f >= target for f in finals)}
+        results = {**json.loads(path.read_text())["results"], **results} if path.exists() else results
     rows = ["| case | env steps | metric | target | mean | min | per seed | met | wall s (mean) | SPS (mean) |",
             "|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in results.items():
