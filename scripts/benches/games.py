@@ -2,13 +2,14 @@
 
 `python scripts/bench.py games [--cases connect_four_ppo,...] [--seeds 0 1 2] [--jobs 2] [--out DIR]`
 -> benchmarks/games.{json,md} and benchmarks/connect_four_vs_heuristic.gif (best connect-four policy vs the heuristic).
+A run with some ``--cases`` replaces those cases in an existing games.json and keeps the others.
 
 Every case trains with ``scripts/train.py`` (the overrides below are the tuned settings; configs/algo/*.yaml are
 untouched) and is then evaluated in matches against baselines, the policy's seat alternating, greedy actions
 (``deterministic=true``). Targets (from the project brief):
 
 * connect_four: win rate vs random >= 95% by 200k env steps (checkpoint at the last iteration <= 200k);
-  vs the heuristic >= 70% (at the end of the budget, far below the brief's 2M steps: see games.md);
+  vs the heuristic >= 70% (the brief allows 2M env steps; this CPU budget trains 300k: see games.md);
 * tictactoe: losses vs random <= 1% over 1000 games; draws vs minimax >= 90%;
 * leduc_holdem: mean payoff vs random > 0 with a 95% CI excluding 0.
 """
@@ -16,6 +17,7 @@ untouched) and is then evaluated in matches against baselines, the policy's seat
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
@@ -39,6 +41,7 @@ from marl.opponents import PolicyPlayer, make_baseline
 from marl.train import build
 
 EVAL_SEED = 10_000  # evaluation env seeds, far from the training seeds
+OUT = BENCH_DIR / "games.json"
 
 
 @dataclass(frozen=True)
@@ -63,24 +66,26 @@ class Case:
     checks: list[Check] = field(default_factory=list)
 
 
-# Self-play PPO/IPPO: one shared policy for both seats; half the env copies play pool opponents (frozen snapshots
-# and, with baseline_prob, scripted baselines). Entropy 0.01 keeps self-play exploring.
-C4 = ["num_envs=16", "algo.num_steps=128", "algo.ent_coef=0.01", "selfplay.pool_fraction=0.5",
-      "selfplay.baselines=[random,heuristic]", "selfplay.baseline_prob=0.6", "selfplay.snapshot_every=50000"]
-C4_CHECKS = [Check("random", 1000, "win", ">=", 0.95, at_step=200_000), Check("heuristic", 500, "win", ">=", 0.70),
-             Check("random", 1000, "win", ">=", 0.95)]
+# Self-play PPO/IPPO: one shared policy for both seats; 3/4 of the env copies play the opponent pool: with
+# probability 0.8 a scripted baseline (heuristic or random, half each), else a frozen snapshot of an earlier policy.
+# Entropy 0.01 keeps self-play exploring; a wider ReLU MLP learned Connect Four tactics faster than the default 64x64.
+C4 = ["num_envs=16", "algo.num_steps=128", "algo.ent_coef=0.01", "algo.lr=5e-4", "algo.hidden=[256,256]",
+      "algo.activation=relu", "selfplay.pool_fraction=0.75", "selfplay.baselines=[heuristic,random]",
+      "selfplay.baseline_prob=0.8", "selfplay.snapshot_every=50000"]
 CASES: dict[str, Case] = {
-    "connect_four_ppo": Case("connect_four", "ppo", 500_000, C4, C4_CHECKS),
-    "connect_four_ippo": Case("connect_four", "ippo", 200_000, [*C4, "algo.num_minibatches=4"],
-                              [Check("random", 1000, "win", ">=", 0.95), Check("heuristic", 500, "win", ">=", 0.70)]),
+    "connect_four_ppo": Case("connect_four", "ppo", 300_000, C4, [
+        Check("random", 500, "win", ">=", 0.95, at_step=200_000), Check("random", 500, "win", ">=", 0.95),
+        Check("heuristic", 400, "win", ">=", 0.70)]),
+    "connect_four_ippo": Case("connect_four", "ippo", 200_000, [*C4, "algo.num_minibatches=4"], [
+        Check("random", 500, "win", ">=", 0.95), Check("heuristic", 400, "win", ">=", 0.70)]),
     "tictactoe_ppo": Case("tictactoe", "ppo", 150_000, [
-        "num_envs=16", "algo.num_steps=128", "algo.ent_coef=0.01", "algo.lr=5e-4", "algo.hidden=[128,128]",
-        "selfplay.pool_fraction=0.5", "selfplay.baselines=[random,minimax]", "selfplay.baseline_prob=0.6",
+        "num_envs=16", "algo.num_steps=128", "algo.ent_coef=0.005", "algo.lr=1e-3", "algo.hidden=[128,128]",
+        "selfplay.pool_fraction=0.75", "selfplay.baselines=[random,minimax]", "selfplay.baseline_prob=0.8",
         "selfplay.snapshot_every=25000"],
         [Check("random", 1000, "loss", "<=", 0.01), Check("minimax", 1000, "draw", ">=", 0.90)]),
-    "leduc_holdem_ppo": Case("leduc_holdem", "ppo", 100_000, [
+    "leduc_holdem_ppo": Case("leduc_holdem", "ppo", 60_000, [
         "num_envs=16", "algo.num_steps=128", "algo.ent_coef=0.01", "selfplay.pool_fraction=0.5",
-        "selfplay.baselines=[random]", "selfplay.baseline_prob=0.3", "selfplay.snapshot_every=25000"],
+        "selfplay.baselines=[random]", "selfplay.baseline_prob=0.3", "selfplay.snapshot_every=20000"],
         [Check("random", 4000, "payoff_lo", ">", 0.0)]),
 }
 
@@ -205,7 +210,11 @@ def markdown(results: dict, gif: dict | None, seeds: list[int]) -> str:
             "seats; half the env copies play the opponent pool (frozen snapshots and baselines, see the overrides in "
             "games.json / scripts/benches/games.py). Evaluation: greedy policy, seats alternating, fixed evaluation "
             "seeds; rates are over all games, Wilson 95% intervals per seat are in games.json.", "",
-            *rows, "", "Mean training wall time per seed: " + ", ".join(walls) + ".", ""]
+            *rows, "", "Mean training wall time per seed: " + ", ".join(walls) + ".", "",
+            "Budget note: the brief allows 2M env steps for the connect-four target vs the heuristic. On this shared "
+            "2-core CPU (several jobs at once, a few hundred env steps/s per training job) the benchmark trains "
+            "300k (PPO) and 200k (IPPO) steps, so the heuristic row reports what that budget reaches, not what 2M "
+            "steps would.", ""]
     if gif:
         text += [f"![connect four vs heuristic]({gif['file']}) — `{gif['case']}` seed {gif['seed']} (greedy) vs the "
                  f"heuristic, 4 matches: {', '.join(gif['outcomes'])}.", ""]
@@ -228,8 +237,12 @@ def main(argv: list[str] | None = None) -> int:
     with ThreadPoolExecutor(args.jobs) as pool:
         futures = {(n, s): pool.submit(run_seed, n, CASES[n], s, root) for n in names for s in args.seeds}
         per = {key: f.result() for key, f in futures.items()}
-    results = {n: {"env": CASES[n].env, "algo": CASES[n].algo, "steps": CASES[n].steps,
-                   "overrides": CASES[n].overrides, "seeds": [per[(n, s)] for s in args.seeds]} for n in names}
-    gif = render_best(results, BENCH_DIR / "connect_four_vs_heuristic.gif")
+    new = {n: {"env": CASES[n].env, "algo": CASES[n].algo, "steps": CASES[n].steps,
+               "overrides": CASES[n].overrides, "seeds": [per[(n, s)] for s in args.seeds]} for n in names}
+    old = json.loads(OUT.read_text()) if OUT.is_file() else {"results": {}, "gif": None}
+    results = {n: new.get(n, old["results"].get(n)) for n in CASES if n in new or n in old["results"]}
+    gif = old.get("gif")
+    if any(CASES[n].env == "connect_four" for n in names):
+        gif = render_best(new, BENCH_DIR / "connect_four_vs_heuristic.gif")
     write("games", {"machine": machine(), "results": results, "gif": gif}, markdown(results, gif, args.seeds))
     return 0
