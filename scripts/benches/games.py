@@ -207,9 +207,11 @@ def markdown(results: dict, gif: dict | None, seeds: list[int]) -> str:
     walls = [f"{n}: {statistics.fmean(s['wall_s'] for s in r['seeds']):.0f} s" for n, r in results.items()]
     text = ["# Turn-based games benchmark (self-play)", "",
             f"`python scripts/bench.py games` — seeds {' '.join(map(str, seeds))}. One shared policy plays both "
-            "seats; half the env copies play the opponent pool (frozen snapshots and baselines, see the overrides in "
-            "games.json / scripts/benches/games.py). Evaluation: greedy policy, seats alternating, fixed evaluation "
-            "seeds; rates are over all games, Wilson 95% intervals per seat are in games.json.", "",
+            "seats; a fraction of the env copies (selfplay.pool_fraction) plays the opponent pool: frozen snapshots "
+            "of earlier policies and scripted baselines (the overrides per case are in games.json and "
+            "scripts/benches/games.py; opponent moves are never trained on). Evaluation: greedy policy, seats "
+            "alternating, fixed evaluation seeds; rates are over all games, Wilson 95% intervals per seat are in "
+            "games.json.", "",
             *rows, "", "Mean training wall time per seed: " + ", ".join(walls) + ".", "",
             "Budget note: the brief allows 2M env steps for the connect-four target vs the heuristic. On this shared "
             "2-core CPU (several jobs at once, a few hundred env steps/s per training job) the benchmark trains "
@@ -228,7 +230,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--jobs", type=int, default=2, help="training jobs run at once")
     ap.add_argument("--out", default=None, help="run directory root (default: a temp dir)")
+    ap.add_argument("--markdown-only", action="store_true", help="rewrite games.md from games.json, no training")
     args = ap.parse_args(argv)
+    if args.markdown_only:
+        data = json.loads(OUT.read_text())
+        write("games", data, markdown(data["results"], data["gif"], args.seeds))
+        return 0
     root = Path(args.out or tempfile.mkdtemp(prefix="marl_bench_games_"))
     names = args.cases.split(",")
     unknown = [n for n in names if n not in CASES]
