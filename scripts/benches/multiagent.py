@@ -119,9 +119,11 @@ def case_result(env: str, algo: str, steps: int, over: list[str], run_dirs: list
     }
 
 
-def learning_part(part: str, seeds: list[int], root: Path, report_only: bool) -> list[dict]:
+def learning_part(part: str, seeds: list[int], root: Path, report_only: bool, algos: list[str] | None) -> list[dict]:
     out = []
     for env, algo, steps, every, over in PARTS[part]:
+        if algos and algo not in algos:
+            continue
         dirs = []
         for seed in seeds:
             run_dir = root / f"{env}_{algo}_s{seed}"
@@ -211,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--out", default=None, help="run directory root; existing runs there are continued")
     ap.add_argument("--report", action="store_true", help="only summarize the runs already under --out")
+    ap.add_argument("--algos", nargs="+", default=None, help="only these algorithms of the learning parts")
     args = ap.parse_args(argv)
     root = Path(args.out or tempfile.mkdtemp(prefix="marl_bench_multi_"))
     path = BENCH_DIR / "multiagent.json"
@@ -220,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
             if not args.report:
                 data[part] = throughput_part(root)
         else:
-            data[part] = learning_part(part, args.seeds, root, args.report)
+            data[part] = learning_part(part, args.seeds, root, args.report, args.algos)
     data["machine"] = machine()
     write("multiagent", json.loads(json.dumps(data)), markdown(json.loads(json.dumps(data))))
     return 0
