@@ -155,7 +155,6 @@ def run(cfg: DictConfig | dict, explicit_total_steps: bool = False, explicit_key
     torch.set_num_threads(cfg.threads or 1)
     seed_everything(cfg.seed)
     run_dir.mkdir(parents=True, exist_ok=True)
-    save_cfg = cfg
 
     env = build(cfg)
     logger = None
@@ -169,18 +168,18 @@ def run(cfg: DictConfig | dict, explicit_total_steps: bool = False, explicit_key
                 pool.load_state_dict(payload["learner"]["opponents"])
         # written only once the checkpoint is known to fit: a refused resume leaves the run's files untouched
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-        logger = RunLogger(run_dir, save_cfg, resume=payload is not None)
+        logger = RunLogger(run_dir, cfg, resume=payload is not None)
         if payload is not None:
             logger.truncate_after(learner.env_steps)
         learner.reset_env(env_seed(cfg.seed, learner.iterations))
-        return _loop(cfg, learner, logger, run_dir, save_cfg)
+        return _loop(cfg, learner, logger, run_dir)
     finally:
         if logger is not None:
             logger.close()
         env.close()
 
 
-def _loop(cfg: DictConfig, learner: Learner, logger: RunLogger, run_dir: Path, save_cfg: DictConfig) -> dict:
+def _loop(cfg: DictConfig, learner: Learner, logger: RunLogger, run_dir: Path) -> dict:
     spec = learner.spec
     next_eval = _next_mark(learner.env_steps, cfg.eval_every)
     next_ckpt = _next_mark(learner.env_steps, cfg.checkpoint_every)
@@ -216,13 +215,13 @@ def _loop(cfg: DictConfig, learner: Learner, logger: RunLogger, run_dir: Path, s
             recent = f"{np.mean(learner.recent_returns):.2f}" if learner.recent_returns else "-"
             bar.set_postfix(sps=f"{sps:.0f}", ret=recent, refresh=False)
             if learner.env_steps >= next_ckpt and learner.env_steps < cfg.total_steps:
-                _checkpoint(cfg, learner, run_dir, save_cfg, spec)
+                _checkpoint(cfg, learner, run_dir, spec)
                 next_ckpt = _next_mark(learner.env_steps, cfg.checkpoint_every)
         if interrupted["flag"]:
-            _checkpoint(cfg, learner, run_dir, save_cfg, spec)
+            _checkpoint(cfg, learner, run_dir, spec)
             bar.close()
             raise KeyboardInterrupt
-        ckpt.save(run_dir / ckpt.CKPT_DIR / "final.pt", _learner_state(learner), save_cfg, spec)
+        ckpt.save(run_dir / ckpt.CKPT_DIR / "final.pt", _learner_state(learner), cfg, spec)
     finally:
         bar.close()
         signal.signal(signal.SIGINT, old_handler)
@@ -247,8 +246,8 @@ def _learner_state(learner: Learner) -> dict:
     return state
 
 
-def _checkpoint(cfg: DictConfig, learner: Learner, run_dir: Path, save_cfg: DictConfig, spec: EnvSpec) -> None:
+def _checkpoint(cfg: DictConfig, learner: Learner, run_dir: Path, spec: EnvSpec) -> None:
     """Save, prune old periodic checkpoints, and re-seed the env copies (what a resume from here will do too)."""
-    ckpt.save(run_dir / ckpt.CKPT_DIR / f"step_{learner.env_steps:012d}.pt", _learner_state(learner), save_cfg, spec)
+    ckpt.save(run_dir / ckpt.CKPT_DIR / f"step_{learner.env_steps:012d}.pt", _learner_state(learner), cfg, spec)
     ckpt.prune(run_dir)
     learner.reset_env(env_seed(cfg.seed, learner.iterations))
