@@ -242,9 +242,10 @@ class Watcher:
         if self.remaining > 0:
             self._show(env, "new game")
 
-    def on_move(self, env: Any, who: str, action: Any) -> None:
+    def on_move(self, env: Any, who: str | None, action: Any) -> None:
+        """Called after every move (``who`` None: a joint step of a parallel env)."""
         if self.remaining > 0:
-            self._show(env, f"{who} plays {move_label(env, action)}")
+            self._show(env, f"{who} plays {move_label(env, action)}" if who else "all agents acted")
 
     def _show(self, env: Any, what: str) -> None:
         if self.mode == "rgb_array":
@@ -282,7 +283,7 @@ class _WatchedParallel(BaseParallelWrapper):
 
     def step(self, actions: dict):
         out = self.env.step(actions)
-        self.watcher.on_move(self.env, "all", "joint")
+        self.watcher.on_move(self.env, None, actions)
         return out
 
 
