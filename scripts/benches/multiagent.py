@@ -26,7 +26,7 @@ PARTS: dict[str, list[tuple[str, str, int, int, list[str]]]] = {
     "spread": [
         ("simple_spread", a, 1_000_000 if a == "mappo" else 300_000, 100_000, []) for a in ("mappo", "ippo", "happo")
     ],
-    "listener": [("simple_speaker_listener", a, 300_000, 100_000, []) for a in ("mappo", "happo")],
+    "listener": [("simple_speaker_listener", a, 200_000, 50_000, []) for a in ("mappo", "happo")],
     "multiwalker": [
         (
             "multiwalker",
