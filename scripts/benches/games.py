@@ -76,6 +76,8 @@ CASES: dict[str, Case] = {
     "connect_four_ppo": Case("connect_four", "ppo", 300_000, C4, [
         Check("random", 500, "win", ">=", 0.95, at_step=200_000), Check("random", 500, "win", ">=", 0.95),
         Check("heuristic", 400, "win", ">=", 0.70)]),
+    "connect_four_ppo_long": Case("connect_four", "ppo", 500_000, C4, [
+        Check("random", 500, "win", ">=", 0.95), Check("heuristic", 400, "win", ">=", 0.70)]),
     "connect_four_ippo": Case("connect_four", "ippo", 200_000, [*C4, "algo.num_minibatches=4"], [
         Check("random", 500, "win", ">=", 0.95), Check("heuristic", 400, "win", ">=", 0.70)]),
     "tictactoe_ppo": Case("tictactoe", "ppo", 150_000, [
@@ -149,12 +151,15 @@ def run_seed(name: str, case: Case, seed: int, root: Path) -> dict:
 
 
 def render_best(results: dict, out: Path) -> dict | None:
-    """GIF of the connect-four policy with the best win rate vs the heuristic playing it (4 matches)."""
+    """GIF of the connect-four policy with the best win rate vs the heuristic playing it (4 matches); runs whose
+    directory is gone (cases kept from an earlier invocation) are skipped."""
     best = None
     for name, r in results.items():
         if r["env"] != "connect_four":
             continue
         for s in r["seeds"]:
+            if not Path(s["run_dir"]).is_dir():
+                continue
             for c in s["checks"]:
                 if c["opponent"] == "heuristic" and c["at_step"] is None and (best is None or c["value"] > best[0]):
                     best = (c["value"], name, s["seed"], s["run_dir"])
@@ -190,7 +195,7 @@ def seat_detail(c: dict) -> str:
 
 
 def markdown(results: dict, gif: dict | None, seeds: list[int]) -> str:
-    rows = ["| case | env steps | opponent | at step | metric | target | per seed: all (first seat / second seat) | "
+    rows = ["| case | env steps | opponent | at step | metric | target | per seed: all (first / second seat) | "
             "met (all seeds) | "
             "W/D/L % per seat (seed 0) |", "|---|---|---|---|---|---|---|---|---|"]
     for name, r in results.items():
@@ -201,12 +206,14 @@ def markdown(results: dict, gif: dict | None, seeds: list[int]) -> str:
             target = f"{c0['op']} {c0['target']:g}" if c0["stat"] == "payoff_lo" else \
                 f"{c0['op']} {100 * c0['target']:g}%"
             at = f"{per[0]['summary']['env_steps']:,}"
+            values = ", ".join(f"s{s['seed']}: {fmt_check(c)}" for s, c in zip(r["seeds"], per, strict=True))
             rows.append(f"| {name} | {r['steps']:,} | {c0['opponent']} ({c0['episodes']} games) | {at} | {metric} | "
-                        f"{target} | {', '.join(fmt_check(c) for c in per)} | "
+                        f"{target} | {values} | "
                         f"{'yes' if all(c['met'] for c in per) else 'no'} | {seat_detail(c0)} |")
     walls = [f"{n}: {statistics.fmean(s['wall_s'] for s in r['seeds']):.0f} s" for n, r in results.items()]
     text = ["# Turn-based games benchmark (self-play)", "",
-            f"`python scripts/bench.py games` — seeds {' '.join(map(str, seeds))}. One shared policy plays both "
+            f"`python scripts/bench.py games` — seeds {' '.join(map(str, seeds))} (connect_four_ppo_long: "
+            "`--cases connect_four_ppo_long --seeds 0`, one longer run). One shared policy plays both "
             "seats; a fraction of the env copies (selfplay.pool_fraction) plays the opponent pool: frozen snapshots "
             "of earlier policies and scripted baselines (the overrides per case are in games.json and "
             "scripts/benches/games.py; opponent moves are never trained on). Evaluation: greedy policy, seats "
@@ -250,6 +257,6 @@ def main(argv: list[str] | None = None) -> int:
     results = {n: new.get(n, old["results"].get(n)) for n in CASES if n in new or n in old["results"]}
     gif = old.get("gif")
     if any(CASES[n].env == "connect_four" for n in names):
-        gif = render_best(new, BENCH_DIR / "connect_four_vs_heuristic.gif")
+        gif = render_best(results, BENCH_DIR / "connect_four_vs_heuristic.gif")
     write("games", {"machine": machine(), "results": results, "gif": gif}, markdown(results, gif, args.seeds))
     return 0
