@@ -42,7 +42,19 @@ def train_job(env: str, algo: str, seed: int, steps: int, overrides: list[str], 
     log.close()
     if os.waitstatus_to_exitcode(status) != 0:
         raise RuntimeError(f"job failed ({' '.join(args)}); see {log.name}")
-    return {"wall_s": wall, "peak_rss_mb": usage.ru_maxrss / 1024, "rows": read_metrics(run_dir / "metrics.csv")}
+    job = {"wall_s": wall, "peak_rss_mb": usage.ru_maxrss / 1024}
+    (run_dir / "bench_job.json").write_text(json.dumps(job))
+    return {**job, "rows": read_metrics(run_dir / "metrics.csv")}
+
+
+def finished_job(run_dir: Path) -> dict:
+    """A job already run by :func:`train_job` (``--report`` modes): its timing and metrics rows."""
+    job = json.loads((run_dir / "bench_job.json").read_text()) if (run_dir / "bench_job.json").exists() else {}
+    return {
+        "wall_s": job.get("wall_s", float("nan")),
+        "peak_rss_mb": job.get("peak_rss_mb", float("nan")),
+        "rows": read_metrics(run_dir / "metrics.csv"),
+    }
 
 
 def last(rows: list[dict], key: str, max_step: float = float("inf")) -> float | None:

@@ -12,22 +12,64 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from benches.common import BENCH_DIR, first_step_reaching, last, machine, train_job, write
+from benches.common import BENCH_DIR, finished_job, first_step_reaching, last, machine, train_job, write
 
 # name: (env, algo, steps, metric, target, overrides)
 CASES: dict[str, tuple[str, str, int, str, float, list[str]]] = {
-    "ppo_cartpole": ("cartpole", "ppo", 100_000, "charts/recent_return", 475.0, [
-        "num_envs=8", "algo.num_steps=32", "algo.num_minibatches=1", "algo.update_epochs=20", "algo.lr=1e-3",
-        "algo.anneal_lr=true", "algo.gamma=0.98", "algo.gae_lambda=0.8", "algo.ent_coef=0.0"]),
-    "a2c_cartpole": ("cartpole", "a2c", 300_000, "charts/recent_return", 475.0, [
-        "num_envs=8", "algo.num_steps=5", "algo.lr=7e-4", "algo.gae_lambda=1.0", "algo.ent_coef=0.0"]),
-    "reinforce_baseline_cartpole": ("cartpole", "reinforce", 300_000, "charts/recent_return", 450.0, [
-        "num_envs=8", "algo.num_steps=256", "algo.lr=1e-3", "algo.baseline=true"]),
+    "ppo_cartpole": (
+        "cartpole",
+        "ppo",
+        100_000,
+        "charts/recent_return",
+        475.0,
+        [
+            "num_envs=8",
+            "algo.num_steps=32",
+            "algo.num_minibatches=1",
+            "algo.update_epochs=20",
+            "algo.lr=1e-3",
+            "algo.anneal_lr=true",
+            "algo.gamma=0.98",
+            "algo.gae_lambda=0.8",
+            "algo.ent_coef=0.0",
+        ],
+    ),
+    "a2c_cartpole": (
+        "cartpole",
+        "a2c",
+        300_000,
+        "charts/recent_return",
+        475.0,
+        ["num_envs=8", "algo.num_steps=5", "algo.lr=7e-4", "algo.gae_lambda=1.0", "algo.ent_coef=0.0"],
+    ),
+    "reinforce_baseline_cartpole": (
+        "cartpole",
+        "reinforce",
+        300_000,
+        "charts/recent_return",
+        450.0,
+        ["num_envs=8", "algo.num_steps=256", "algo.lr=1e-3", "algo.baseline=true"],
+    ),
     "ddpg_pendulum": ("pendulum", "ddpg", 20_000, "eval/return", -200.0, ["num_envs=1", "eval_episodes=10"]),
-    "ppo_pendulum": ("pendulum", "ppo", 200_000, "charts/recent_return", -300.0, [
-        "num_envs=4", "algo.num_steps=1024", "algo.num_minibatches=64", "algo.update_epochs=10", "algo.lr=1e-3",
-        "algo.gamma=0.9", "algo.gae_lambda=0.95", "algo.ent_coef=0.0", "algo.normalize_obs=true",
-        "algo.log_std_init=-0.5"]),
+    "ppo_pendulum": (
+        "pendulum",
+        "ppo",
+        200_000,
+        "charts/recent_return",
+        -300.0,
+        [
+            "num_envs=4",
+            "algo.num_steps=1024",
+            "algo.num_minibatches=64",
+            "algo.update_epochs=10",
+            "algo.lr=1e-3",
+            "algo.gamma=0.9",
+            "algo.gae_lambda=0.95",
+            "algo.ent_coef=0.0",
+            "algo.normalize_obs=true",
+            "algo.log_std_init=-0.5",
+        ],
+    ),
 }
 
 
@@ -36,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cases", default=",".join(CASES))
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--out", default=None, help="run directory root (default: a temp dir)")
+    ap.add_argument("--report", action="store_true", help="summarize finished runs under --out, run nothing")
     args = ap.parse_args(argv)
     root = Path(args.out or tempfile.mkdtemp(prefix="marl_bench_learning_"))
     path = BENCH_DIR / "single_agent.json"
@@ -44,31 +87,62 @@ def main(argv: list[str] | None = None) -> int:
         env, algo, steps, metric, target, over = CASES[name]
         per_seed = []
         for seed in args.seeds:
-            job = train_job(env, algo, seed, steps, [*over, "eval_every=0"], root / f"{name}_s{seed}")
+            run_dir = root / f"{name}_s{seed}"
+            if args.report and not (run_dir / "metrics.csv").exists():
+                continue
+            job = (
+                finished_job(run_dir)
+                if args.report
+                else train_job(env, algo, seed, steps, [*over, "eval_every=0"], run_dir)
+            )
             rows = job["rows"]
-            per_seed.append({"seed": seed, "final": last(rows, metric), "eval_return": last(rows, "eval/return"),
-                             "first_step_at_target": first_step_reaching(rows, metric, target),
-                             "sps": last(rows, "charts/SPS"), "wall_s": round(job["wall_s"], 1),
-                             "peak_rss_mb": round(job["peak_rss_mb"], 1)})
+            per_seed.append(
+                {
+                    "seed": seed,
+                    "final": last(rows, metric),
+                    "eval_return": last(rows, "eval/return"),
+                    "first_step_at_target": first_step_reaching(rows, metric, target),
+                    "sps": last(rows, "charts/SPS"),
+                    "wall_s": round(job["wall_s"], 1),
+                    "peak_rss_mb": round(job["peak_rss_mb"], 1),
+                }
+            )
             print(name, per_seed[-1], flush=True)
+        if not per_seed:
+            continue
         finals = [s["final"] for s in per_seed]
-        results[name] = {"env": env, "algo": algo, "steps": steps, "metric": metric, "target": target,
-                         "overrides": over, "seeds": per_seed, "mean": statistics.fmean(finals), "min": min(finals),
-                         "met": all(f >= target for f in finals)}
+        results[name] = {
+            "env": env,
+            "algo": algo,
+            "steps": steps,
+            "metric": metric,
+            "target": target,
+            "overrides": over,
+            "seeds": per_seed,
+            "mean": statistics.fmean(finals),
+            "min": min(finals),
+            "met": all(f >= target for f in finals),
+        }
         results = {**json.loads(path.read_text())["results"], **results} if path.exists() else results
-    rows = ["| case | env steps | metric | target | mean | min | per seed | met | wall s (mean) | SPS (mean) |",
-            "|---|---|---|---|---|---|---|---|---|---|"]
+    rows = [
+        "| case | env steps | metric | target | mean | min | per seed | met | wall s (mean) | SPS (mean) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for name, r in results.items():
         seeds = ", ".join(f"{s['final']:.1f}" for s in r["seeds"])
         wall = statistics.fmean(s["wall_s"] for s in r["seeds"])
         sps = statistics.fmean(s["sps"] for s in r["seeds"])
-        rows.append(f"| {name} | {r['steps']:,} | {r['metric']} | {r['target']:g} | {r['mean']:.1f} | {r['min']:.1f} | "
-                    f"{seeds} | {'yes' if r['met'] else 'no'} | {wall:.0f} | {sps:.0f} |")
-    md = ("# Single-agent learning benchmark\n\n"
-          "`python scripts/bench.py learning` — seeds " + " ".join(map(str, args.seeds))
-          + "; `charts/recent_return` is "
-          "the mean return of the last 20 training episodes at the end of the budget; `eval/return` the mean of "
-          "deterministic evaluation episodes at the end. Overrides per case are in single_agent.json.\n\n"
-          + "\n".join(rows) + f"\n\nMachine: {machine()}\n")
+        rows.append(
+            f"| {name} | {r['steps']:,} | {r['metric']} | {r['target']:g} | {r['mean']:.1f} | {r['min']:.1f} | "
+            f"{seeds} | {'yes' if r['met'] else 'no'} | {wall:.0f} | {sps:.0f} |"
+        )
+    md = (
+        "# Single-agent learning benchmark\n\n"
+        "`python scripts/bench.py learning` — seeds " + " ".join(map(str, args.seeds)) + "; `charts/recent_return` is "
+        "the mean return of the last 20 training episodes at the end of the budget; `eval/return` the mean of "
+        "deterministic evaluation episodes at the end. Overrides per case are in single_agent.json.\n\n"
+        + "\n".join(rows)
+        + f"\n\nMachine: {machine()}\n"
+    )
     write("single_agent", {"machine": machine(), "results": results}, md)
     return 0
