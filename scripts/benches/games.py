@@ -222,8 +222,8 @@ def markdown(results: dict, gif: dict | None, seeds: list[int]) -> str:
             *rows, "", "Mean training wall time per seed: " + ", ".join(walls) + ".", "",
             "Budget note: the brief allows 2M env steps for the connect-four target vs the heuristic. On this shared "
             "2-core CPU (several jobs at once, a few hundred env steps/s per training job) the benchmark trains "
-            "300k (PPO) and 200k (IPPO) steps, so the heuristic row reports what that budget reaches, not what 2M "
-            "steps would.", ""]
+            "300k (PPO), 500k (one longer PPO seed) and 200k (IPPO) steps, so the heuristic rows report what that "
+            "budget reaches, not what 2M steps would.", ""]
     if gif:
         text += [f"![connect four vs heuristic]({gif['file']}) — `{gif['case']}` seed {gif['seed']} (greedy) vs the "
                  f"heuristic, 4 matches: {', '.join(gif['outcomes'])}.", ""]
