@@ -48,7 +48,7 @@ CASES: dict[str, tuple[str, str, int, str, float, list[str]]] = {
         300_000,
         "charts/recent_return",
         450.0,
-        ["num_envs=8", "algo.num_steps=256", "algo.lr=1e-3", "algo.baseline=true"],
+        ["num_envs=8", "algo.num_steps=64", "algo.lr=2e-3", "algo.baseline=true"],
     ),
     "ddpg_pendulum": ("pendulum", "ddpg", 20_000, "eval/return", -200.0, ["num_envs=1", "eval_episodes=10"]),
     "ppo_pendulum": (
