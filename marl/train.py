@@ -234,8 +234,23 @@ def _next_mark(step: int, every: int) -> float:
 
 
 def _evaluate(cfg: DictConfig, learner: Learner, eval_env) -> dict[str, float]:
-    eps = run_episodes(learner, eval_env, cfg.eval_episodes, seed=cfg.seed + EVAL_SEED_OFFSET)
-    return summarize(eps)
+    """Deterministic evaluation. Turn-based games (two or more seats) are played against the random baseline with
+    seats alternating (a policy against itself always scores 0): ``eval/win_rate`` / ``draw_rate`` / ``loss_rate``
+    and ``eval/return`` = the mean payoff. Other envs: team and per-agent returns (:func:`marl.evaluate.summarize`)."""
+    seed = cfg.seed + EVAL_SEED_OFFSET
+    spec = learner.spec
+    if spec.turn_based and len(spec.agents) > 1:
+        from marl.matches import duel_summary, play_matches  # marl.matches imports this module
+        from marl.opponents import PolicyPlayer, baselines_for, make_baseline
+
+        if "random" in baselines_for(spec):
+            results = play_matches(eval_env, PolicyPlayer(learner, deterministic=True),
+                                   make_baseline("random", spec, seed), cfg.eval_episodes, seed)
+            s = duel_summary(results, spec.agents)["all"]
+            return {"eval/return": s["payoff"]["mean"], "eval/win_rate": s["win"]["rate"],
+                    "eval/draw_rate": s["draw"]["rate"], "eval/loss_rate": s["loss"]["rate"],
+                    "eval/length": s["length"], "eval/episodes": float(s["n"])}
+    return summarize(run_episodes(learner, eval_env, cfg.eval_episodes, seed=seed))
 
 
 def _learner_state(learner: Learner) -> dict:
