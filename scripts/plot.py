@@ -150,7 +150,7 @@ def plot(dirs: list[str | Path], metric: str | None = None, out: str | Path = "c
     ax.set_ylabel(metric)
     ax.set_title(metric + (f" (moving average over {smooth} points)" if smooth > 1 else ""))
     ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
+    ax.legend(fontsize="small", loc="lower right")
     fig.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
