@@ -68,6 +68,8 @@ CASES: dict[str, tuple[str, str, int, str, float, list[str]]] = {
             "algo.ent_coef=0.0",
             "algo.normalize_obs=true",
             "algo.log_std_init=-0.5",
+            "algo.normalize_reward=true",
+            "algo.anneal_lr=true",
         ],
     ),
 }
