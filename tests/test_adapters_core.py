@@ -10,6 +10,7 @@ from pettingzoo.utils import AgentSelector
 from pettingzoo.utils.conversions import aec_to_parallel, parallel_to_aec
 
 from marl.adapters import make_vec_env, resolve_env_config
+from marl.adapters.base import random_actions
 from marl.errors import ConfigError
 
 # ------------------------------------------------------------------------------------------ synthetic envs
@@ -147,23 +148,6 @@ def cfg(entry: str, **kw) -> dict:
     return {"name": entry, "entry_point": f"test_adapters_core:{entry}", "kwargs": kw}
 
 
-def random_actions(env, out, rng) -> dict[str, np.ndarray]:
-    """Uniform random legal actions [E, N_g, ...] for every group."""
-    acts = {}
-    e = env.spec.num_envs
-    for g in env.spec.groups:
-        sp = g.action_space
-        if g.has_action_mask:
-            acts[g.name] = (rng.random(out.action_mask[g.name].shape) * out.action_mask[g.name]).argmax(-1)
-        elif isinstance(sp, spaces.Discrete):
-            acts[g.name] = rng.integers(0, sp.n, (e, g.n_agents))
-        elif isinstance(sp, spaces.MultiDiscrete):
-            acts[g.name] = rng.integers(0, sp.nvec, (e, g.n_agents, len(sp.nvec)))
-        else:
-            acts[g.name] = rng.uniform(sp.low, sp.high, (e, g.n_agents, *sp.shape)).astype(np.float32)
-    return acts
-
-
 # ------------------------------------------------------------------------------------------------- AEC
 
 
@@ -256,7 +240,7 @@ def test_action_mask_from_info_is_exposed():
     assert out.action_mask["a"][..., 2].sum() == 0 and out.action_mask["a"][..., :2].all()
     rng = np.random.default_rng(0)
     for _ in range(8):  # random legal actions never hit the illegal action (which raises)
-        out = env.step(random_actions(env, out, rng))
+        out = env.step(random_actions(env.spec, out, rng))
     env.close()
 
 
@@ -316,7 +300,7 @@ def _rollout(env, steps: int, seed: int = 3):
     out = env.reset()
     outs = [out]
     for _ in range(steps):
-        out = env.step(random_actions(env, out, rng))
+        out = env.step(random_actions(env.spec, out, rng))
         outs.append(out)
     return outs
 

@@ -8,9 +8,10 @@ import time
 import numpy as np
 import pytest
 from pettingzoo import ParallelEnv
-from test_adapters_core import Survivors, random_actions
+from test_adapters_core import Survivors
 
 from marl.adapters import make_vec_env, resolve_env_config
+from marl.adapters.base import random_actions
 from marl.errors import EnvError
 
 
@@ -65,7 +66,7 @@ def test_subprocess_matches_inprocess(name):
     _compare(*outs)
     n_eps = 0
     for _ in range(40):
-        outs = [e.step(random_actions(e, o, r)) for e, o, r in zip(envs, outs, rng, strict=True)]
+        outs = [e.step(random_actions(e.spec, o, r)) for e, o, r in zip(envs, outs, rng, strict=True)]
         _compare(*outs)
         n_eps += len(outs[0].episodes)
     assert n_eps > 0  # auto-reset was exercised

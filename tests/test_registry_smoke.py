@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_adapters_core import random_actions
 
 from marl.adapters import available_envs, make_vec_env, resolve_env_config
+from marl.adapters.base import random_actions
 
 STEPS = {"pistonball": 5, "cooperative_pong": 5}  # pixel envs with SuperSuit preprocessing: slower steps
 
@@ -26,5 +26,5 @@ def test_env_yaml_smoke(name):
         assert out.state.shape == (2, *spec.state_shape)
         if spec.turn_based:
             assert sum(out.acting[g.name].sum(1) for g in spec.groups).tolist() == [1, 1]
-        out = env.step(random_actions(env, out, rng))
+        out = env.step(random_actions(env.spec, out, rng))
     env.close()

@@ -115,3 +115,22 @@ class VecMultiEnv(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def random_actions(spec: EnvSpec, last: StepOut, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Uniformly random legal actions ``{group: [E, N_g, ...]}`` for the observation in ``last`` (a random baseline
+    for benchmarks and tests): masked Discrete groups sample among legal actions only."""
+    acts = {}
+    e = spec.num_envs
+    for g in spec.groups:
+        sp = g.action_space
+        if g.has_action_mask and isinstance(sp, spaces.Discrete):
+            mask = last.action_mask[g.name]
+            acts[g.name] = (rng.random(mask.shape) * mask).argmax(-1)
+        elif isinstance(sp, spaces.Discrete):
+            acts[g.name] = rng.integers(0, sp.n, (e, g.n_agents))
+        elif isinstance(sp, spaces.MultiDiscrete):
+            acts[g.name] = rng.integers(0, sp.nvec, (e, g.n_agents, len(sp.nvec)))
+        else:
+            acts[g.name] = rng.uniform(sp.low, sp.high, (e, g.n_agents, *sp.shape)).astype(np.float32)
+    return acts

@@ -23,6 +23,7 @@ from gymnasium import spaces
 from pettingzoo import AECEnv
 
 from marl.adapters import make_env, make_vec_env, resolve_env_config
+from marl.adapters.base import random_actions
 from marl.config import cpu_count
 
 ENVS = ("simple_spread", "simple_tag", "connect_four", "multiwalker")
@@ -76,20 +77,6 @@ def raw_rate(name: str, seconds: float, seed: int = 0, with_state: bool = False)
     return rate
 
 
-def _batch_actions(env: Any, out: Any, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    acts = {}
-    e = env.spec.num_envs
-    for g in env.spec.groups:
-        sp = g.action_space
-        if g.has_action_mask:
-            acts[g.name] = (rng.random(out.action_mask[g.name].shape) * out.action_mask[g.name]).argmax(-1)
-        elif isinstance(sp, spaces.Discrete):
-            acts[g.name] = rng.integers(0, sp.n, (e, g.n_agents))
-        else:
-            acts[g.name] = rng.uniform(sp.low, sp.high, (e, g.n_agents, *sp.shape)).astype(np.float32)
-    return acts
-
-
 def uses_state(name: str) -> bool:
     """Whether the adapter calls env.state() every step for this env (it does when the state is not the obs)."""
     env = make_vec_env(resolve_env_config(name), 1)
@@ -104,11 +91,11 @@ def vec_rate(name: str, num_envs: int, backend: str, seconds: float, workers: in
     rng = np.random.default_rng(seed)
     out = env.reset()
     for _ in range(5):  # warm-up
-        out = env.step(_batch_actions(env, out, rng))
+        out = env.step(random_actions(env.spec, out, rng))
     batches = 0
     start = time.perf_counter()
     while time.perf_counter() - start < seconds:
-        out = env.step(_batch_actions(env, out, rng))
+        out = env.step(random_actions(env.spec, out, rng))
         batches += 1
     rate = batches * num_envs / (time.perf_counter() - start)
     env.close()

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from benches.common import BENCH_DIR, last, machine, train_job, write
+from marl.adapters.base import random_actions
 from marl.adapters.registry import make_vec_env, resolve_env_config
 from marl.logging import read_metrics
 
@@ -46,31 +47,10 @@ def random_policy_returns(env_name: str, episodes: int = 100, seed: int = 123) -
     out = env.reset(seed=seed)
     rets: list[float] = []
     while len(rets) < episodes:
-        out = env.step(random_actions(env, out, rng))
+        out = env.step(random_actions(env.spec, out, rng))
         rets += [e.team_return for e in out.episodes]
     env.close()
     return float(np.mean(rets[:episodes]))
-
-
-def random_actions(env, out, rng) -> dict:
-    from gymnasium import spaces
-
-    acts = {}
-    for g in env.spec.groups:
-        shape = (env.spec.num_envs, g.n_agents)
-        sp = g.action_space
-        if isinstance(sp, spaces.Discrete):
-            mask = out.action_mask.get(g.name)
-            if mask is None:
-                acts[g.name] = rng.integers(0, sp.n, shape)
-            else:
-                p = mask / np.maximum(mask.sum(-1, keepdims=True), 1)
-                acts[g.name] = np.array([[rng.choice(sp.n, p=pp) if pp.sum() > 0 else 0 for pp in row] for row in p])
-        elif isinstance(sp, spaces.MultiDiscrete):
-            acts[g.name] = rng.integers(0, sp.nvec, (*shape, len(sp.nvec)))
-        else:
-            acts[g.name] = rng.uniform(sp.low, sp.high, (*shape, *sp.shape)).astype(np.float32)
-    return acts
 
 
 def raw_rate(env_name: str, num_envs: int, backend: str, seconds: float = 10.0) -> float:
@@ -82,7 +62,7 @@ def raw_rate(env_name: str, num_envs: int, backend: str, seconds: float = 10.0) 
     out = env.reset(seed=0)
     steps, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:
-        out = env.step(random_actions(env, out, rng))
+        out = env.step(random_actions(env.spec, out, rng))
         steps += num_envs
     rate = steps / (time.perf_counter() - t0)
     env.close()
