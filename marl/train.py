@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from marl.config import ALGOS, resolve_device, validate
 from marl.errors import CheckpointError, ConfigError, MarlError, TrainingError
 from marl.evaluate import run_episodes, summarize
 from marl.logging import RunLogger
+from marl.rollout import to_env_actions
 from marl.selfplay import attach_pool
 
 EVAL_SEED_OFFSET = 1_000_000
@@ -209,6 +211,10 @@ def _loop(cfg: DictConfig, learner: Learner, logger: RunLogger, run_dir: Path) -
             if learner.env_steps >= next_eval or learner.env_steps >= cfg.total_steps:
                 metrics |= _evaluate(cfg, learner, eval_env)
                 next_eval = _next_mark(learner.env_steps, cfg.eval_every)
+                if learner.env_steps >= cfg.total_steps and cfg.logger.wandb.enabled and cfg.logger.wandb.log_videos:
+                    video = _record_video(cfg, learner, run_dir)
+                    if video is not None:
+                        logger.log_video(learner.env_steps, video)
             logger.log(learner.env_steps, metrics)
             final = metrics
             bar.update(learner.env_steps - bar.n)
@@ -251,6 +257,31 @@ def _evaluate(cfg: DictConfig, learner: Learner, eval_env) -> dict[str, float]:
                     "eval/draw_rate": s["draw"]["rate"], "eval/loss_rate": s["loss"]["rate"],
                     "eval/length": s["length"], "eval/episodes": float(s["n"])}
     return summarize(run_episodes(learner, eval_env, cfg.eval_episodes, seed=seed))
+
+
+def _record_video(cfg: DictConfig, learner: Learner, run_dir: Path, max_frames: int = 500) -> Path | None:
+    """One deterministic evaluation episode rendered by the env itself, as ``run_dir/videos/eval_<step>.gif``.
+    A renderer that fails only costs the video (a warning), never the run."""
+    from marl.matches import write_video  # marl.matches imports this module
+
+    try:
+        env = build(cfg, num_envs=1, seed=cfg.seed + EVAL_SEED_OFFSET, render_mode="rgb_array")
+        try:
+            last = env.reset(seed=cfg.seed + EVAL_SEED_OFFSET)
+            frames = [env.render(0)]
+            while len(frames) < max_frames:
+                last = env.step(to_env_actions(learner.act(last.obs, last.action_mask, True), env.spec))
+                if last.done[0]:
+                    break
+                frames.append(env.render(0))
+        finally:
+            env.close()
+        if not frames or any(not isinstance(f, np.ndarray) for f in frames):
+            raise ValueError("the env's renderer returned no rgb_array frames")
+        return write_video(frames, run_dir / "videos" / f"eval_{learner.env_steps}.gif")
+    except Exception as err:  # noqa: BLE001 - a missing video must not end a finished training run
+        print(f"warning: no evaluation video ({type(err).__name__}: {err})", file=sys.stderr)
+        return None
 
 
 def _learner_state(learner: Learner) -> dict:

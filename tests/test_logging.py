@@ -202,3 +202,25 @@ def test_tensorboard_truncate_purges_later_events(tmp_path: Path) -> None:
     acc.Reload()
     assert [(s.step, s.value) for s in acc.Scalars("charts/episodic_return")] == [(10, 10.0), (20, -1.0)]
     assert [r["charts/episodic_return"] for r in read_metrics(tmp_path / "metrics.csv")] == [10.0, -1.0]
+
+
+def test_training_run_logs_an_evaluation_video_to_offline_wandb(tmp_path: Path, offline_wandb: None) -> None:
+    """With logger=wandb the final evaluation episode is rendered by the env to a GIF and logged as eval/video."""
+    from marl.train import run
+
+    run_dir = tmp_path / "run"
+    run({"env": {"name": "simple_spread", "entry_point": "mpe2.simple_spread_v3:parallel_env",
+                 "kwargs": {"max_cycles": 10}},
+         "algo": {"name": "mappo", "num_steps": 10, "hidden": [8]}, "logger": {"wandb": {"enabled": True}},
+         "num_envs": 2, "total_steps": 40, "eval_episodes": 1, "progress": False, "run_dir": str(run_dir)})
+    (gif,) = (run_dir / "videos").glob("eval_*.gif")
+    import imageio.v3 as iio
+
+    frames = iio.imread(gif)
+    assert frames.shape[0] > 2 and not (frames[0] == frames[-1]).all()
+    deadline = time.monotonic() + 30
+    media = []
+    while not media and time.monotonic() < deadline:
+        media = list((run_dir / "wandb").glob("offline-run-*/files/media/videos/eval/*.gif"))
+        time.sleep(0.2)
+    assert media, "the video did not reach the wandb run"
