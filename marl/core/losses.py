@@ -20,6 +20,13 @@ def reinforce_loss(logp: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor 
     return -masked_mean(logp * weight.detach(), mask)
 
 
+def _ratio_terms(logp, logp_old, adv, weight) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``r = pi / pi_old``, the per-sample KL estimate ``(r - 1) - log r`` and the (weighted) advantage."""
+    log_ratio = logp - logp_old
+    ratio = log_ratio.exp()
+    return ratio, (ratio - 1) - log_ratio, adv if weight is None else adv * weight.detach()
+
+
 def clipped_surrogate(
     logp: torch.Tensor,
     logp_old: torch.Tensor,
@@ -34,14 +41,12 @@ def clipped_surrogate(
     agents updated before this one; ``None`` or all ones leaves plain PPO. Also returns ``approx_kl`` (the
     ``(r - 1) - log r`` estimator) and ``clipfrac``.
     """
-    log_ratio = logp - logp_old
-    ratio = log_ratio.exp()
-    a = adv if weight is None else adv * weight.detach()
+    ratio, kl, a = _ratio_terms(logp, logp_old, adv, weight)
     surr = torch.min(ratio * a, ratio.clamp(1.0 - clip, 1.0 + clip) * a)
     loss = -masked_mean(surr, mask)
     with torch.no_grad():
         stats = {
-            "approx_kl": masked_mean((ratio - 1) - log_ratio, mask),
+            "approx_kl": masked_mean(kl, mask),
             "clipfrac": masked_mean(((ratio - 1.0).abs() > clip).float(), mask),
         }
     return loss, stats
@@ -58,12 +63,9 @@ def kl_penalty_surrogate(
     """KL-penalized surrogate ``-E[r A - beta KL(pi_old || pi)]``.
 
     KL is estimated per sample by ``(r - 1) - log r`` (non-negative, unbiased for KL(old||new) under pi_old samples,
-    and its gradient is that of the exact KL). Returns the loss and ``{"kl": mean KL}`` (detached).
+    and its gradient is that of the exact KL). Returns the loss and ``{"approx_kl": mean KL}`` (detached).
     """
-    log_ratio = logp - logp_old
-    ratio = log_ratio.exp()
-    kl = (ratio - 1) - log_ratio
-    a = adv if weight is None else adv * weight.detach()
+    ratio, kl, a = _ratio_terms(logp, logp_old, adv, weight)
     loss = -masked_mean(ratio * a - beta * kl, mask)
     return loss, {"approx_kl": masked_mean(kl.detach(), mask)}
 
