@@ -206,12 +206,16 @@ class OnPolicyLearner(Learner):
             terminated = c.from_groups({k: gb.terminated for k, gb in g.items()})
             done = done_env | terminated
         next_v = torch.where(done_env, v_fin, v_all[1:])
-        adv = gae(reward, v_all[:-1], next_v, terminated, done, self.algo.gamma, self.algo.gae_lambda, acting)
+        adv = self.estimate(reward, v_all[:-1], next_v, terminated, done, acting)
         target = adv + v_all[:-1]
         if self.value_norm is not None:
             self.value_norm.update(target[acting])
             target = self.value_norm.normalize(target, clip=None)
         return c.to_groups(adv), target, v_old, acting
+
+    def estimate(self, reward, value, next_value, terminated, done, acting) -> torch.Tensor:
+        """Advantages ``[T, E, U]`` from the unit tensors (denormalized values); GAE here, A2C may use n-step."""
+        return gae(reward, value, next_value, terminated, done, self.algo.gamma, self.algo.gae_lambda, acting)
 
     def make_batch(self, buf: Rollout) -> PGBatch:
         adv, target, v_old, vmask = self.advantages(buf)
