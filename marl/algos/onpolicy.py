@@ -7,7 +7,6 @@ module and optimizer per agent, HAPPO), ``uses_critic`` (REINFORCE without a bas
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -325,8 +324,9 @@ def _accumulate(into: dict[str, float], new: dict[str, torch.Tensor], n: int) ->
 
 
 def mean_stats(items: list[dict[str, float]]) -> dict[str, float]:
+    """Mean of each stat of ``items[0]`` over the items that have it (a NaN stays NaN, so the run stops on it)."""
     out: dict[str, float] = {}
     for k in items[0] if items else []:
-        vals = [d[k] for d in items if k in d and not math.isnan(d[k])]
-        out[k] = sum(vals) / len(vals) if vals else float("nan")
+        vals = [d[k] for d in items if k in d]
+        out[k] = sum(vals) / len(vals)
     return out

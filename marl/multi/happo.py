@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from marl.algos.onpolicy import PGBatch
+from marl.algos.onpolicy import PGBatch, mean_stats
 from marl.algos.ppo import PPO
 from marl.core import losses
 from marl.errors import ConfigError
@@ -64,6 +64,6 @@ class HAPPO(PPO):
                 new = d.log_prob(batch.action[g][:, k : k + 1])[:, 0]
                 ratio = torch.exp(new - batch.logp_old[g][:, k])
                 batch.weight = batch.weight * torch.where(batch.acting[g][:, k], ratio, torch.ones_like(ratio))
-        out = {key: sum(s[key] for s in stats if key in s) / sum(key in s for s in stats) for key in stats[0]}
+        out = mean_stats(stats)
         out["happo_weight_std"] = float(batch.weight.std()) if batch.size > 1 else 0.0
         return self.adapt_kl(out)
