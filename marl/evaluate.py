@@ -31,6 +31,24 @@ def run_episodes(learner: Learner, env: VecMultiEnv, episodes: int, seed: int, d
     return out
 
 
+@torch.no_grad()
+def render_episodes(
+    learner: Learner, env: VecMultiEnv, episodes: int, seed: int, deterministic: bool = True,
+    max_frames: int | None = None,
+) -> list[np.ndarray]:
+    """Frames of env copy 0 (built with ``render_mode="rgb_array"``), rendered by the env itself after every step,
+    for ``episodes`` episodes (or until ``max_frames``)."""
+    last = env.reset(seed=seed)
+    frames, done = [env.render(0)], 0
+    while max_frames is None or len(frames) < max_frames:
+        last = env.step(to_env_actions(learner.act(last.obs, last.action_mask, deterministic), env.spec))
+        done += int(last.done[0])
+        if done >= episodes:
+            break
+        frames.append(env.render(0))
+    return frames
+
+
 def summarize(episodes: list[EpisodeStat], prefix: str = "eval") -> dict[str, float]:
     """``{prefix}/return``: team return (sum over agents) per episode, mean; ``{prefix}/agent_return``: per-agent mean;
     plus the std of the team return, the mean length, and each agent's mean return."""

@@ -26,9 +26,8 @@ from marl.algos import learner_class
 from marl.algos.base import Learner, seed_everything
 from marl.config import ALGOS, resolve_device, validate
 from marl.errors import CheckpointError, ConfigError, MarlError, TrainingError
-from marl.evaluate import run_episodes, summarize
+from marl.evaluate import render_episodes, run_episodes, summarize
 from marl.logging import RunLogger
-from marl.rollout import to_env_actions
 from marl.selfplay import attach_pool
 
 EVAL_SEED_OFFSET = 1_000_000
@@ -267,13 +266,7 @@ def _record_video(cfg: DictConfig, learner: Learner, run_dir: Path, max_frames: 
     try:
         env = build(cfg, num_envs=1, seed=cfg.seed + EVAL_SEED_OFFSET, render_mode="rgb_array")
         try:
-            last = env.reset(seed=cfg.seed + EVAL_SEED_OFFSET)
-            frames = [env.render(0)]
-            while len(frames) < max_frames:
-                last = env.step(to_env_actions(learner.act(last.obs, last.action_mask, True), env.spec))
-                if last.done[0]:
-                    break
-                frames.append(env.render(0))
+            frames = render_episodes(learner, env, 1, cfg.seed + EVAL_SEED_OFFSET, max_frames=max_frames)
         finally:
             env.close()
         if not frames or any(not isinstance(f, np.ndarray) for f in frames):

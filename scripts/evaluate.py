@@ -21,13 +21,12 @@ import sys
 import traceback
 from pathlib import Path
 
-import numpy as np
 import torch
 from omegaconf import DictConfig
 
 from marl.adapters.registry import resolve_env_config
 from marl.errors import ConfigError, MarlError
-from marl.evaluate import run_episodes
+from marl.evaluate import render_episodes, run_episodes
 from marl.matches import (
     Watcher,
     as_bool,
@@ -44,7 +43,6 @@ from marl.matches import (
     write_video,
 )
 from marl.opponents import BASELINES, Player, PolicyPlayer, baselines_for, make_baseline
-from marl.rollout import to_env_actions
 from marl.train import build
 
 RENDER_MODES = ("none", "rgb_array", "human", "ansi")
@@ -106,7 +104,11 @@ def render_matches(cfg: DictConfig, a: dict, subject: PolicyPlayer, opponent: Pl
         if mode != "rgb_array":
             raise ConfigError(f"render={mode} is supported for PettingZoo envs only",
                               "use render=rgb_array video=out.mp4 for gymnasium envs")
-        frames = _gym_frames(cfg, subject, games, a["seed"])
+        env = build(cfg, num_envs=1, seed=a["seed"], render_mode="rgb_array")
+        try:
+            frames = render_episodes(subject.learner, env, games, a["seed"], subject.deterministic)
+        finally:
+            env.close()
     else:
         watcher = None if mode == "human" else Watcher("rgb_array" if mode == "rgb_array" else "text", games)
         env = single_env(cfg, mode if mode != "ansi" else None, watcher, a["seed"])
@@ -123,23 +125,6 @@ def render_matches(cfg: DictConfig, a: dict, subject: PolicyPlayer, opponent: Pl
     if mode == "rgb_array":
         path = write_video(frames, a["video"])
         print(f"video: {path} ({len(frames)} frames, {games} {'matches' if opponent else 'episodes'})")
-
-
-def _gym_frames(cfg: DictConfig, subject: PolicyPlayer, games: int, seed: int) -> list[np.ndarray]:
-    """Frames of ``games`` episodes of a gymnasium env (rendered after every step)."""
-    env = build(cfg, num_envs=1, seed=seed, render_mode="rgb_array")
-    frames, done = [], 0
-    try:
-        last = env.reset(seed=seed)
-        frames.append(env.render(0))
-        while done < games:
-            acts = subject.learner.act(last.obs, last.action_mask, subject.deterministic)
-            last = env.step(to_env_actions(acts, env.spec))
-            done += int(last.done[0])
-            frames.append(env.render(0))
-    finally:
-        env.close()
-    return frames
 
 
 def evaluate(a: dict) -> dict:
