@@ -24,7 +24,7 @@ from marl.adapters.base import EnvSpec
 from marl.adapters.registry import make_vec_env
 from marl.algos import learner_class
 from marl.algos.base import Learner, seed_everything
-from marl.config import ALGOS, resolve_device, validate
+from marl.config import resolve_device, validate
 from marl.errors import CheckpointError, ConfigError, MarlError, TrainingError
 from marl.evaluate import render_episodes, run_episodes, summarize
 from marl.logging import RunLogger
@@ -39,27 +39,6 @@ def env_seed(seed: int, iteration: int) -> int:
     return int(seed) + 100_003 * int(iteration)
 
 
-def check_capabilities(cfg: DictConfig, spec: EnvSpec) -> None:
-    """Refuse an algorithm / env combination the algorithm cannot serve, with the reason."""
-    from gymnasium import spaces
-
-    info, name = ALGOS[cfg.algo.name], cfg.algo.name
-    for g in spec.groups:
-        box = isinstance(g.action_space, spaces.Box)
-        if box and not info.continuous:
-            raise ConfigError(f"algo={name} cannot act in the continuous (Box) action space of group '{g.name}'",
-                              "pick an algorithm for continuous actions (ppo, ippo, mappo, happo, ddpg)")
-        if not box and not info.discrete:
-            raise ConfigError(
-                f"algo={name} needs continuous (Box) actions, but env '{cfg.env.name}' group '{g.name}' has "
-                f"{type(g.action_space).__name__} actions (a deterministic policy cannot output a discrete choice)",
-                "use algo=ppo (or a2c / reinforce) for discrete actions, or an env with continuous actions",
-            )
-    if spec.turn_based and not info.turn_based:
-        raise ConfigError(f"algo={name} does not support turn-based (AEC) envs like '{cfg.env.name}'",
-                          "use algo=ppo, ippo or mappo for turn-based games")
-
-
 def build(cfg: DictConfig, num_envs: int | None = None, seed: int | None = None, render_mode: str | None = None):
     """The vectorized env for ``cfg`` (grouping from ``algo.sharing`` / ``algo.groups``)."""
     grouping = "prefix" if cfg.algo.sharing == "by_prefix" else "spaces"
@@ -69,7 +48,6 @@ def build(cfg: DictConfig, num_envs: int | None = None, seed: int | None = None,
 
 
 def make_learner(cfg: DictConfig, env, device: str) -> Learner:
-    check_capabilities(cfg, env.spec)
     return learner_class(cfg.algo.name)(cfg, env, device)
 
 

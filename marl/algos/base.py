@@ -13,15 +13,19 @@ from collections import deque
 
 import numpy as np
 import torch
+from gymnasium import spaces
 from omegaconf import DictConfig
 
-from marl.adapters.base import EpisodeStat, StepOut, VecMultiEnv
+from marl.adapters.base import EnvSpec, EpisodeStat, StepOut, VecMultiEnv
+from marl.config import ALGOS
+from marl.errors import ConfigError
 
 
 class Learner(ABC):
     """Base class of every algorithm (on-policy and off-policy, single- and multi-agent)."""
 
     def __init__(self, cfg: DictConfig, env: VecMultiEnv, device: str):
+        check_capabilities(cfg, env.spec)
         self.cfg, self.algo, self.env, self.device = cfg, cfg.algo, env, torch.device(device)
         self.spec = env.spec
         self.env_steps = 0
@@ -85,6 +89,25 @@ class Learner(ABC):
 
     def to_tensor(self, x: np.ndarray, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         return torch.as_tensor(x, dtype=dtype, device=self.device)
+
+
+def check_capabilities(cfg: DictConfig, spec: EnvSpec) -> None:
+    """Refuse an algorithm / env combination the algorithm cannot serve, with the reason."""
+    info, name = ALGOS[cfg.algo.name], cfg.algo.name
+    for g in spec.groups:
+        box = isinstance(g.action_space, spaces.Box)
+        if box and not info.continuous:
+            raise ConfigError(f"algo={name} cannot act in the continuous (Box) action space of group '{g.name}'",
+                              "pick an algorithm for continuous actions (ppo, ippo, mappo, happo, ddpg)")
+        if not box and not info.discrete:
+            raise ConfigError(
+                f"algo={name} needs continuous (Box) actions, but env '{cfg.env.name}' group '{g.name}' has "
+                f"{type(g.action_space).__name__} actions (a deterministic policy cannot output a discrete choice)",
+                "use algo=ppo (or a2c / reinforce) for discrete actions, or an env with continuous actions",
+            )
+    if spec.turn_based and not info.turn_based:
+        raise ConfigError(f"algo={name} does not support turn-based (AEC) envs like '{cfg.env.name}'",
+                          "use algo=ppo, ippo or mappo for turn-based games")
 
 
 def seed_everything(seed: int) -> None:

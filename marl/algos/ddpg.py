@@ -21,7 +21,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from gymnasium import spaces
 from omegaconf import DictConfig
 
 from marl.adapters.base import GroupSpec, StepOut, VecMultiEnv
@@ -62,12 +61,6 @@ class DDPG(Learner):
 
     def __init__(self, cfg: DictConfig, env: VecMultiEnv, device: str):
         super().__init__(cfg, env, device)
-        if self.spec.turn_based:
-            raise ConfigError(
-                f"algo=ddpg cannot train the turn-based env '{self.spec.name}': DDPG's one-step TD target assumes "
-                "every agent acts and is rewarded each step",
-                "use algo=ppo (or ippo / mappo) for turn-based (AEC) games",
-            )
         self.updates = 0  # critic updates so far (drives policy_delay)
         self.groups = {g.name: self._build_group(g) for g in self.spec.groups}
 
@@ -75,12 +68,6 @@ class DDPG(Learner):
     def _build_group(self, g: GroupSpec) -> _Group:
         a = self.algo
         space = g.action_space
-        if not isinstance(space, spaces.Box):
-            raise ConfigError(
-                f"algo=ddpg needs continuous (Box) actions, but group '{g.name}' of env '{self.spec.name}' has "
-                f"{space!r}",
-                "use algo=ppo (or a2c / reinforce) for discrete action spaces, or pick an env with Box actions",
-            )
         if not (np.all(np.isfinite(space.low)) and np.all(np.isfinite(space.high))):
             raise ConfigError(
                 f"algo=ddpg needs finite action bounds, but group '{g.name}' has low={space.low}, high={space.high}",
