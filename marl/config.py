@@ -40,7 +40,7 @@ class EnvConfig:
     kwargs: dict[str, Any] = field(default_factory=dict)  # passed to the factory (e.g. N, max_cycles)
     check: bool = False  # run PettingZoo's api_test / parallel_api_test on load (default on for env=custom)
     backend: str = "inprocess"  # inprocess | subprocess: where the env copies run
-    workers: int = 0  # subprocess workers; 0 = one per CPU core
+    workers: int = 0  # subprocess worker processes (the main process steps a share too); 0 = CPU cores - 1
     pad: bool = False  # pad unlike agents' spaces to one group (SuperSuit) with an agent-id one-hot
     max_episode_steps: int | None = None  # gymnasium only: override the time limit
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
@@ -209,6 +209,7 @@ class SelfPlayConfig:
     baselines: list[str] = field(default_factory=list)  # scripted opponents in the pool: random | heuristic | minimax
     baseline_prob: float = 0.5  # chance a pool episode draws a baseline instead of a snapshot (when baselines given)
     seat: str = "alternate"  # alternate | random: the learner's seat in a pool copy, per episode
+    eval_opponents: list[str] = field(default_factory=lambda: ["random"])  # baselines the periodic evaluation plays
 
 
 # ----------------------------------------------------------------------------------------------------- run

@@ -24,7 +24,7 @@ from marl.adapters.base import EnvSpec
 from marl.adapters.registry import make_vec_env
 from marl.algos import learner_class
 from marl.algos.base import Learner, seed_everything
-from marl.config import resolve_device, validate
+from marl.config import ALGOS, resolve_device, validate
 from marl.errors import CheckpointError, ConfigError, MarlError, TrainingError
 from marl.evaluate import render_episodes, run_episodes, summarize
 from marl.logging import RunLogger
@@ -40,11 +40,13 @@ def env_seed(seed: int, iteration: int) -> int:
 
 
 def build(cfg: DictConfig, num_envs: int | None = None, seed: int | None = None, render_mode: str | None = None):
-    """The vectorized env for ``cfg`` (grouping from ``algo.sharing`` / ``algo.groups``)."""
+    """The vectorized env for ``cfg`` (grouping from ``algo.sharing`` / ``algo.groups``; the global state is computed
+    only for algorithms with a centralized critic)."""
     grouping = "prefix" if cfg.algo.sharing == "by_prefix" else "spaces"
     groups = OmegaConf.to_container(cfg.algo.groups) if cfg.algo.groups is not None else None
     return make_vec_env(cfg.env, num_envs or cfg.num_envs, seed=cfg.seed if seed is None else seed,
-                        grouping=grouping, groups=groups, render_mode=render_mode)
+                        grouping=grouping, groups=groups, render_mode=render_mode,
+                        state=ALGOS[cfg.algo.name].centralized_critic)
 
 
 def make_learner(cfg: DictConfig, env, device: str) -> Learner:
@@ -140,6 +142,7 @@ def run(cfg: DictConfig | dict, explicit_total_steps: bool = False, explicit_key
     try:
         learner = make_learner(cfg, env, device)
         pool = attach_pool(cfg, learner)
+        eval_opponents(cfg, env.spec)  # a bad selfplay.eval_opponents fails now, not at the first evaluation
         if payload is not None:
             ckpt.check_compatible(payload, cfg.env.name, cfg.algo.name, env.spec, ckpt_path)
             learner.load_state_dict(payload["learner"])
@@ -217,23 +220,46 @@ def _next_mark(step: int, every: int) -> float:
 
 
 def _evaluate(cfg: DictConfig, learner: Learner, eval_env) -> dict[str, float]:
-    """Deterministic evaluation. Turn-based games (two or more seats) are played against the random baseline with
-    seats alternating (a policy against itself always scores 0): ``eval/win_rate`` / ``draw_rate`` / ``loss_rate``
-    and ``eval/return`` = the mean payoff. Other envs: team and per-agent returns (:func:`marl.evaluate.summarize`)."""
+    """Deterministic evaluation. Turn-based games (two or more seats) are played against each baseline in
+    ``selfplay.eval_opponents`` with seats alternating (a policy against itself always scores 0), logged as
+    ``eval/<opponent>/win_rate`` / ``draw_rate`` / ``loss_rate`` / ``return`` (the mean payoff); the first opponent's
+    figures are also ``eval/win_rate`` ... ``eval/return``. Other envs: team and per-agent returns
+    (:func:`marl.evaluate.summarize`)."""
     seed = cfg.seed + EVAL_SEED_OFFSET
     spec = learner.spec
-    if spec.turn_based and len(spec.agents) > 1:
-        from marl.matches import duel_summary, play_matches  # marl.matches imports this module
-        from marl.opponents import PolicyPlayer, baselines_for, make_baseline
+    opponents = eval_opponents(cfg, spec)
+    if not opponents:
+        return summarize(run_episodes(learner, eval_env, cfg.eval_episodes, seed=seed))
+    from marl.matches import duel_summary, play_matches  # marl.matches imports this module
+    from marl.opponents import PolicyPlayer, make_baseline
 
-        if "random" in baselines_for(spec):
-            results = play_matches(eval_env, PolicyPlayer(learner, deterministic=True),
-                                   make_baseline("random", spec, seed), cfg.eval_episodes, seed)
-            s = duel_summary(results, spec.agents)["all"]
-            return {"eval/return": s["payoff"]["mean"], "eval/win_rate": s["win"]["rate"],
-                    "eval/draw_rate": s["draw"]["rate"], "eval/loss_rate": s["loss"]["rate"],
-                    "eval/length": s["length"], "eval/episodes": float(s["n"])}
-    return summarize(run_episodes(learner, eval_env, cfg.eval_episodes, seed=seed))
+    out: dict[str, float] = {}
+    for k, name in enumerate(opponents):
+        results = play_matches(eval_env, PolicyPlayer(learner, deterministic=True), make_baseline(name, spec, seed),
+                               cfg.eval_episodes, seed)
+        s = duel_summary(results, spec.agents)["all"]
+        stats = {"return": s["payoff"]["mean"], "win_rate": s["win"]["rate"], "draw_rate": s["draw"]["rate"],
+                 "loss_rate": s["loss"]["rate"]}
+        out |= {f"eval/{name}/{key}": v for key, v in stats.items()}
+        if k == 0:
+            out |= {f"eval/{key}": v for key, v in stats.items()}
+            out |= {"eval/length": s["length"], "eval/episodes": float(s["n"])}
+    return out
+
+
+def eval_opponents(cfg: DictConfig, spec) -> list[str]:
+    """The baselines a turn-based game is evaluated against (checked up front: a bad name is a ConfigError before
+    any training); empty for other envs and for games no configured baseline can play."""
+    if not (spec.turn_based and len(spec.agents) > 1):
+        return []
+    from marl.opponents import baselines_for, make_baseline
+
+    names = [str(n) for n in cfg.selfplay.eval_opponents]
+    if names == ["random"] and "random" not in baselines_for(spec):
+        return []
+    for name in names:
+        make_baseline(name, spec)  # raises ConfigError naming the valid baselines
+    return names
 
 
 def _record_video(cfg: DictConfig, learner: Learner, run_dir: Path, max_frames: int = 500) -> Path | None:

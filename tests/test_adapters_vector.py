@@ -43,7 +43,7 @@ def _cfg(name: str, backend: str, **extra) -> dict:
     return {**cfg, "backend": backend, "workers": 2, **extra}
 
 
-def _compare(a, b):
+def _compare(a, b, state: bool = True):
     for key in ("obs", "reward", "terminated", "alive", "acting", "final_obs", "action_mask"):
         for g in a.obs:
             x, y = getattr(a, key)[g], getattr(b, key)[g]
@@ -51,7 +51,7 @@ def _compare(a, b):
                 assert y is None
             else:
                 np.testing.assert_array_equal(x, y, err_msg=f"{key}/{g}")
-    for key in ("state", "final_state", "done", "truncated"):
+    for key in ("state", "final_state", "done", "truncated") if state else ("done", "truncated"):
         np.testing.assert_array_equal(getattr(a, key), getattr(b, key), err_msg=key)
     assert [(e.env_index, e.returns, e.length) for e in a.episodes] == [
         (e.env_index, e.returns, e.length) for e in b.episodes
@@ -90,15 +90,34 @@ def test_env_that_raises_names_copy_and_step(backend):
 
 
 def test_worker_that_dies_raises_without_hanging():
-    env = make_vec_env(_cfg("test_adapters_vector:crashy", "subprocess", kwargs={"mode": "exit"}), 4, seed=0)
+    # one worker + the main process: the main process steps copies 0..1, the worker copies 2..3
+    cfg = _cfg("test_adapters_vector:crashy", "subprocess", workers=1, kwargs={"mode": "exit", "bad_seed": 2})
+    env = make_vec_env(cfg, 4, seed=0)
     env.reset()
     act = {"a": np.zeros((4, 3), np.int64)}
     env.step(act)
     env.step(act)
     start = time.monotonic()
-    with pytest.raises(EnvError, match=r"worker 0 \(copies 0\.\.1\) exited with code 3 during step at batch step 3"):
+    with pytest.raises(EnvError, match=r"worker 0 \(copies 2\.\.3\) exited with code 3 during step at batch step 3"):
         env.step(act)
     assert time.monotonic() - start < 10
+    env.close()
+
+
+def test_subprocess_main_process_share_raises_and_stops_the_workers():
+    """A copy stepped by the main process itself fails: the error names it and the workers do not linger."""
+    env = make_vec_env(_cfg("test_adapters_vector:crashy", "subprocess", workers=1, kwargs={"bad_seed": 0}), 4, seed=0)
+    assert len(env.local.copies) == 2 and env.slices == [(2, 4)]
+    procs = list(env.procs)
+    env.reset()
+    act = {"a": np.zeros((4, 3), np.int64)}
+    env.step(act)
+    env.step(act)
+    with pytest.raises(EnvError, match=r"copy 0 at episode step 3 \(batch step 3\): RuntimeError: boom"):
+        env.step(act)
+    for p in procs:
+        p.join(timeout=5)
+        assert not p.is_alive()
     env.close()
 
 
@@ -143,3 +162,28 @@ def test_gymnasium_subprocess_matches_inprocess_and_box_actions():
     assert envs[0].spec.groups[0].action_space.shape == (1,)
     for e in envs:
         e.close()
+
+
+@pytest.mark.parametrize("name", ["simple_spread", "multiwalker"])  # state from the observations / from env.state()
+def test_state_off_leaves_state_zero_and_everything_else_equal(name):
+    envs = [make_vec_env(_cfg(name, "inprocess"), 2, seed=3, state=s) for s in (True, False)]
+    rng = [np.random.default_rng(0), np.random.default_rng(0)]
+    outs = [e.reset() for e in envs]
+    for _ in range(3):
+        _compare(*outs, state=False)
+        assert np.abs(outs[0].state).sum() > 0 and not outs[1].state.any()
+        assert outs[0].state.shape == outs[1].state.shape
+        outs = [e.step(random_actions(e.spec, o, r)) for e, o, r in zip(envs, outs, rng, strict=True)]
+    for e in envs:
+        e.close()
+
+
+def test_only_centralized_critics_get_the_state():
+    from marl.config import validate
+    from marl.train import build
+
+    for algo, has in (("ippo", False), ("mappo", True)):
+        cfg = validate({"env": dict(resolve_env_config("simple_spread")), "algo": {"name": algo}, "num_envs": 2})
+        env = build(cfg)
+        assert bool(env.reset(seed=0).state.any()) == has
+        env.close()

@@ -12,7 +12,9 @@ from gymnasium import spaces
 from pettingzoo import AECEnv
 
 from marl import checkpoint as ckpt
+from marl.adapters import resolve_env_config
 from marl.config import validate
+from marl.errors import ConfigError
 from marl.selfplay import OpponentPool, attach_pool
 from marl.train import build, make_learner, run
 
@@ -225,3 +227,19 @@ def test_pool_is_off_for_parallel_envs_and_zero_fraction():
     assert attach_pool(cfg, learner) is None and learner.opponents is None
     cfg = trap_cfg(0)
     assert attach_pool(cfg, make_learner(cfg, build(cfg), "cpu")) is None
+
+
+def test_evaluation_plays_every_configured_baseline_and_refuses_unknown_ones(tmp_path):
+    cfg = {"env": dict(resolve_env_config("tictactoe")), "algo": {"name": "ppo", "num_steps": 16}, "num_envs": 2,
+           "seed": 0, "total_steps": 64, "progress": False, "eval_every": 0, "eval_episodes": 4, "checkpoint_every": 0,
+           "run_dir": str(tmp_path / "run"), "selfplay": {"eval_opponents": ["random", "minimax"]}}
+    final = run(cfg)
+    for name in ("random", "minimax"):
+        rates = [final[f"eval/{name}/{k}"] for k in ("win_rate", "draw_rate", "loss_rate")]
+        assert sum(rates) == pytest.approx(1.0)
+    assert final["eval/win_rate"] == final["eval/random/win_rate"] and final["eval/episodes"] == 4
+    assert final["eval/minimax/win_rate"] == 0.0  # nobody beats minimax at tic-tac-toe
+    bad = {**cfg, "run_dir": str(tmp_path / "bad"), "selfplay": {"eval_opponents": ["heuristic"]}}
+    with pytest.raises(ConfigError, match="baseline 'heuristic' plays connect_four"):
+        run(bad)
+    assert not (tmp_path / "bad" / "metrics.csv").exists()

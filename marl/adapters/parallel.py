@@ -44,6 +44,9 @@ class CopyBase(ABC):
                       buf[f"term/{g.name}"][e], buf[f"obs/{g.name}"][e], buf[f"final_obs/{g.name}"][e])
                      for g in layout.groups]
         self.state_slices = {a: slice(*s.state_slice) for a, s in self.slots.items()}
+        # where the state comes from: env.state() (env_state), the agents' observations (obs_state), or nowhere
+        self.env_state = layout.compute_state and layout.has_state
+        self.obs_state = layout.compute_state and not layout.has_state
 
     def action(self, agent: str) -> Any:
         """The env-format action of ``agent`` from the batch action array."""
@@ -73,7 +76,7 @@ class CopyBase(ABC):
         m = self.mask[agent]
         if m is not None:
             m[:] = True if mask is None else mask
-        if not self.layout.has_state:
+        if self.obs_state:
             self.state[self.state_slices[agent]] = view.ravel()
 
     def clear_agent(self, agent: str) -> None:
@@ -82,7 +85,7 @@ class CopyBase(ABC):
         m = self.mask[agent]
         if m is not None:
             m[:] = True
-        if not self.layout.has_state:
+        if self.obs_state:
             self.state[self.state_slices[agent]] = 0.0
 
     def clear_step(self) -> None:
@@ -97,7 +100,7 @@ class CopyBase(ABC):
     def write_state(self, final: bool = False) -> None:
         """env.state() into the state row. Some envs cannot give a state once the episode is over (multiwalker
         destroys its bodies): at the final step such a failure keeps the previous step's state."""
-        if not self.layout.has_state:
+        if not self.env_state:
             return
         if not final:
             self.state[:] = self.env.state()

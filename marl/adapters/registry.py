@@ -9,6 +9,7 @@ ParallelEnv (-> :mod:`marl.adapters.parallel`). ``kind: gymnasium`` entry points
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import importlib
 import io
@@ -332,12 +333,18 @@ def _check_groups(groups: dict[str, list[str]], agents: list[str], same: Any, na
 
 
 def make_vec_env(env_cfg: Any, num_envs: int, seed: int | None = None, grouping: str = "spaces",
-                 groups: dict[str, list[str]] | None = None, render_mode: str | None = None) -> VecMultiEnv:
-    """E copies of the configured env behind the batched step interface (copy ``e`` seeded with ``seed + e``)."""
+                 groups: dict[str, list[str]] | None = None, render_mode: str | None = None,
+                 state: bool = True) -> VecMultiEnv:
+    """E copies of the configured env behind the batched step interface (copy ``e`` seeded with ``seed + e``).
+
+    ``state=False``: skip the global state (``env.state()`` or the concatenated observations) of every step and leave
+    ``StepOut.state`` zero, same shape; for learners without a centralized critic, which never read it."""
     cfg = _env_cfg(env_cfg)
     if num_envs < 1:
         raise ConfigError(f"num_envs={num_envs} must be >= 1", "pass num_envs=1 or more")
-    workers = cfg.workers or cpu_count()
+    # subprocess: W workers plus the main process each step an equal share (the main process the smaller one);
+    # workers=0 means one worker per core besides the main process
+    workers = cfg.workers or max(1, cpu_count() - 1)
     if cfg.kind == "gymnasium":
         from marl.adapters.gym import GymVecEnv
 
@@ -350,7 +357,7 @@ def make_vec_env(env_cfg: Any, num_envs: int, seed: int | None = None, grouping:
     plain = _plain(cfg)
     probe = _build_pz_env(plain, render_mode)
     try:
-        layout = build_layout(probe, cfg.name, grouping, groups, seed)
+        layout = dataclasses.replace(build_layout(probe, cfg.name, grouping, groups, seed), compute_state=state)
     finally:
         probe.close()
     if cfg.pad and len(layout.groups) != 1:
@@ -358,5 +365,5 @@ def make_vec_env(env_cfg: Any, num_envs: int, seed: int | None = None, grouping:
                        "env.pad=true needs Box or Discrete spaces that SuperSuit can pad")
     factory = functools.partial(_build_pz_env, plain, render_mode)
     if cfg.backend == "subprocess":
-        return SubprocVecEnv(factory, layout, num_envs, workers, seed)
+        return SubprocVecEnv(factory, layout, num_envs, workers, seed, local=num_envs // (workers + 1))
     return InProcessVecEnv(factory, layout, num_envs, seed)

@@ -84,10 +84,12 @@ def uses_state(name: str) -> bool:
     return env.spec.has_state
 
 
-def vec_rate(name: str, num_envs: int, backend: str, seconds: float, workers: int, seed: int = 0) -> float:
-    """Env steps/s (copies x batch steps) through make_vec_env."""
+def vec_rate(name: str, num_envs: int, backend: str, seconds: float, workers: int, seed: int = 0,
+             state: bool = False) -> float:
+    """Env steps/s (copies x batch steps) through make_vec_env; ``state``: also build the global state every step
+    (what MAPPO / HAPPO ask for; the other learners, like this loop, do not read it)."""
     cfg = {**resolve_env_config(name), "backend": backend, "workers": workers}
-    env = make_vec_env(cfg, num_envs, seed=seed)
+    env = make_vec_env(cfg, num_envs, seed=seed, state=state)
     rng = np.random.default_rng(seed)
     out = env.reset()
     for _ in range(5):  # warm-up
@@ -104,30 +106,37 @@ def vec_rate(name: str, num_envs: int, backend: str, seconds: float, workers: in
 
 def to_markdown(report: dict) -> str:
     meta = report["meta"]
-    head = "| env | raw | raw + state() | " + " | ".join(f"in-process E={e}" for e in meta["num_envs"])
-    head += " | " + " | ".join(f"subprocess E={e}" for e in meta["num_envs"]) + " |"
+    head = "| env | raw | " + " | ".join(f"in-process E={e}" for e in meta["num_envs"])
+    head += " | " + " | ".join(f"subprocess E={e}" for e in meta["num_envs"])
+    head += f" | raw + state() | in-process E={meta['num_envs'][-1]} + state |"
     lines = [
         "# Adapter benchmark",
         "",
         f"Env steps/s (one step of one copy; AEC: one move), random actions. Machine: {meta['cpus']} CPU cores, "
         f"{meta['machine']}; load average {meta['load_before']} before and {meta['load_after']} after the run "
         f"(other processes shared the cores). Best of {meta['repeats']} interleaved measurements of "
-        f"{meta['seconds']} s each; subprocess backend with {meta['workers']} workers.",
+        f"{meta['seconds']} s each; subprocess backend: {meta['workers']} worker process(es) plus the main process, "
+        "each stepping an equal share of the copies.",
         "",
         "In-process cells: steps/s (overhead vs raw: 1 - rate/raw). Subprocess cells: steps/s (speedup vs raw).",
-        "`raw + state()`: the raw loop also calling `env.state()` every step, which the adapter does for envs with a",
-        "real global state (multiwalker); its overhead vs this column is the adapter's own cost.",
+        "The adapter builds the global state only for learners with a centralized critic (MAPPO, HAPPO); the main",
+        "cells are without it, like the raw loop. The last two columns add it: `raw + state()` is the raw loop also",
+        "calling `env.state()` every step, and `+ state` the adapter building the state (`env.state()` where the env",
+        "has one, as multiwalker does; else the concatenated observations); its overhead is against `raw + state()`.",
         "",
         head,
-        "|" + "---|" * (3 + 2 * len(meta["num_envs"])),
+        "|" + "---|" * (4 + 2 * len(meta["num_envs"])),
     ]
     for name, row in report["results"].items():
         raw = row["raw"]
-        cells = [name, f"{raw:,.0f}", f"{row['raw_state']:,.0f}" if row["raw_state"] else "-"]
+        cells = [name, f"{raw:,.0f}"]
         cells += [f"{row['inprocess'][str(e)]:,.0f} ({100 * (1 - row['inprocess'][str(e)] / raw):+.0f}%)"
                   for e in meta["num_envs"]]
         cells += [f"{row['subprocess'][str(e)]:,.0f} ({row['subprocess'][str(e)] / raw:.2f}x)"
                   for e in meta["num_envs"]]
+        raw_s = row["raw_state"] or raw
+        cells += [f"{row['raw_state']:,.0f}" if row["raw_state"] else "- (no env.state())",
+                  f"{row['inprocess_state']:,.0f} ({100 * (1 - row['inprocess_state'] / raw_s):+.0f}%)"]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", f"Command: `{meta['command']}`", ""]
     return "\n".join(lines)
@@ -141,18 +150,20 @@ def main(argv: list[str] | None = None) -> dict:
                         help="measure every cell this many times (interleaved) and keep the best: other processes "
                              "sharing the cores only ever slow a measurement down")
     parser.add_argument("--envs", nargs="+", default=list(ENVS), help="env YAML names")
-    parser.add_argument("--workers", type=int, default=0, help="subprocess workers (0: one per core)")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="subprocess worker processes besides the main process (0: the default, cores - 1)")
     parser.add_argument("--out", type=Path, default=OUT, help="directory for adapters.json / adapters.md")
     args = parser.parse_args(argv)
     seconds = 0.3 if args.quick else args.seconds
     num_envs = (1, 8) if args.quick else NUM_ENVS
-    workers = args.workers or cpu_count()
+    workers = args.workers or max(1, cpu_count() - 1)
     load_before = round(os.getloadavg()[0], 2)
     results: dict[str, dict] = {}
     repeats = 1 if args.quick else args.repeats
     for name in args.envs:
         with_state = uses_state(name)
-        row: dict[str, Any] = {"raw": 0.0, "raw_state": None, "inprocess": {}, "subprocess": {}}
+        row: dict[str, Any] = {"raw": 0.0, "raw_state": None, "inprocess": {}, "subprocess": {},
+                               "inprocess_state": 0.0}
         for _ in range(repeats):
             row["raw"] = max(row["raw"], raw_rate(name, seconds))
             if with_state:
@@ -161,6 +172,8 @@ def main(argv: list[str] | None = None) -> dict:
                 for backend in ("inprocess", "subprocess"):
                     rate = vec_rate(name, e, backend, seconds, workers)
                     row[backend][str(e)] = max(row[backend].get(str(e), 0.0), rate)
+            rate = vec_rate(name, num_envs[-1], "inprocess", seconds, workers, state=True)
+            row["inprocess_state"] = max(row["inprocess_state"], rate)
         results[name] = row
         print(name, json.dumps(row))
     report = {
