@@ -111,6 +111,9 @@ def play(a: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if any(x in ("-h", "--help", "help") for x in argv):
+        print(__doc__.strip())
+        return 0
     debug = any(x.lower() in ("debug=true", "debug=1", "debug=yes") for x in argv)
     try:
         a = parse_kv(argv, ARGS, USAGE)

@@ -166,3 +166,9 @@ def test_outcomes_and_per_seat_summary():
     assert s["all"]["n"] == 3 and s["seats"]["player_0"]["win"]["count"] == 1
     assert s["seats"]["player_1"]["loss"]["count"] == 1 and s["seats"]["player_1"]["draw"]["count"] == 1
     assert s["all"]["payoff"]["mean"] == pytest.approx(0.0)
+
+
+def test_help_prints_the_usage_and_exits_zero():
+    for script in (EVALUATE, EVALUATE.parent / "play.py"):
+        p = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0 and "run=<run dir or checkpoint>" in p.stdout and not p.stderr

@@ -31,11 +31,13 @@ PARTS: dict[str, list[tuple[str, str, int, int, list[str]]]] = {
     "multiwalker": [
         (
             "multiwalker",
-            "mappo",
-            300_000,
-            100_000,
-            ["algo.normalize_obs=true", "algo.lr=3e-4", "algo.num_steps=250", "algo.ent_coef=0.0"],
+            a,
+            2_000_000,
+            200_000,
+            ["algo.normalize_obs=true", "algo.normalize_reward=true", "algo.lr=3e-4", "algo.num_steps=250",
+             "algo.num_minibatches=4", "algo.ent_coef=0.0", "algo.log_std_init=-0.5"],
         )
+        for a in ("mappo", "ippo")
     ],
 }
 
