@@ -21,7 +21,7 @@ from marl.adapters.base import random_actions
 from marl.adapters.registry import make_vec_env, resolve_env_config
 from marl.logging import read_metrics
 
-EVAL = ["eval_episodes=50"]
+EVAL = ["eval_episodes=100"]
 # part: list of (env, algo, steps, eval_every, overrides)
 PARTS: dict[str, list[tuple[str, str, int, int, list[str]]]] = {
     "spread": [
