@@ -77,6 +77,9 @@ class OnPolicyConfig(AlgoConfig):
     normalize_reward: bool = False  # scale rewards by the running std of the discounted return
     anneal_lr: bool = False  # linearly decay lr to 0 over total_steps
     log_std_init: float = 0.0  # initial log std of Gaussian policies
+    # conv layers [channels, kernel] or [channels, kernel, stride] (ReLU) applied to image / board observations
+    # (H, W, C) before the MLP, in the actor and the local critic; null: flatten the observation into the MLP
+    conv: list[list[int]] | None = None
 
 
 @dataclass

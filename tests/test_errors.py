@@ -96,6 +96,8 @@ ROWS: list[Row] = [
                                                             "Discrete actions", "algo=ppo"]),
     Row("happo-shared", ["env=simple_spread", "algo=happo", "algo.sharing=shared"],
         ["HAPPO needs per-agent policies", "algo.sharing=per_agent"]),
+    Row("conv-on-flat-obs", ["env=simple_spread", "algo.conv=[[64,4]]"],
+        ["algo.conv needs image or board observations (H, W, C)", "shape (18,)", "algo.conv (null)"]),
     Row("custom-without-entry-point", ["env=custom"], ["env.entry_point"]),
     Row("custom-does-not-import", [*CUSTOM, "env.entry_point=no_such_module:env"],
         ["'no_such_module:env'", "does not import", "No module named 'no_such_module'"]),

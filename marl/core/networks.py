@@ -1,4 +1,4 @@
-"""Networks: MLP torsos with orthogonal init, policy heads, V and Q critics.
+"""Networks: MLP (and optional conv) torsos with orthogonal init, policy heads, V and Q critics.
 
 Every module takes inputs ``[..., M, in]`` where ``M`` is the member (agent) axis. With ``members=1`` one set of
 weights serves every agent (shared policy); with ``members=M`` each agent has its own weights, yet all agents still
@@ -68,6 +68,60 @@ class MLP(nn.Module):
         return self.net(x)
 
 
+class ConvTorso(nn.Module):
+    """Conv layers for image / board observations: ``[..., M, P + K] -> [..., M, out_dim]``.
+
+    The first ``P = H * W * C`` inputs are an observation in PettingZoo's ``(H, W, C)`` layout, flattened; they go
+    through ``layers`` (``[channels, kernel]`` or ``[channels, kernel, stride]``, ReLU after each) and are flattened
+    again; the last ``K`` inputs (e.g. an agent-id one-hot) pass through and are appended. ``members > 1`` gives
+    every member its own conv weights.
+    """
+
+    def __init__(self, image_shape: Sequence[int], layers: Sequence[Sequence[int]], in_dim: int, members: int = 1):
+        super().__init__()
+        if len(image_shape) != 3:
+            raise ValueError(f"a conv torso needs (H, W, C) observations, got shape {tuple(image_shape)}")
+        self.h, self.w, self.c = (int(v) for v in image_shape)
+        self.pixels = self.h * self.w * self.c
+        self.extra = in_dim - self.pixels
+
+        def build() -> nn.Sequential:
+            mods: list[nn.Module] = []
+            ch = self.c
+            for spec in layers:
+                out, k, stride = int(spec[0]), int(spec[1]), int(spec[2]) if len(spec) > 2 else 1
+                conv = nn.Conv2d(ch, out, k, stride)
+                nn.init.orthogonal_(conv.weight, math.sqrt(2))
+                nn.init.zeros_(conv.bias)
+                mods += [conv, nn.ReLU()]
+                ch = out
+            return nn.Sequential(*mods, nn.Flatten())
+
+        self.convs = nn.ModuleList(build() for _ in range(members))
+        with torch.no_grad():
+            conv_out = self.convs[0](torch.zeros(1, self.c, self.h, self.w)).shape[-1]
+        self.out_dim = int(conv_out) + self.extra
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lead, m = x.shape[:-2], x.shape[-2]
+        img = x[..., : self.pixels].reshape(-1, m, self.h, self.w, self.c).permute(0, 1, 4, 2, 3)  # [B, M, C, H, W]
+        if len(self.convs) == 1:
+            feats = self.convs[0](img.reshape(-1, self.c, self.h, self.w)).reshape(img.shape[0], m, -1)
+        else:
+            feats = torch.stack([conv(img[:, k]) for k, conv in enumerate(self.convs)], dim=1)
+        feats = feats.reshape(*lead, m, -1)
+        return torch.cat([feats, x[..., self.pixels :]], dim=-1) if self.extra else feats
+
+
+def torso_mlp(in_dim: int, hidden: Sequence[int], out_dim: int, members: int, activation: str, out_gain: float,
+              image_shape: Sequence[int] | None = None, conv: Sequence[Sequence[int]] | None = None) -> nn.Module:
+    """An :class:`MLP`, preceded by a :class:`ConvTorso` when ``conv`` layers are given (``image_shape`` needed)."""
+    if not conv:
+        return MLP(in_dim, hidden, out_dim, members, activation, out_gain)
+    torso = ConvTorso(image_shape or (), conv, in_dim, members)
+    return nn.Sequential(torso, MLP(torso.out_dim, hidden, out_dim, members, activation, out_gain))
+
+
 def action_dim(space: spaces.Space) -> int:
     """Network output size for a policy over ``space`` (logits or means)."""
     if isinstance(space, spaces.Discrete):
@@ -91,10 +145,12 @@ class Actor(nn.Module):
         activation: str = "tanh",
         action_bound: str = "clip",
         log_std_init: float = 0.0,
+        image_shape: Sequence[int] | None = None,
+        conv: Sequence[Sequence[int]] | None = None,
     ):
         super().__init__()
         self.space = action_space
-        self.net = MLP(in_dim, hidden, action_dim(action_space), members, activation, out_gain=0.01)
+        self.net = torso_mlp(in_dim, hidden, action_dim(action_space), members, activation, 0.01, image_shape, conv)
         self.continuous = isinstance(action_space, spaces.Box)
         if self.continuous:
             d = action_dim(action_space)
@@ -120,9 +176,10 @@ class Actor(nn.Module):
 class ValueCritic(nn.Module):
     """``V(x)``: ``[..., M, in] -> [..., M]``."""
 
-    def __init__(self, in_dim: int, hidden: Sequence[int], members: int = 1, activation: str = "tanh"):
+    def __init__(self, in_dim: int, hidden: Sequence[int], members: int = 1, activation: str = "tanh",
+                 image_shape: Sequence[int] | None = None, conv: Sequence[Sequence[int]] | None = None):
         super().__init__()
-        self.net = MLP(in_dim, hidden, 1, members, activation, out_gain=1.0)
+        self.net = torso_mlp(in_dim, hidden, 1, members, activation, 1.0, image_shape, conv)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x).squeeze(-1)

@@ -16,7 +16,7 @@ from torch import nn
 
 from marl.adapters.base import EnvSpec
 from marl.core.networks import ValueCritic
-from marl.multi.manager import AgentManager, flat_dim
+from marl.multi.manager import AgentManager, conv_kwargs, flat_dim
 
 
 class Critic(nn.Module):
@@ -30,7 +30,8 @@ class Critic(nn.Module):
             for g in spec.groups:
                 pol = manager.policies[g.name]
                 in_dim = flat_dim(g) + (g.n_agents if pol.one_hot else 0)
-                self.nets[g.name] = ValueCritic(in_dim, hidden, 1 if pol.shared else g.n_agents, algo.activation)
+                self.nets[g.name] = ValueCritic(in_dim, hidden, 1 if pol.shared else g.n_agents, algo.activation,
+                                                **conv_kwargs(g, algo))
         else:
             s_dim = int(spec.state_shape[0])
             self.net = ValueCritic(s_dim + (0 if self.team else self.n_total), hidden, 1, algo.activation)

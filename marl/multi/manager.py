@@ -16,10 +16,23 @@ from torch import nn
 
 from marl.adapters.base import EnvSpec, GroupSpec
 from marl.core.networks import Actor
+from marl.errors import ConfigError
 
 
 def flat_dim(group: GroupSpec) -> int:
     return int(math.prod(group.obs_space.shape))
+
+
+def conv_kwargs(group: GroupSpec, algo: DictConfig) -> dict:
+    """``image_shape`` / ``conv`` for the networks of ``group`` when ``algo.conv`` is set (else nothing)."""
+    conv = getattr(algo, "conv", None)
+    if not conv:
+        return {}
+    shape = tuple(group.obs_space.shape)
+    if len(shape) != 3:
+        raise ConfigError(f"algo.conv needs image or board observations (H, W, C); group '{group.name}' has "
+                          f"observation shape {shape}", "drop algo.conv (null) for this env")
+    return {"image_shape": shape, "conv": [list(map(int, layer)) for layer in conv]}
 
 
 class GroupPolicy(nn.Module):
@@ -36,6 +49,7 @@ class GroupPolicy(nn.Module):
             activation=algo.activation,
             action_bound=algo.action_bound,
             log_std_init=float(getattr(algo, "log_std_init", 0.0)),
+            **conv_kwargs(group, algo),
         )
         self.separate = separate and not self.shared
         if self.separate:

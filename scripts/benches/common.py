@@ -43,7 +43,12 @@ def train_job(env: str, algo: str, seed: int, steps: int, overrides: list[str], 
     if os.waitstatus_to_exitcode(status) != 0:
         raise RuntimeError(f"job failed ({' '.join(args)}); see {log.name}")
     job = {"wall_s": wall, "peak_rss_mb": usage.ru_maxrss / 1024}
-    (run_dir / "bench_job.json").write_text(json.dumps(job))
+    prev = run_dir / "bench_job.json"
+    if target[0].startswith("resume=") and prev.exists():  # a continued run: add up its segments
+        old = json.loads(prev.read_text())
+        job = {"wall_s": wall + old.get("wall_s", 0.0),
+               "peak_rss_mb": max(job["peak_rss_mb"], old.get("peak_rss_mb", 0.0))}
+    prev.write_text(json.dumps(job))
     return {**job, "rows": read_metrics(run_dir / "metrics.csv")}
 
 

@@ -15,8 +15,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+from omegaconf import OmegaConf
 
-from benches.common import BENCH_DIR, last, machine, train_job, write
+from benches.common import BENCH_DIR, finished_job, last, machine, train_job, write
 from marl.adapters.base import random_actions
 from marl.adapters.registry import make_vec_env, resolve_env_config
 from marl.logging import read_metrics
@@ -25,7 +26,7 @@ EVAL = ["eval_episodes=100"]
 # part: list of (env, algo, steps, eval_every, overrides)
 PARTS: dict[str, list[tuple[str, str, int, int, list[str]]]] = {
     "spread": [
-        ("simple_spread", a, 1_000_000 if a == "mappo" else 300_000, 100_000, []) for a in ("mappo", "ippo", "happo")
+        ("simple_spread", a, 1_000_000, 100_000, []) for a in ("mappo", "ippo", "happo")
     ],
     "listener": [("simple_speaker_listener", a, 200_000, 50_000, []) for a in ("mappo", "happo")],
     "multiwalker": [
@@ -78,6 +79,7 @@ def case_result(env: str, algo: str, steps: int, over: list[str], run_dirs: list
         if not (run_dir / "metrics.csv").exists():
             continue
         rows = read_metrics(run_dir / "metrics.csv")
+        job = job or finished_job(run_dir)
         evals = {
             str(int(r["global_step"])): (r["eval/return"], r["eval/agent_return"]) for r in rows if "eval/return" in r
         }
@@ -86,8 +88,8 @@ def case_result(env: str, algo: str, steps: int, over: list[str], run_dirs: list
                 "seed": seed,
                 "evals": evals,
                 "steps_reached": int(rows[-1]["global_step"]),
+                "eval_episodes": int(OmegaConf.load(run_dir / "config.yaml").eval_episodes),
                 "sps": last(rows, "charts/SPS"),
-                "wall_s": round(job.get("wall_s", float("nan")), 1),
                 "peak_rss_mb": round(job.get("peak_rss_mb", float("nan")), 1),
             }
         )
@@ -143,39 +145,52 @@ def throughput_part(root: Path, steps: int = 100_000) -> dict:
     return res
 
 
+def peak_mb(runs: list[dict]) -> str:
+    vals = [r["peak_rss_mb"] for r in runs if r["peak_rss_mb"] == r["peak_rss_mb"]]  # NaN: not recorded
+    return f"{max(vals):.0f} MB" if vals else "not recorded"
+
+
 def markdown(data: dict) -> str:
     lines = [
         "# Multi-agent benchmark",
         "",
         "`python scripts/bench.py multiagent` — team return = sum over agents per episode, deterministic "
-        "evaluation over 50 episodes at each 100k steps; per-agent mean in parentheses; mean ± std over seeds.",
+        "evaluation (greedy actions) every 100k (multiwalker: 200k) steps over the episodes given per table; "
+        "mean ± std over seeds, then each seed. The learning runs shared the 2 cores with other jobs, so their "
+        "speed is not reported here: see the throughput table, measured on an otherwise idle machine.",
         "",
     ]
     for part in ("spread", "listener", "multiwalker"):
         for case in data.get(part, []):
+            if not case["runs"]:
+                continue
+            n_eval = sorted({r.get("eval_episodes", 50) for r in case["runs"]})
             lines += [
                 f"## {case['env']} — {case['algo']} (random policy: {case['random_team_return']:.1f})",
                 "",
-                "| env steps | team return (mean ± std) | per seed | per-agent mean | wall s | SPS | peak MB |",
-                "|---|---|---|---|---|---|---|",
+                f"Overrides: {' '.join(case['overrides']) or 'none (configs/algo defaults)'}; evaluation over "
+                f"{' / '.join(map(str, n_eval))} episodes; peak RSS {peak_mb(case['runs'])}.",
+                "",
+                "| env steps | team return (mean ± std) | per seed | per-agent mean |",
+                "|---|---|---|---|",
             ]
             steps = sorted({int(s) for r in case["runs"] for s in r["evals"]})
             for s in steps:
-                vals = [r["evals"][str(s)] for r in case["runs"] if str(s) in r["evals"]]
-                team = [v[0] for v in vals]
-                agent = [v[1] for v in vals]
+                vals = [(r["seed"], r["evals"][str(s)]) for r in case["runs"] if str(s) in r["evals"]]
+                team = [v[0] for _, v in vals]
+                agent = [v[1] for _, v in vals]
                 sd = statistics.pstdev(team) if len(team) > 1 else 0.0
                 lines.append(
                     f"| {s:,} | {statistics.fmean(team):.1f} ± {sd:.1f} | "
-                    f"{', '.join(f'{t:.1f}' for t in team)} | {statistics.fmean(agent):.1f} | "
-                    f"{statistics.fmean(r['wall_s'] for r in case['runs']):.0f} | "
-                    f"{statistics.fmean(r['sps'] for r in case['runs']):.0f} | "
-                    f"{max(r['peak_rss_mb'] for r in case['runs']):.0f} |"
+                    f"{', '.join(f's{seed}: {v[0]:.1f}' for seed, v in vals)} | {statistics.fmean(agent):.1f} |"
                 )
             lines.append("")
     if "throughput" in data:
         lines += [
             "## Throughput: MAPPO on simple_spread, 8 env copies",
+            "",
+            "Training env steps/s vs random-action env steps/s through the same adapter with the same env count and "
+            "process layout, measured back to back on an otherwise idle machine.",
             "",
             "| backend | raw random-action SPS (adapter) | training SPS | ratio | peak MB |",
             "|---|---|---|---|---|",
