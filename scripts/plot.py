@@ -21,7 +21,8 @@ from omegaconf import OmegaConf
 from marl.errors import MarlError
 from marl.logging import read_metrics
 
-IGNORED_KEYS = ("seed", "run_dir", "resume", "progress", "debug", "logger", "hydra")  # do not change the learning
+IGNORED_KEYS = ("seed", "run_dir", "resume", "progress", "debug", "logger", "hydra", "eval_every", "eval_episodes",
+                "checkpoint_every", "threads")  # none of these changes the learning
 DEFAULT_METRICS = ("eval/return", "charts/episodic_return")  # without --metric: the first every run has
 
 
@@ -87,24 +88,37 @@ def choose_metric(runs: list[Run], metric: str | None) -> str:
 
 
 def group_runs(runs: list[Run]) -> dict[str, list[Run]]:
-    """Runs that share a config (minus seed) under one label: env.name algo.name, then the keys that differ."""
+    """Runs that share a config (minus seed) under one label: env.name algo.name, then the keys that differ between
+    settings of that same env and algorithm. Keys some runs lack (written by another marl version) do not split
+    settings, nor does ``total_steps`` unless the learning rate anneals over it."""
+    common = set.intersection(*(set(r.config) for r in runs)) if all(r.config for r in runs) else set()
+
+    def setting(cfg: dict[str, Any]) -> dict[str, Any]:
+        out = {k: v for k, v in cfg.items() if k in common}
+        if not out.get("algo.anneal_lr"):
+            out.pop("total_steps", None)
+        return out
+
     groups: dict[str, list[Run]] = {}
     configs: dict[str, dict[str, Any]] = {}
     for run in runs:
-        key = repr(sorted(run.config.items(), key=lambda kv: kv[0])) if run.config else str(run.path)
+        cfg = setting(run.config)
+        key = repr(sorted(cfg.items(), key=lambda kv: kv[0])) if cfg else str(run.path)
         groups.setdefault(key, []).append(run)
-        configs[key] = run.config
-    varying = sorted(
-        k
-        for k in {k for c in configs.values() for k in c} - {"env.name", "algo.name"}
-        if len({repr(c.get(k)) for c in configs.values()}) > 1
-    )
+        configs[key] = cfg
+
+    def head(cfg: dict[str, Any]) -> str:
+        return " ".join(str(cfg[k]) for k in ("env.name", "algo.name") if k in cfg)
+
     labelled: dict[str, list[Run]] = {}
     for key, members in groups.items():
         cfg = configs[key]
-        head = " ".join(str(cfg[k]) for k in ("env.name", "algo.name") if k in cfg) or members[0].path.name
-        diff = ", ".join(f"{k}={cfg[k]}" for k in varying if k in cfg)
-        label = f"{head} ({diff})" if diff else head
+        peers = [c for c in configs.values() if head(c) == head(cfg)]
+        varying = sorted(k for k in cfg if k not in ("env.name", "algo.name")
+                         and len({repr(c.get(k)) for c in peers}) > 1)
+        diff = ", ".join(f"{k}={cfg[k]}" for k in varying)
+        name = head(cfg) or members[0].path.name
+        label = f"{name} ({diff})" if diff else name
         if label in labelled:
             label += f" #{len(labelled) + 1}"
         labelled[label] = members

@@ -92,3 +92,16 @@ def test_dir_without_metrics_exits_2_without_traceback(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "has no metrics.csv" in proc.stderr and "Traceback" not in proc.stderr
     assert proc.stderr.count("\n") == 1
+
+
+def test_budget_and_keys_of_other_versions_do_not_split_a_setting(tmp_path: Path) -> None:
+    """Seeds resumed to a longer budget, or written by a marl version without a newer key, are still one setting;
+    labels name only what differs between settings of the same env and algorithm."""
+    a = fake_run(tmp_path / "a", 0, 0.001, [(0, 0.0), (100, 1.0)])
+    b = fake_run(tmp_path / "b", 1, 0.001, [(0, 1.0), (100, 2.0)])
+    c = fake_run(tmp_path / "c", 0, 0.001, [(0, 1.0), (100, 2.0)])
+    (a / "config.yaml").write_text((a / "config.yaml").read_text() + "total_steps: 1000\nnew_key: 1\n")
+    (b / "config.yaml").write_text((b / "config.yaml").read_text() + "total_steps: 300\n")
+    (c / "config.yaml").write_text((c / "config.yaml").read_text().replace("ppo", "mappo") + "total_steps: 300\n")
+    groups = plot.group_runs(plot.find_runs([a, b, c]))
+    assert {k: len(v) for k, v in groups.items()} == {"spread ppo": 2, "spread mappo": 1}
