@@ -142,7 +142,7 @@ def run(cfg: DictConfig | dict, explicit_total_steps: bool = False, explicit_key
     try:
         learner = make_learner(cfg, env, device)
         pool = attach_pool(cfg, learner)
-        eval_opponents(cfg, env.spec)  # a bad selfplay.eval_opponents fails now, not at the first evaluation
+        _check_eval_opponents(cfg, env.spec)
         if payload is not None:
             ckpt.check_compatible(payload, cfg.env.name, cfg.algo.name, env.spec, ckpt_path)
             learner.load_state_dict(payload["learner"])
@@ -248,18 +248,25 @@ def _evaluate(cfg: DictConfig, learner: Learner, eval_env) -> dict[str, float]:
 
 
 def eval_opponents(cfg: DictConfig, spec) -> list[str]:
-    """The baselines a turn-based game is evaluated against (checked up front: a bad name is a ConfigError before
-    any training); empty for other envs and for games no configured baseline can play."""
+    """The baselines a turn-based game is evaluated against; empty for other envs, and for games the default
+    (random) cannot play."""
     if not (spec.turn_based and len(spec.agents) > 1):
         return []
-    from marl.opponents import baselines_for, make_baseline
+    from marl.opponents import baselines_for
 
     names = [str(n) for n in cfg.selfplay.eval_opponents]
     if names == ["random"] and "random" not in baselines_for(spec):
         return []
-    for name in names:
-        make_baseline(name, spec)  # raises ConfigError naming the valid baselines
     return names
+
+
+def _check_eval_opponents(cfg: DictConfig, spec) -> None:
+    """A bad ``selfplay.eval_opponents`` name is a ConfigError (naming the valid baselines) before any training,
+    not at the first evaluation."""
+    from marl.opponents import make_baseline
+
+    for name in eval_opponents(cfg, spec):
+        make_baseline(name, spec)
 
 
 def _record_video(cfg: DictConfig, learner: Learner, run_dir: Path, max_frames: int = 500) -> Path | None:
