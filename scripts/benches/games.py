@@ -220,7 +220,7 @@ def markdown(results: dict, gif: dict | None, seeds: list[int]) -> str:
     for name, r in results.items():
         for s in r["seeds"]:
             for opp, pts in sorted(s.get("trend", {}).items()):
-                if len(pts) > 1 and opp != "win_rate":  # eval/win_rate repeats the first opponent's
+                if len(pts) > 1:
                     trends.append(f"- {name} seed {s['seed']}, vs {opp}: "
                                   + ", ".join(f"{step // 1000}k {100 * v:.0f}%" for step, v in pts))
     text = ["# Turn-based games benchmark (self-play)", "",
