@@ -31,6 +31,14 @@ class PreprocessConfig:
 
 
 @dataclass
+class SymmetryConfig:
+    """A mirror symmetry of a board game, for data augmentation (``algo.augment=true``); see marl/core/symmetry.py."""
+
+    flip_axis: int | None = None  # axis of the (H, W, C) observation the mirror reverses (1: columns); null: none
+    action_perm: list[int] | None = None  # the mirror image of Discrete action a is action_perm[a]
+
+
+@dataclass
 class EnvConfig:
     """Which env to build and how."""
 
@@ -44,6 +52,7 @@ class EnvConfig:
     pad: bool = False  # pad unlike agents' spaces to one group (SuperSuit) with an agent-id one-hot
     max_episode_steps: int | None = None  # gymnasium only: override the time limit
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    symmetry: SymmetryConfig = field(default_factory=SymmetryConfig)  # a mirror symmetry (connect_four), or none
 
 
 # --------------------------------------------------------------------------------------------------- algos
@@ -80,6 +89,7 @@ class OnPolicyConfig(AlgoConfig):
     # conv layers [channels, kernel] or [channels, kernel, stride] (ReLU) applied to image / board observations
     # (H, W, C) before the MLP, in the actor and the local critic; null: flatten the observation into the MLP
     conv: list[list[int]] | None = None
+    augment: bool = False  # also train on the mirror image of every rollout (needs env.symmetry; decentralized critic)
 
 
 @dataclass
