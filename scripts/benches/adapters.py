@@ -42,46 +42,48 @@ def _sample(space: spaces.Space, rng: np.random.Generator, mask: np.ndarray | No
 
 
 class RawLoop:
-    """One raw PettingZoo env stepped with random (legal) actions in a plain loop; ``with_state``: also call
+    """``copies`` raw PettingZoo envs stepped round-robin with random (legal) actions in a plain loop, one step of one
+    copy at a time (the same env work as E adapter copies, without the adapter); ``with_state``: also call
     ``env.state()`` every step. :meth:`run` continues where the previous slice stopped."""
 
-    def __init__(self, name: str, seed: int = 0, with_state: bool = False):
-        self.env = make_env(resolve_env_config(name))
+    def __init__(self, name: str, seed: int = 0, with_state: bool = False, copies: int = 1):
+        self.envs = [make_env(resolve_env_config(name)) for _ in range(copies)]
         self.rng = np.random.default_rng(seed)
         self.with_state = with_state
-        self.aec = isinstance(self.env, AECEnv)
-        self.env.reset(seed=seed)
+        self.aec = isinstance(self.envs[0], AECEnv)
+        for i, env in enumerate(self.envs):
+            env.reset(seed=seed + i)
 
-    def _chunk(self) -> int:
-        """100 env steps (AEC: moves; the dead agents' None steps are not counted)."""
-        env, rng, steps = self.env, self.rng, 0
-        for _ in range(100):
-            if self.aec:
-                obs, _, term, trunc, _ = env.last()
-                if term or trunc:
-                    env.step(None)
-                else:
-                    agent = env.agent_selection
-                    env.step(_sample(env.action_space(agent), rng, obs["action_mask"]))
-                    steps += 1
+    def _step(self, env: Any) -> int:
+        """One step of one copy (AEC: one move; a dead agent's None step is not counted)."""
+        rng, steps = self.rng, 1
+        if self.aec:
+            obs, _, term, trunc, _ = env.last()
+            if term or trunc:
+                env.step(None)
+                steps = 0
             else:
-                env.step({a: _sample(env.action_space(a), rng) for a in env.agents})
-                steps += 1
-            if not env.agents:
-                env.reset()
-            if self.with_state:
-                env.state()
+                env.step(_sample(env.action_space(env.agent_selection), rng, obs["action_mask"]))
+        else:
+            env.step({a: _sample(env.action_space(a), rng) for a in env.agents})
+        if not env.agents:
+            env.reset()
+        if self.with_state:
+            env.state()
         return steps
 
     def run(self, seconds: float) -> float:
         """Steps/s over a slice of about ``seconds``."""
         steps, start = 0, time.perf_counter()
         while time.perf_counter() - start < seconds:
-            steps += self._chunk()
+            for _ in range(max(1, 100 // len(self.envs))):
+                for env in self.envs:
+                    steps += self._step(env)
         return steps / (time.perf_counter() - start)
 
     def close(self) -> None:
-        self.env.close()
+        for env in self.envs:
+            env.close()
 
 
 class VecLoop:
@@ -141,22 +143,27 @@ def _twin(name: str, inq: Any, outq: Any) -> None:
     raw.close()
 
 
-def paired(raw: RawLoop, vec: VecLoop, seconds: float, rounds: int, twin: TwinRaw | None = None) -> dict:
-    """``rounds`` alternating slices of the raw loop and the adapter loop; the ratio of each round is the adapter's
-    rate over the raw rate of the slice just before it, so a drift in the machine's speed (seen here: 40% within
-    minutes on this VM) cancels out. Medians over the rounds. With a ``twin``, every round also measures two raw
-    loops at once (``ceiling``: their combined rate over the single raw rate)."""
-    raws, vecs, pairs = [], [], []
+def paired(raws: dict[str, RawLoop], vec: VecLoop, seconds: float, rounds: int, twin: TwinRaw | None = None) -> dict:
+    """``rounds`` rounds of one slice of each raw loop (``raws``: e.g. one copy and E copies) followed by one slice of
+    the adapter loop. The ratio of a round is the adapter's rate over a raw loop's rate of the same round, so a drift
+    in the machine's speed (seen here: 40% within minutes) cancels out; medians over the rounds. With a ``twin``,
+    every round also measures two one-copy raw loops at once (``ceiling``: their combined rate over one's)."""
+    rates: dict[str, list[float]] = {k: [] for k in raws}
+    vecs, pairs = [], []
     for _ in range(rounds):
-        raws.append(raw.run(seconds))
+        for k, raw in raws.items():
+            rates[k].append(raw.run(seconds))
         vecs.append(vec.run(seconds))
         if twin is not None:
-            pairs.append(twin.run_pair(raw, seconds))
-    ratios = [v / r for r, v in zip(raws, vecs, strict=True)]
-    out = {"rate": float(np.median(vecs)), "raw": float(np.median(raws)), "ratio": float(np.median(ratios)),
-           "ratios": [round(x, 3) for x in ratios]}
+            pairs.append(twin.run_pair(raws["1"], seconds))
+    out: dict[str, Any] = {"rate": float(np.median(vecs)), "raw": {}, "ratio": {}, "ratios": {}}
+    for k, rs in rates.items():
+        ratios = [v / r for r, v in zip(rs, vecs, strict=True)]
+        out["raw"][k] = float(np.median(rs))
+        out["ratio"][k] = float(np.median(ratios))
+        out["ratios"][k] = [round(x, 3) for x in ratios]
     if pairs:
-        ceil = [p / r for r, p in zip(raws, pairs, strict=True)]
+        ceil = [p / r for r, p in zip(rates["1"], pairs, strict=True)]
         out |= {"ceiling": float(np.median(ceil)), "ceilings": [round(x, 3) for x in ceil]}
     return out
 
@@ -169,29 +176,41 @@ def uses_state(name: str) -> bool:
 
 
 def measure_env(name: str, num_envs: tuple[int, ...], workers: int, seconds: float, rounds: int) -> dict:
-    """Every cell of one env's row: in-process and subprocess at each E, and in-process at the largest E with the
-    global state (against the raw loop that also calls ``env.state()``, where the env has one)."""
-    row: dict[str, Any] = {"inprocess": {}, "subprocess": {}}
-    raw, twin = RawLoop(name), TwinRaw(name)
+    """Every cell of one env's row. In-process and subprocess at each E, paired with the raw loop over one copy and
+    over E copies (the same env work without the adapter); in-process at the largest E with the global state, paired
+    with the raw loop over E copies that also calls ``env.state()`` where the env has one."""
+    row: dict[str, Any] = {"inprocess": {}, "subprocess": {}, "raw": {}}
+    one, twin = RawLoop(name), TwinRaw(name)
     try:
         for e in num_envs:
-            for backend in ("inprocess", "subprocess"):
-                vec = VecLoop(name, e, backend, workers)
-                try:
-                    row[backend][str(e)] = paired(raw, vec, seconds, rounds, twin if backend == "subprocess" else None)
-                finally:
-                    vec.close()
-        row["raw"] = float(np.median([c["raw"] for b in ("inprocess", "subprocess") for c in row[b].values()]))
+            raws = {"1": one} if e == 1 else {"1": one, str(e): RawLoop(name, copies=e)}
+            try:
+                for backend in ("inprocess", "subprocess"):
+                    vec = VecLoop(name, e, backend, workers)
+                    try:
+                        pair = twin if backend == "subprocess" else None
+                        row[backend][str(e)] = paired(raws, vec, seconds, rounds, pair)
+                    finally:
+                        vec.close()
+            finally:
+                if e != 1:
+                    raws[str(e)].close()
+            cells = [row[b][str(e)] for b in ("inprocess", "subprocess")]
+            row["raw"][str(e)] = float(np.median([c["raw"][str(e)] for c in cells]))
+            if e != 1:  # E raw copies in one process vs one copy: the env's own cost of many copies (memory, caches)
+                row.setdefault("raw_copies_ratio", {})[str(e)] = float(np.median(
+                    [c["raw"][str(e)] / c["raw"]["1"] for c in cells]))
         row["ceiling"] = float(np.median([x for c in row["subprocess"].values() for x in c["ceilings"]]))
     finally:
-        raw.close()
+        one.close()
         twin.close()
+    big = num_envs[-1]
     has_state = uses_state(name)
-    raw = RawLoop(name, with_state=has_state)
-    vec = VecLoop(name, num_envs[-1], "inprocess", workers, state=True)
+    raw = RawLoop(name, with_state=has_state, copies=big)
+    vec = VecLoop(name, big, "inprocess", workers, state=True)
     try:
-        row["inprocess_state"] = paired(raw, vec, seconds, rounds)
-        row["raw_state"] = row["inprocess_state"]["raw"] if has_state else None
+        row["inprocess_state"] = paired({str(big): raw}, vec, seconds, rounds)
+        row["raw_state"] = row["inprocess_state"]["raw"][str(big)] if has_state else None
     finally:
         vec.close()
         raw.close()
@@ -200,10 +219,11 @@ def measure_env(name: str, num_envs: tuple[int, ...], workers: int, seconds: flo
 
 def to_markdown(report: dict) -> str:
     meta = report["meta"]
-    big = meta["num_envs"][-1]
-    head = "| env | raw | " + " | ".join(f"in-process E={e}" for e in meta["num_envs"])
-    head += " | " + " | ".join(f"subprocess E={e}" for e in meta["num_envs"])
-    head += f" | 2 raw processes | raw + state() | in-process E={big} + state |"
+    ns = meta["num_envs"]
+    big = ns[-1]
+    head = "| env | " + " | ".join(f"raw E={e}" for e in ns) + " | "
+    head += " | ".join(f"in-process E={e}" for e in ns) + " | " + " | ".join(f"subprocess E={e}" for e in ns)
+    head += f" | 2 raw processes | raw E={big} + state() | in-process E={big} + state |"
     lines = [
         "# Adapter benchmark",
         "",
@@ -212,36 +232,43 @@ def to_markdown(report: dict) -> str:
         f"Subprocess backend: {meta['workers']} worker process(es) plus the main process, each stepping an equal "
         "share of the copies.",
         "",
-        f"Every cell is measured in {meta['rounds']} rounds that alternate {meta['seconds']} s of the raw loop with "
-        f"{meta['seconds']} s of the adapter loop; the cell's ratio is the median over the rounds of (adapter rate / "
-        "raw rate of the slice just before it). Pairing cancels the drift of this VM's speed, which moved the same "
-        "raw loop by up to 40% within minutes. Rates are medians over the rounds; `raw` is the median of all raw "
-        "slices.",
+        "- `raw E=k`: k raw PettingZoo envs stepped round-robin in one plain loop, one step of one copy at a time: the",
+        "  env work of k adapter copies without the adapter. In parentheses its rate relative to one copy: many copies",
+        "  in one process cost some envs speed on their own (memory and caches; multiwalker's Box2D worlds).",
+        "- In-process cells: steps/s (adapter overhead: 1 - rate / raw rate at the same E).",
+        "- Subprocess cells: steps/s (speedup over the single-process raw loop at the same E / over one raw copy).",
+        "- `2 raw processes`: two one-copy raw loops run at once, in the subprocess cells' rounds: their combined rate",
+        "  over one loop's. What two processes get from this machine, the ceiling of any 2-process speedup; the two",
+        "  cores of this VM do not always run at the same speed.",
+        "- The adapter builds the global state only for learners with a centralized critic (MAPPO, HAPPO); the main",
+        "  cells are without it, like the raw loops. The last two columns add it: the raw loop also calling",
+        "  `env.state()` every step (where the env has one, as multiwalker does; else the plain raw loop), and the",
+        "  adapter building the state (`env.state()`, else the concatenated observations).",
         "",
-        "In-process cells: steps/s (overhead vs raw: 1 - ratio). Subprocess cells: steps/s (speedup vs raw: ratio).",
-        "`2 raw processes`: two plain raw loops run at once, in the subprocess cells' rounds (median of their combined",
-        "rate over the single raw rate): what two processes get from this machine, the subprocess backend's ceiling.",
-        "The adapter builds the global state only for learners with a centralized critic (MAPPO, HAPPO); the main",
-        "cells are without it, like the raw loop. The last two columns add it: `raw + state()` is the raw loop also",
-        "calling `env.state()` every step, and `+ state` the adapter building the state (`env.state()` where the env",
-        "has one, as multiwalker does; else the concatenated observations); its overhead is against `raw + state()`",
-        "(against the plain raw loop where the env has no `env.state()`).",
+        f"Every cell is measured in {meta['rounds']} rounds; a round runs {meta['seconds']} s of each raw loop it is "
+        f"compared with, then {meta['seconds']} s of the adapter loop. Ratios are medians over the rounds of the "
+        "ratios within a round, so the drift of this VM's speed (up to 40% within minutes for the same loop) cancels "
+        "out; rates are medians over the rounds.",
         "",
-        f"Targets (issue 3): in-process overhead <= 15%; subprocess at E={big} >= 1.6x.",
+        f"Targets (issue 3): in-process overhead <= 15%; subprocess at E={big} >= 1.6x the single-process raw rate.",
         "",
         head,
-        "|" + "---|" * (5 + 2 * len(meta["num_envs"])),
+        "|" + "---|" * (4 + 3 * len(ns)),
     ]
     for name, row in report["results"].items():
-        cells = [name, f"{row['raw']:,.0f}"]
-        cells += [f"{c['rate']:,.0f} ({100 * (1 - c['ratio']):+.0f}%)"
-                  for c in (row["inprocess"][str(e)] for e in meta["num_envs"])]
-        cells += [f"{c['rate']:,.0f} ({c['ratio']:.2f}x)"
-                  for c in (row["subprocess"][str(e)] for e in meta["num_envs"])]
-        st = row["inprocess_state"]
+        cells = [name, f"{row['raw']['1']:,.0f}"]
+        cells += [f"{row['raw'][str(e)]:,.0f} ({row['raw_copies_ratio'][str(e)]:.2f}x)" for e in ns[1:]]
+        for e in ns:
+            c = row["inprocess"][str(e)]
+            cells.append(f"{c['rate']:,.0f} ({100 * (1 - c['ratio'][str(e)]):+.0f}%)")
+        for e in ns:
+            c = row["subprocess"][str(e)]
+            vs = f"{c['ratio'][str(e)]:.2f}x" if e == 1 else f"{c['ratio'][str(e)]:.2f}x / {c['ratio']['1']:.2f}x"
+            cells.append(f"{c['rate']:,.0f} ({vs})")
         cells.append(f"{row['ceiling']:.2f}x")
+        st = row["inprocess_state"]
         cells += [f"{row['raw_state']:,.0f}" if row["raw_state"] else "- (no env.state())",
-                  f"{st['rate']:,.0f} ({100 * (1 - st['ratio']):+.0f}%)"]
+                  f"{st['rate']:,.0f} ({100 * (1 - st['ratio'][str(big)]):+.0f}%)"]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", f"Command: `{meta['command']}` ({meta['date']})", ""]
     return "\n".join(lines)
@@ -268,9 +295,9 @@ def main(argv: list[str] | None = None) -> dict:
     for name in args.envs:
         results[name] = measure_env(name, num_envs, workers, seconds, rounds)
         row = results[name]
-        print(name, f"raw {row['raw']:,.0f}",
-              {f"{b[:3]}{e}": round(row[b][str(e)]["ratio"], 2) for b in ("inprocess", "subprocess") for e in num_envs},
-              flush=True)
+        print(name, f"raw {row['raw']['1']:,.0f}",
+              {f"{b[:3]}{e}": round(row[b][str(e)]["ratio"][str(e)], 2) for b in ("inprocess", "subprocess")
+               for e in num_envs}, flush=True)
     report = {
         "meta": {
             "command": "python scripts/benches/adapters.py" + (" --quick" if args.quick else ""),
