@@ -32,7 +32,8 @@ class PreprocessConfig:
 
 @dataclass
 class SymmetryConfig:
-    """A mirror symmetry of a board game, for data augmentation (``algo.augment=true``); see marl/core/symmetry.py."""
+    """A mirror symmetry of a board game, for mirror-equivariant networks (``algo.symmetric=true``);
+    see marl/core/symmetry.py."""
 
     flip_axis: int | None = None  # axis of the (H, W, C) observation the mirror reverses (1: columns); null: none
     action_perm: list[int] | None = None  # the mirror image of Discrete action a is action_perm[a]
@@ -89,7 +90,7 @@ class OnPolicyConfig(AlgoConfig):
     # conv layers [channels, kernel] or [channels, kernel, stride] (ReLU) applied to image / board observations
     # (H, W, C) before the MLP, in the actor and the local critic; null: flatten the observation into the MLP
     conv: list[list[int]] | None = None
-    augment: bool = False  # also train on the mirror image of every rollout (needs env.symmetry; decentralized critic)
+    symmetric: bool = False  # average actor logits and local values over the position and its mirror (env.symmetry)
 
 
 @dataclass

@@ -1,5 +1,5 @@
-"""Mirror-image augmentation (env.symmetry + algo.augment): the board flip and move permutation by hand, and the
-doubled on-policy batch a learner trains on."""
+"""Mirror-equivariant networks (env.symmetry + algo.symmetric): the board flip and move permutation by hand, and a
+learner whose policy and value treat a position and its mirror image alike, before and after training."""
 
 from __future__ import annotations
 
@@ -47,34 +47,45 @@ def test_mirror_rejects_what_does_not_fit() -> None:
         Mirror.for_space("p", obs, spaces.Discrete(7), None, None, "c4")
 
 
-def test_augmented_batch_is_the_rollout_and_its_mirror_image(tiny_cfg) -> None:
-    cfg = tiny_cfg("env=connect_four", "algo=ppo", "algo.augment=true", "algo.num_steps=24", "num_envs=3")
+def _check_equivariant(learner, obs: torch.Tensor, mask: torch.Tensor) -> None:
+    """pi(perm[a] | mirror(s)) == pi(a | s) for every legal a, and V(mirror(s)) == V(s)."""
+    (g,) = learner.manager.policies
+    m = learner.manager.policies[g].mirror
+    with torch.no_grad():
+        p = learner.manager.dist(g, obs, mask).probs
+        pm = learner.manager.dist(g, m.obs(obs), m.mask(mask)).probs
+        v = learner.critic({g: obs}, torch.zeros(obs.shape[0], 1))
+        vm = learner.critic({g: m.obs(obs)}, torch.zeros(obs.shape[0], 1))
+    assert torch.allclose(m.logits_back(pm), p, atol=1e-6)
+    assert torch.allclose(vm, v, atol=1e-5)
+
+
+def test_symmetric_networks_are_mirror_equivariant(tiny_cfg) -> None:
+    cfg = tiny_cfg("env=connect_four", "algo=ppo", "algo.symmetric=true", "algo.num_steps=24", "num_envs=3",
+                   "algo.update_epochs=2")
     env = build(cfg)
     try:
         learner = make_learner(cfg, env, "cpu")
         learner.reset_env(0)
-        batch = learner.make_batch(learner.collect())
+        buf = learner.collect()
+        (g,) = buf.groups
+        obs, mask = buf.groups[g].obs[:24].reshape(72, 2, -1), buf.groups[g].mask[:24].reshape(72, 2, -1)
+        asym = make_learner(tiny_cfg("env=connect_four", "algo=ppo", "algo.num_steps=24", "num_envs=3"), env, "cpu")
+        with pytest.raises(AssertionError):  # a plain network is not symmetric: the check can fail
+            _check_equivariant_plain(asym, learner.manager.policies[g].mirror, obs, mask)
+        _check_equivariant(learner, obs, mask)
+        before = [p.clone() for p in learner.manager.parameters()]
+        stats = learner.update(learner.make_batch(buf))  # a PPO update keeps it equivariant
+        assert np.isfinite(stats["policy_loss"])
+        assert any(not torch.equal(a, b) for a, b in zip(before, learner.manager.parameters(), strict=True))
+        _check_equivariant(learner, obs, mask)
     finally:
         env.close()
-    (g,) = batch.obs
-    B = 24 * 3
-    assert batch.size == 2 * B
-    m = learner.mirrors[g]
-    first = {k: getattr(batch, k)[g][:B] for k in ("obs", "mask", "action", "acting", "adv")}
-    second = {k: getattr(batch, k)[g][B:] for k in ("obs", "mask", "action", "acting", "adv")}
-    assert torch.equal(second["obs"], m.obs(first["obs"]))
-    assert torch.equal(second["action"], m.action(first["action"]))
-    assert torch.equal(second["mask"], m.mask(first["mask"]))
-    assert torch.equal(second["acting"], first["acting"]) and torch.equal(second["adv"], first["adv"])
-    assert torch.equal(batch.target[B:], batch.target[:B])
-    # every mirrored move that is trained on is legal in the mirrored position
-    acting = first["acting"]
-    legal = second["mask"].gather(-1, second["action"].unsqueeze(-1)).squeeze(-1)
-    assert acting.any() and legal[acting].all()
-    # the mirrored samples' old log-probs are the current policy's (nothing has been updated yet)
+
+
+def _check_equivariant_plain(learner, m: Mirror, obs: torch.Tensor, mask: torch.Tensor) -> None:
+    (g,) = learner.manager.policies
     with torch.no_grad():
-        lp = learner.manager.dist(g, second["obs"], second["mask"]).log_prob(second["action"])
-    assert torch.allclose(batch.logp_old[g][B:], lp)
-    # one PPO update runs on the doubled batch
-    stats = learner.update(batch)
-    assert np.isfinite(stats["policy_loss"])
+        p = learner.manager.dist(g, obs, mask).probs
+        pm = learner.manager.dist(g, m.obs(obs), m.mask(mask)).probs
+    assert torch.allclose(m.logits_back(pm), p, atol=1e-6)

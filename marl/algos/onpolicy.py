@@ -80,18 +80,20 @@ class OnPolicyLearner(Learner):
         self.value_norm = RunningMeanStd(()) if getattr(a, "value_norm", False) and self.uses_critic else None
         self.buf = allocate(spec, self.T, self.E, self.device)
         self.opponents = None  # an object with override(last, actions, buf, t) -> actions (see marl/selfplay.py)
-        self.mirrors = self._mirrors() if getattr(a, "augment", False) else None
+        if getattr(a, "symmetric", False):  # mirror-equivariant actor and (local) critic
+            for g, m in self._mirrors().items():
+                self.manager.policies[g].mirror = m
 
     # ---------------------------------------------------------------- set-up
     def _mirrors(self) -> dict[str, Mirror]:
-        """One :class:`Mirror` per group from ``env.symmetry`` (algo.augment); ConfigError where it cannot apply."""
+        """One :class:`Mirror` per group from ``env.symmetry`` (algo.symmetric); ConfigError where it cannot apply."""
         name = self.cfg.algo.name
         if self.central_critic:
-            raise ConfigError(f"algo.augment is not available for algo={name}: its centralized critic reads the "
+            raise ConfigError(f"algo.symmetric is not available for algo={name}: its centralized critic reads the "
                               "global state, which has no declared mirror image",
-                              "use algo=ppo or algo=ippo, or drop algo.augment")
+                              "use algo=ppo or algo=ippo, or drop algo.symmetric")
         if self.algo.normalize_obs:
-            raise ConfigError("algo.augment with algo.normalize_obs=true: per-feature statistics are not "
+            raise ConfigError("algo.symmetric with algo.normalize_obs=true: per-feature statistics are not "
                               "mirror-symmetric",
                               "set algo.normalize_obs=false (board observations need no normalization)")
         sym = self.cfg.env.get("symmetry") or {}
@@ -248,7 +250,7 @@ class OnPolicyLearner(Learner):
                     sel = adv[k][m]
                     adv[k] = torch.where(m, (adv[k] - sel.mean()) / (sel.std() + 1e-8), torch.zeros_like(adv[k]))
         gs = buf.groups
-        batch = PGBatch(
+        return PGBatch(
             obs={k: flat(gb.obs) for k, gb in gs.items()},
             mask={k: (flat(gb.mask) if gb.mask is not None else None) for k, gb in gs.items()},
             action={k: flat(gb.action) for k, gb in gs.items()},
@@ -260,28 +262,6 @@ class OnPolicyLearner(Learner):
             value_old=flat(v_old),
             vmask=flat(vmask),
         )
-        return self.mirrored(batch) if self.mirrors is not None else batch
-
-    @torch.no_grad()
-    def mirrored(self, b: PGBatch) -> PGBatch:
-        """``b`` followed by its mirror image (``[2B, ...]``): mirrored observations, masks and actions; the same
-        advantages and value targets; old log-probs and values of the mirrored samples from the current networks
-        (the policy before this update, as for the collected samples)."""
-        m = self.mirrors
-        obs = {k: m[k].obs(v) for k, v in b.obs.items()}
-        mask = {k: (m[k].mask(v) if v is not None else None) for k, v in b.mask.items()}
-        action = {k: m[k].action(v) for k, v in b.action.items()}
-        logp = {k: self.manager.dist(k, obs[k], mask[k]).log_prob(action[k]) for k in obs}
-        value_old = self.values(obs, b.state) if self.uses_critic else b.value_old
-
-        def cat(x, y):
-            if isinstance(x, dict):
-                return {k: (torch.cat([x[k], y[k]]) if x[k] is not None else None) for k in x}
-            return None if x is None else torch.cat([x, y])
-
-        mirror = PGBatch(obs=obs, mask=mask, action=action, logp_old=logp, acting=b.acting, adv=b.adv,
-                         state=b.state, target=b.target, value_old=value_old, vmask=b.vmask, weight=b.weight)
-        return PGBatch(**{f.name: cat(getattr(b, f.name), getattr(mirror, f.name)) for f in fields(PGBatch)})
 
     # ---------------------------------------------------------------- losses shared by the updates
     def pg_loss(self, logp, logp_old, adv, mask, weight=None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

@@ -37,6 +37,14 @@ class Critic(nn.Module):
             self.net = ValueCritic(s_dim + (0 if self.team else self.n_total), hidden, 1, algo.activation)
             self.register_buffer("eye", torch.eye(self.n_total))
 
+    def _local(self, group: str, obs: torch.Tensor) -> torch.Tensor:
+        """Own-observation values ``[..., N_g]``; averaged with the mirror image's when the policy is symmetric."""
+        pol, net = self.manager.policies[group], self.nets[group]
+        x = pol.inputs(obs)
+        if pol.mirror is None:
+            return net(x)
+        return 0.5 * (net(x) + net(pol.mirror.obs(x)))
+
     @property
     def units(self) -> int:
         return 1 if self.team else self.n_total
@@ -44,8 +52,7 @@ class Critic(nn.Module):
     def forward(self, obs: dict[str, torch.Tensor], state: torch.Tensor) -> torch.Tensor:
         """Values ``[..., U]`` from obs ``{group: [..., N_g, D]}`` and state ``[..., S]``."""
         if not self.central:
-            pols = self.manager.policies
-            return torch.cat([self.nets[g.name](pols[g.name].inputs(obs[g.name])) for g in self.spec.groups], dim=-1)
+            return torch.cat([self._local(g.name, obs[g.name]) for g in self.spec.groups], dim=-1)
         if self.team:
             return self.net(state.unsqueeze(-2))
         x = state.unsqueeze(-2).expand(*state.shape[:-1], self.n_total, state.shape[-1])

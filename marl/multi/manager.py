@@ -16,6 +16,7 @@ from torch import nn
 
 from marl.adapters.base import EnvSpec, GroupSpec
 from marl.core.networks import Actor
+from marl.core.symmetry import Mirror
 from marl.errors import ConfigError
 
 
@@ -57,6 +58,7 @@ class GroupPolicy(nn.Module):
         else:
             self.actor = Actor(in_dim, group.action_space, members=1 if self.shared else n, **kw)
         self.register_buffer("eye", torch.eye(n))
+        self.mirror: Mirror | None = None  # algo.symmetric: average the logits over the position and its mirror
 
     def inputs(self, obs: torch.Tensor) -> torch.Tensor:
         """``[..., N, D]`` normalized flat obs -> network input ``[..., N, D (+N)]``."""
@@ -67,7 +69,11 @@ class GroupPolicy(nn.Module):
     def forward(self, obs: torch.Tensor, mask: torch.Tensor | None = None):
         x = self.inputs(obs)
         if not self.separate:
-            return self.actor(x, mask)
+            if self.mirror is None:
+                return self.actor(x, mask)
+            m = self.mirror
+            logits = 0.5 * (self.actor.net(x) + m.logits_back(self.actor.net(m.obs(x))))
+            return self.actor.head(logits, mask)
         # one module per agent (HAPPO): run each on its slice and join the head outputs into one distribution
         outs = [a.net(x[..., k : k + 1, :]) for k, a in enumerate(self.actors)]
         first = self.actors[0]

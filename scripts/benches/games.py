@@ -82,9 +82,10 @@ CASES: dict[str, Case] = {
         *C4, "algo.num_minibatches=4", "algo.anneal_lr=true", "eval_every=100000", "eval_episodes=500",
         "selfplay.eval_opponents=[random,heuristic]"], [
         Check("random", 500, "win", ">=", 0.95), Check("heuristic", 400, "win", ">=", 0.70)]),
-    # the same with mirror-image augmentation (algo.augment=true: every rollout is also trained on flipped left-right)
-    "connect_four_ippo_aug": Case("connect_four", "ippo", 200_000, [
-        *C4, "algo.num_minibatches=4", "algo.anneal_lr=true", "algo.augment=true", "eval_every=100000",
+    # the same with mirror-equivariant networks (algo.symmetric=true: logits and values averaged over the board and
+    # its left-right mirror image)
+    "connect_four_ippo_sym": Case("connect_four", "ippo", 200_000, [
+        *C4, "algo.num_minibatches=4", "algo.anneal_lr=true", "algo.symmetric=true", "eval_every=100000",
         "eval_episodes=500", "selfplay.eval_opponents=[random,heuristic]"], [
         Check("random", 500, "win", ">=", 0.95), Check("heuristic", 400, "win", ">=", 0.70)]),
     # the brief's full budget for the heuristic target: connect_four_ippo's recipe run to 2M steps (one seed)
@@ -92,14 +93,9 @@ CASES: dict[str, Case] = {
         *C4, "algo.num_minibatches=4", "algo.anneal_lr=true", "eval_every=250000", "eval_episodes=200",
         "selfplay.eval_opponents=[random,heuristic]"], [
         Check("random", 500, "win", ">=", 0.95), Check("heuristic", 400, "win", ">=", 0.70)]),
-    # ... with mirror-image augmentation; and with the scripted pool opponent always the heuristic (no random)
-    "connect_four_ippo_2m_aug": Case("connect_four", "ippo", 2_000_000, [
-        *C4, "algo.num_minibatches=4", "algo.anneal_lr=true", "algo.augment=true", "eval_every=250000",
+    "connect_four_ippo_2m_sym": Case("connect_four", "ippo", 2_000_000, [
+        *C4, "algo.num_minibatches=4", "algo.anneal_lr=true", "algo.symmetric=true", "eval_every=250000",
         "eval_episodes=200", "selfplay.eval_opponents=[random,heuristic]"], [
-        Check("random", 500, "win", ">=", 0.95), Check("heuristic", 400, "win", ">=", 0.70)]),
-    "connect_four_ippo_2m_aug_heur": Case("connect_four", "ippo", 2_000_000, [
-        *C4, "algo.num_minibatches=4", "algo.anneal_lr=true", "algo.augment=true", "eval_every=250000",
-        "eval_episodes=200", "selfplay.eval_opponents=[random,heuristic]", "selfplay.baselines=[heuristic]"], [
         Check("random", 500, "win", ">=", 0.95), Check("heuristic", 400, "win", ">=", 0.70)]),
     "tictactoe_ppo": Case("tictactoe", "ppo", 150_000, [
         "num_envs=16", "algo.num_steps=128", "algo.ent_coef=0.005", "algo.lr=1e-3", "algo.hidden=[128,128]",
