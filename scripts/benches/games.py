@@ -240,7 +240,7 @@ def markdown(results: dict, gif: dict | None, seeds: list[int]) -> str:
                                   + ", ".join(f"{step // 1000}k {100 * v:.0f}%" for step, v in pts))
     text = ["# Turn-based games benchmark (self-play)", "",
             f"`python scripts/bench.py games` — seeds {' '.join(map(str, seeds))} (the longer connect-four runs, "
-            "connect_four_ppo_long and connect_four_ippo_2m*, one seed: `--cases NAME --seeds 0`). One shared "
+            "connect_four_ppo_long and connect_four_ippo_2m, one seed: `--cases NAME --seeds 0`). One shared "
             "policy plays both "
             "seats; a fraction of the env copies (selfplay.pool_fraction) plays the opponent pool: frozen snapshots "
             "of earlier policies and scripted baselines (the overrides per case are in games.json and "
@@ -253,18 +253,18 @@ def markdown(results: dict, gif: dict | None, seeds: list[int]) -> str:
                *trends, ""] if trends else []),
             "Budget note: the brief allows 2M env steps for the connect-four target vs the heuristic. "
             "connect_four_ippo_2m runs connect_four_ippo's recipe for the full 2M steps (one seed), "
-            "connect_four_ippo_2m_sym the same with mirror-equivariant networks (algo.symmetric=true: the policy's "
-            "logits and the value are averaged over the board and its left-right mirror image); their trends are "
-            "above. An earlier form of the symmetry trained on mirrored copies of every rollout instead: at 200k it "
-            "won 93.8 / 96.0 / 96.4% against random (3 seeds), but in a 2M run PPO's approx KL reached 1e9 once the "
-            "policy was near-deterministic (the mirrored samples are off-policy for a policy that is not symmetric) "
-            "and its win rate against the heuristic fell from 36% at 750k to 15%; it was replaced by "
+            "connect_four_ippo_2m_sym the same with mirror-equivariant networks (3 seeds; algo.symmetric=true: the "
+            "policy's logits and the value are averaged over the board and its left-right mirror image); their trends"
+            " are above. An earlier form of the symmetry trained on mirrored copies of every rollout instead: at 200k"
+            " it won 93.8 / 96.0 / 96.4% against random (3 seeds), but in a 2M run PPO's approx KL reached 1e9 once "
+            "the policy was near-deterministic (the mirrored samples are off-policy for a policy that is not "
+            "symmetric) and its win rate against the heuristic fell from 36% at 750k to 15%; it was replaced by "
             "algo.symmetric. Tried and not better at 200k steps (seed 0, the run's own evaluation, vs random / "
-            "heuristic): a conv torso (algo.conv=[[64,4]]) 91% / 24%; lr 1e-3 90% / 32%; half the copies in "
-            "self-play with every pool game against a baseline 92% / 20%; gamma 0.9 95% / 19%; only the heuristic "
-            "as scripted pool opponent 82% / 20%; target_kl 0.03 94% / 29%; 32 copies with lr 3e-4 and 4 epochs "
-            "91% / 10%. connect_four_ippo uses a linearly annealed lr (algo.anneal_lr=true); without it the same "
-            "case reached 92.4-94.6% against random (an earlier version of this table).", ""]
+            "heuristic): a conv torso (algo.conv=[[64,4]]) 91% / 24%; lr 1e-3 90% / 32%; half the copies in self-play"
+            " with every pool game against a baseline 92% / 20%; gamma 0.9 95% / 19%; only the heuristic as scripted "
+            "pool opponent 82% / 20%; target_kl 0.03 94% / 29%; 32 copies with lr 3e-4 and 4 epochs 91% / 10%. "
+            "connect_four_ippo uses a linearly annealed lr (algo.anneal_lr=true); without it the same case reached "
+            "92.4-94.6% against random (an earlier version of this table).", ""]
     if gif:
         text += [f"![connect four vs heuristic]({gif['file']}) — `{gif['case']}` seed {gif['seed']} (greedy) vs the "
                  f"heuristic, 4 matches: {', '.join(gif['outcomes'])}.", ""]
