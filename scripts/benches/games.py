@@ -71,32 +71,30 @@ class Case:
 C4 = ["num_envs=16", "algo.num_steps=128", "algo.ent_coef=0.01", "algo.lr=5e-4", "algo.hidden=[256,256]",
       "algo.activation=relu", "selfplay.pool_fraction=0.75", "selfplay.baselines=[heuristic,random]",
       "selfplay.baseline_prob=0.8", "selfplay.snapshot_every=50000"]
+C4_CHECKS = [Check("random", 500, "win", ">=", 0.95), Check("heuristic", 400, "win", ">=", 0.70)]
+
+
+def c4_ippo(steps: int, eval_every: int, eval_episodes: int, *extra: str) -> Case:
+    """IPPO on connect four with the C4 settings, 4 minibatches and an annealed lr, evaluated during training
+    against random and the heuristic every ``eval_every`` steps; ``extra`` overrides on top."""
+    return Case("connect_four", "ippo", steps, [
+        *C4, "algo.num_minibatches=4", "algo.anneal_lr=true", *extra, f"eval_every={eval_every}",
+        f"eval_episodes={eval_episodes}", "selfplay.eval_opponents=[random,heuristic]"], C4_CHECKS)
+
+
 CASES: dict[str, Case] = {
     "connect_four_ppo": Case("connect_four", "ppo", 300_000, C4, [
         Check("random", 500, "win", ">=", 0.95, at_step=200_000), Check("random", 500, "win", ">=", 0.95),
         Check("heuristic", 400, "win", ">=", 0.70)]),
     "connect_four_ppo_long": Case("connect_four", "ppo", 1_000_000, [
-        *C4, "eval_every=100000", "eval_episodes=100", "selfplay.eval_opponents=[heuristic,random]"], [
-        Check("random", 500, "win", ">=", 0.95), Check("heuristic", 400, "win", ">=", 0.70)]),
-    "connect_four_ippo": Case("connect_four", "ippo", 200_000, [
-        *C4, "algo.num_minibatches=4", "algo.anneal_lr=true", "eval_every=100000", "eval_episodes=500",
-        "selfplay.eval_opponents=[random,heuristic]"], [
-        Check("random", 500, "win", ">=", 0.95), Check("heuristic", 400, "win", ">=", 0.70)]),
+        *C4, "eval_every=100000", "eval_episodes=100", "selfplay.eval_opponents=[heuristic,random]"], C4_CHECKS),
+    "connect_four_ippo": c4_ippo(200_000, 100_000, 500),
     # the same with mirror-equivariant networks (algo.symmetric=true: logits and values averaged over the board and
     # its left-right mirror image)
-    "connect_four_ippo_sym": Case("connect_four", "ippo", 200_000, [
-        *C4, "algo.num_minibatches=4", "algo.anneal_lr=true", "algo.symmetric=true", "eval_every=100000",
-        "eval_episodes=500", "selfplay.eval_opponents=[random,heuristic]"], [
-        Check("random", 500, "win", ">=", 0.95), Check("heuristic", 400, "win", ">=", 0.70)]),
-    # the brief's full budget for the heuristic target: connect_four_ippo's recipe run to 2M steps (one seed)
-    "connect_four_ippo_2m": Case("connect_four", "ippo", 2_000_000, [
-        *C4, "algo.num_minibatches=4", "algo.anneal_lr=true", "eval_every=250000", "eval_episodes=200",
-        "selfplay.eval_opponents=[random,heuristic]"], [
-        Check("random", 500, "win", ">=", 0.95), Check("heuristic", 400, "win", ">=", 0.70)]),
-    "connect_four_ippo_2m_sym": Case("connect_four", "ippo", 2_000_000, [
-        *C4, "algo.num_minibatches=4", "algo.anneal_lr=true", "algo.symmetric=true", "eval_every=250000",
-        "eval_episodes=200", "selfplay.eval_opponents=[random,heuristic]"], [
-        Check("random", 500, "win", ">=", 0.95), Check("heuristic", 400, "win", ">=", 0.70)]),
+    "connect_four_ippo_sym": c4_ippo(200_000, 100_000, 500, "algo.symmetric=true"),
+    # the brief's full budget for the heuristic target: connect_four_ippo's recipe run to 2M steps
+    "connect_four_ippo_2m": c4_ippo(2_000_000, 250_000, 200),
+    "connect_four_ippo_2m_sym": c4_ippo(2_000_000, 250_000, 200, "algo.symmetric=true"),
     "tictactoe_ppo": Case("tictactoe", "ppo", 150_000, [
         "num_envs=16", "algo.num_steps=128", "algo.ent_coef=0.005", "algo.lr=1e-3", "algo.hidden=[128,128]",
         "selfplay.pool_fraction=0.75", "selfplay.baselines=[random,minimax]", "selfplay.baseline_prob=0.8",
