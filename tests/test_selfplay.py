@@ -243,3 +243,28 @@ def test_evaluation_plays_every_configured_baseline_and_refuses_unknown_ones(tmp
     with pytest.raises(ConfigError, match="baseline 'heuristic' plays connect_four"):
         run(bad)
     assert not (tmp_path / "bad" / "metrics.csv").exists()
+
+
+def test_pool_opponent_moves_are_dropped_from_the_batch_without_changing_the_losses(monkeypatch):
+    """Rows where only a pool opponent moved are left out of the update batch; every loss term is the same as on
+    the full batch (they are all masked by ``acting``), so this only saves compute."""
+    from marl.algos import onpolicy
+
+    cfg = trap_cfg(0, pool_fraction=1.0, baselines=["random"], baseline_prob=1.0)
+    learner = learner_for(cfg, 0)
+    buf = learner.collect()
+    small = learner.make_batch(buf)
+    monkeypatch.setattr(onpolicy, "drop_idle", lambda b: b)
+    full = learner.make_batch(buf)
+    g = learner.spec.groups[0].name
+    idle = ~full.acting[g].any(-1)
+    assert idle.sum() > 0.3 * full.size  # the opponent's moves: about half the steps
+    assert small.size == full.size - int(idle.sum())
+    assert bool(small.acting[g].any(-1).all())
+    with torch.no_grad():
+        (a_small, st_small), (a_full, st_full) = learner.actor_loss(small), learner.actor_loss(full)
+        torch.testing.assert_close(a_small, a_full)
+        torch.testing.assert_close(learner.critic_loss(small), learner.critic_loss(full))
+    assert st_small.keys() == st_full.keys()
+    for k in st_small:
+        torch.testing.assert_close(torch.as_tensor(st_small[k]), torch.as_tensor(st_full[k]))

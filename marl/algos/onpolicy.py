@@ -250,7 +250,7 @@ class OnPolicyLearner(Learner):
                     sel = adv[k][m]
                     adv[k] = torch.where(m, (adv[k] - sel.mean()) / (sel.std() + 1e-8), torch.zeros_like(adv[k]))
         gs = buf.groups
-        return PGBatch(
+        batch = PGBatch(
             obs={k: flat(gb.obs) for k, gb in gs.items()},
             mask={k: (flat(gb.mask) if gb.mask is not None else None) for k, gb in gs.items()},
             action={k: flat(gb.action) for k, gb in gs.items()},
@@ -262,6 +262,7 @@ class OnPolicyLearner(Learner):
             value_old=flat(v_old),
             vmask=flat(vmask),
         )
+        return drop_idle(batch)
 
     # ---------------------------------------------------------------- losses shared by the updates
     def pg_loss(self, logp, logp_old, adv, mask, weight=None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -272,10 +273,18 @@ class OnPolicyLearner(Learner):
         """Sum over groups of (policy loss - ent_coef * entropy), each averaged over its acting entries."""
         total, stats = 0.0, {}
         for k in mb.obs:
-            d = self.manager.dist(k, mb.obs[k], mb.mask[k])
-            logp = d.log_prob(mb.action[k])
-            pg, st = self.pg_loss(logp, mb.logp_old[k], mb.adv[k], mb.acting[k])
-            ent = losses.entropy_bonus(d.entropy(), mb.acting[k])
+            acting, pol = mb.acting[k], self.manager.policies[k]
+            if pol.dense and bool(acting.any()) and not bool(acting.all()):  # acting entries only (same loss)
+                b, n = acting.nonzero().unbind(-1)
+                d = pol.entries(mb.obs[k], mb.mask[k], b, n)
+                logp = d.log_prob(mb.action[k][b, n].unsqueeze(1))
+                pg, st = self.pg_loss(logp, mb.logp_old[k][b, n].unsqueeze(1), mb.adv[k][b, n].unsqueeze(1), None)
+                ent = losses.entropy_bonus(d.entropy())
+            else:
+                d = self.manager.dist(k, mb.obs[k], mb.mask[k])
+                logp = d.log_prob(mb.action[k])
+                pg, st = self.pg_loss(logp, mb.logp_old[k], mb.adv[k], acting)
+                ent = losses.entropy_bonus(d.entropy(), acting)
             total = total + pg - self.algo.ent_coef * ent
             _accumulate(stats, {"policy_loss": pg, "entropy": ent, **st}, len(mb.obs))
         return total, stats
@@ -283,7 +292,15 @@ class OnPolicyLearner(Learner):
     def critic_loss(self, mb: PGBatch) -> torch.Tensor:
         if not self.uses_critic:
             return torch.zeros((), device=self.device)
-        v = self.values(mb.obs, mb.state)
+        c = self.critic
+        if c.sparse_ok and not bool(mb.vmask.all()):  # only the entries that enter the loss (same loss)
+            v, off = torch.zeros_like(mb.target), 0
+            for g in self.spec.groups:
+                b, n = mb.vmask[:, off : off + g.n_agents].nonzero().unbind(-1)
+                v = v.index_put((b, n + off), c.local_entries(g.name, mb.obs[g.name], b, n))
+                off += g.n_agents
+        else:
+            v = self.values(mb.obs, mb.state)
         clip = self.algo.vclip_coef if getattr(self.algo, "clip_vloss", False) else None
         return losses.value_loss(v, mb.target, mb.value_old, clip, mb.vmask)
 
@@ -335,6 +352,16 @@ class OnPolicyLearner(Learner):
         return {
             (f"losses/{k}" if k != "learning_rate" else "charts/learning_rate"): float(v) for k, v in metrics.items()
         }
+
+
+def drop_idle(batch: PGBatch) -> PGBatch:
+    """The rows ``[B]`` where some trained agent acted: in turn-based games with pool opponents, the opponents'
+    moves (no trained agent to move) add nothing to any loss (every term is masked by ``acting`` / ``vmask``), so
+    dropping them leaves the losses unchanged and saves their forward and backward passes."""
+    keep = batch.vmask.any(-1)
+    for a in batch.acting.values():
+        keep = keep | a.any(-1)
+    return batch if bool(keep.all()) else batch.index(keep.nonzero().squeeze(-1))
 
 
 def _accumulate(into: dict[str, float], new: dict[str, torch.Tensor], n: int) -> None:

@@ -45,6 +45,19 @@ class Critic(nn.Module):
             return net(x)
         return 0.5 * (net(x) + net(pol.mirror.obs(x)))
 
+    def local_entries(self, group: str, obs: torch.Tensor, b: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+        """Own-observation values ``[M]`` of the entries ``(b[i], n[i])`` of ``obs [B, N_g, D]`` alone (local critic
+        with shared parameters; see :meth:`GroupPolicy.entries`)."""
+        pol, net = self.manager.policies[group], self.nets[group]
+        x = pol.inputs(obs)[b, n].unsqueeze(-2)
+        v = net(x) if pol.mirror is None else 0.5 * (net(x) + net(pol.mirror.obs(x)))
+        return v.squeeze(-1)
+
+    @property
+    def sparse_ok(self) -> bool:
+        """Whether :meth:`local_entries` can evaluate any subset of the value units (local critic, shared nets)."""
+        return not self.central and all(self.manager.policies[g.name].shared for g in self.spec.groups)
+
     @property
     def units(self) -> int:
         return 1 if self.team else self.n_total

@@ -66,14 +66,15 @@ class GroupPolicy(nn.Module):
             return obs
         return torch.cat([obs, self.eye.expand(*obs.shape[:-1], self.n)], dim=-1)
 
+    @property
+    def dense(self) -> bool:
+        """One network for every agent of the group (shared parameters): any subset of entries can be evaluated."""
+        return self.shared and not self.separate
+
     def forward(self, obs: torch.Tensor, mask: torch.Tensor | None = None):
         x = self.inputs(obs)
         if not self.separate:
-            if self.mirror is None:
-                return self.actor(x, mask)
-            m = self.mirror
-            logits = 0.5 * (self.actor.net(x) + m.logits_back(self.actor.net(m.obs(x))))
-            return self.actor.head(logits, mask)
+            return self._shared(x, mask)
         # one module per agent (HAPPO): run each on its slice and join the head outputs into one distribution
         outs = [a.net(x[..., k : k + 1, :]) for k, a in enumerate(self.actors)]
         first = self.actors[0]
@@ -81,6 +82,19 @@ class GroupPolicy(nn.Module):
             log_std = torch.cat([a.log_std for a in self.actors], dim=0)
             return first.head(torch.cat(outs, dim=-2), None, log_std=log_std)
         return first.head(torch.cat(outs, dim=-2), mask)
+
+    def _shared(self, x: torch.Tensor, mask: torch.Tensor | None):
+        if self.mirror is None:
+            return self.actor(x, mask)
+        m = self.mirror
+        logits = 0.5 * (self.actor.net(x) + m.logits_back(self.actor.net(m.obs(x))))
+        return self.actor.head(logits, mask)
+
+    def entries(self, obs: torch.Tensor, mask: torch.Tensor | None, b: torch.Tensor, n: torch.Tensor):
+        """Distribution of the entries ``(b[i], n[i])`` of ``obs [B, N, D]`` alone -> over ``[M, 1]``; the other
+        entries are never run through the network (turn-based games: only the agent to move). Needs ``dense``."""
+        x = self.inputs(obs)[b, n].unsqueeze(-2)
+        return self._shared(x, mask[b, n].unsqueeze(-2) if mask is not None else None)
 
     def agent(self, k: int, obs: torch.Tensor, mask: torch.Tensor | None = None):
         """Distribution of agent ``k`` alone (``obs [..., N, D]``) -> over ``[..., 1]``; needs ``separate``."""
