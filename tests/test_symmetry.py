@@ -60,9 +60,10 @@ def _check_equivariant(learner, obs: torch.Tensor, mask: torch.Tensor) -> None:
     assert torch.allclose(vm, v, atol=1e-5)
 
 
-def test_symmetric_networks_are_mirror_equivariant(tiny_cfg) -> None:
+@pytest.mark.parametrize("extra", [(), ("algo.sharing=per_agent",), ("algo.conv=[[8,4]]",)])
+def test_symmetric_networks_are_mirror_equivariant(tiny_cfg, extra: tuple[str, ...]) -> None:
     cfg = tiny_cfg("env=connect_four", "algo=ppo", "algo.symmetric=true", "algo.num_steps=24", "num_envs=3",
-                   "algo.update_epochs=2")
+                   "algo.update_epochs=2", *extra)
     env = build(cfg)
     try:
         learner = make_learner(cfg, env, "cpu")

@@ -10,7 +10,7 @@ four run the PPO ratios of such samples exploded once the policy became near-det
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from gymnasium import spaces
@@ -62,6 +62,14 @@ class Mirror:
         """Per-action outputs ``[..., A]`` computed on the mirrored position -> indexed by the original actions
         (entry ``a`` is the mirrored position's entry for move ``perm[a]``)."""
         return out[..., self.perm.to(out.device)]
+
+    def average(self, net: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
+                per_action: bool) -> torch.Tensor:
+        """``0.5 * (net(x) + net(mirror(x)))`` for network inputs ``[..., D]``, in one call of ``net`` (both images
+        stacked on a new leading axis); ``per_action``: the mirror's outputs ``[..., A]`` are mapped back through
+        :meth:`logits_back` first (policy logits; a value needs no mapping)."""
+        y = net(torch.stack([x, self.obs(x)]))
+        return 0.5 * (y[0] + (self.logits_back(y[1]) if per_action else y[1]))
 
     def mask(self, m: torch.Tensor) -> torch.Tensor:
         """Legal-move masks ``[..., A]``: mirrored move ``perm[a]`` is legal iff ``a`` was."""

@@ -43,14 +43,14 @@ class Critic(nn.Module):
         x = pol.inputs(obs)
         if pol.mirror is None:
             return net(x)
-        return 0.5 * (net(x) + net(pol.mirror.obs(x)))
+        return pol.mirror.average(net, x, per_action=False)
 
     def local_entries(self, group: str, obs: torch.Tensor, b: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
         """Own-observation values ``[M]`` of the entries ``(b[i], n[i])`` of ``obs [B, N_g, D]`` alone (local critic
         with shared parameters; see :meth:`GroupPolicy.entries`)."""
         pol, net = self.manager.policies[group], self.nets[group]
         x = pol.inputs(obs)[b, n].unsqueeze(-2)
-        v = net(x) if pol.mirror is None else 0.5 * (net(x) + net(pol.mirror.obs(x)))
+        v = net(x) if pol.mirror is None else pol.mirror.average(net, x, per_action=False)
         return v.squeeze(-1)
 
     @property

@@ -86,9 +86,7 @@ class GroupPolicy(nn.Module):
     def _shared(self, x: torch.Tensor, mask: torch.Tensor | None):
         if self.mirror is None:
             return self.actor(x, mask)
-        m = self.mirror
-        logits = 0.5 * (self.actor.net(x) + m.logits_back(self.actor.net(m.obs(x))))
-        return self.actor.head(logits, mask)
+        return self.actor.head(self.mirror.average(self.actor.net, x, per_action=True), mask)
 
     def entries(self, obs: torch.Tensor, mask: torch.Tensor | None, b: torch.Tensor, n: torch.Tensor):
         """Distribution of the entries ``(b[i], n[i])`` of ``obs [B, N, D]`` alone -> over ``[M, 1]``; the other
