@@ -111,3 +111,32 @@ def test_batched_shapes_match_per_column_computation():
         for n in range(2):
             col = gae(r[:, e, n], v[:, e, n], nv[:, e, n], term[:, e, n], done[:, e, n], 0.99, 0.9, act[:, e, n])
             torch.testing.assert_close(full[:, e, n], col)
+
+
+def test_learner_bootstraps_truncated_episodes_from_the_final_observation(tiny_cfg) -> None:
+    """In the learner: at a truncated step the value target is ``r + gamma * V(final obs)`` (the value of the
+    observation the episode was cut at, not of the next episode's first one); elsewhere GAE runs as usual."""
+    from marl.train import build, make_learner
+
+    cfg = tiny_cfg("env=cartpole", "algo=ppo", "env.max_episode_steps=5", "algo.num_steps=16", "num_envs=2",
+                   "algo.gae_lambda=0.9")
+    env = build(cfg)
+    try:
+        learner = make_learner(cfg, env, "cpu")
+        learner.reset_env(0)
+        buf = learner.collect()
+        adv, target, _, _ = learner.advantages(buf)
+        (g,) = buf.groups
+        assert bool(buf.truncated.any())
+        with torch.no_grad():
+            v_final = learner.values({g: buf.groups[g].final_obs}, buf.final_state)  # [T, E, 1]
+            v_next = learner.values({g: buf.groups[g].obs[1:]}, buf.state[1:])
+        if learner.value_norm is not None:
+            v_final, v_next = learner.value_norm.denormalize(v_final), learner.value_norm.denormalize(v_next)
+            target = learner.value_norm.denormalize(target)
+        r = buf.groups[g].reward[..., 0]
+        trunc = buf.truncated
+        torch.testing.assert_close(target[trunc][:, 0], r[trunc] + cfg.algo.gamma * v_final[trunc][:, 0])
+        assert not torch.allclose(v_final[trunc], v_next[trunc])  # the next episode's first obs would differ
+    finally:
+        env.close()

@@ -208,7 +208,10 @@ class OnPolicyLearner(Learner):
         g = buf.groups
         if self.uses_critic:
             v_all = self.values({k: gb.obs for k, gb in g.items()}, buf.state)  # [T+1, E, U]
-            v_fin = self.values({k: gb.final_obs for k, gb in g.items()}, buf.final_state)  # [T, E, U]
+            v_fin = torch.zeros_like(v_all[:-1])  # [T, E, U]: only read where a copy's episode ended
+            if bool(buf.done.any()):
+                d = buf.done
+                v_fin[d] = self.values({k: gb.final_obs[d] for k, gb in g.items()}, buf.final_state[d])
         else:
             v_all = torch.zeros(T + 1, self.E, c.units, device=self.device)
             v_fin = torch.zeros(T, self.E, c.units, device=self.device)
