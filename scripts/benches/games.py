@@ -9,7 +9,7 @@ untouched) and is then evaluated in matches against baselines, the policy's seat
 (``deterministic=true``). Targets (from the project brief):
 
 * connect_four: win rate vs random >= 95% by 200k env steps (checkpoint at the last iteration <= 200k);
-  vs the heuristic >= 70% (the brief allows 2M env steps; this CPU budget trains 300k: see games.md);
+  vs the heuristic >= 70% within 2M env steps (the *_2m cases);
 * tictactoe: losses vs random <= 1% over 1000 games; draws vs minimax >= 90%;
 * leduc_holdem: mean payoff vs random > 0 with a 95% CI excluding 0.
 """
@@ -95,6 +95,14 @@ CASES: dict[str, Case] = {
     # the brief's full budget for the heuristic target: connect_four_ippo's recipe run to 2M steps
     "connect_four_ippo_2m": c4_ippo(2_000_000, 250_000, 200),
     "connect_four_ippo_2m_sym": c4_ippo(2_000_000, 250_000, 200, "algo.symmetric=true"),
+    # the symmetric recipe with a shorter horizon (gamma 0.95): an immediate win is worth clearly more than one
+    # several moves later, and a missed block costs more than a loss that comes late
+    "connect_four_ippo_sym_g95": c4_ippo(200_000, 100_000, 500, "algo.symmetric=true", "algo.gamma=0.95"),
+    "connect_four_ippo_2m_sym_g95": c4_ippo(2_000_000, 250_000, 200, "algo.symmetric=true", "algo.gamma=0.95"),
+    # ... and 3 of every 4 scripted pool games against the heuristic (a name listed k times is drawn k times as
+    # often): 45% of all games instead of 30%, where a missed block or a missed win is always punished
+    "connect_four_ippo_2m_sym_g95_h3": c4_ippo(2_000_000, 250_000, 200, "algo.symmetric=true", "algo.gamma=0.95",
+                                               "selfplay.baselines=[heuristic,heuristic,heuristic,random]"),
     "tictactoe_ppo": Case("tictactoe", "ppo", 150_000, [
         "num_envs=16", "algo.num_steps=128", "algo.ent_coef=0.005", "algo.lr=1e-3", "algo.hidden=[128,128]",
         "selfplay.pool_fraction=0.75", "selfplay.baselines=[random,minimax]", "selfplay.baseline_prob=0.8",
@@ -252,13 +260,20 @@ def markdown(results: dict, gif: dict | None, seeds: list[int]) -> str:
             "Budget note: the brief allows 2M env steps for the connect-four target vs the heuristic. "
             "connect_four_ippo_2m runs connect_four_ippo's recipe for the full 2M steps (one seed), "
             "connect_four_ippo_2m_sym the same with mirror-equivariant networks (3 seeds; algo.symmetric=true: the "
-            "policy's logits and the value are averaged over the board and its left-right mirror image); their trends"
-            " are above. An earlier form of the symmetry trained on mirrored copies of every rollout instead: at 200k"
+            "policy's logits and the value are averaged over the board and its left-right mirror image), "
+            "connect_four_ippo_2m_sym_g95 that with gamma 0.95 instead of 0.99, and connect_four_ippo_2m_sym_g95_h3 "
+            "that with 3 of every 4 scripted pool games against the heuristic instead of 1 of 2 (45% of all games "
+            "instead of 30%); their trends are above. A tactics count of connect_four_ippo_2m_sym_g95 seed 2 at 1M "
+            "against the heuristic (200 games) found it took 138 of 166 available immediate wins and made 57 of 92 "
+            "needed blocks: most of its losses are missed blocks. "
+            "An earlier form of the symmetry trained on mirrored copies of every rollout instead: at 200k"
             " it won 93.8 / 96.0 / 96.4% against random (3 seeds), but in a 2M run PPO's approx KL reached 1e9 once "
             "the policy was near-deterministic (the mirrored samples are off-policy for a policy that is not "
             "symmetric) and its win rate against the heuristic fell from 36% at 750k to 15%; it was replaced by "
             "algo.symmetric. Tried and not better at 200k steps (seed 0, the run's own evaluation, vs random / "
-            "heuristic): a conv torso (algo.conv=[[64,4]]) 91% / 24%; lr 1e-3 90% / 32%; half the copies in self-play"
+            "heuristic): a conv torso (algo.conv=[[64,4]]) 91% / 24%; (seed 1, at 250k, symmetric) a conv torso "
+            "algo.conv=[[32,4]] 92% / 23% at half the training speed, against 90% / 25% without it; "
+            "lr 1e-3 90% / 32%; half the copies in self-play"
             " with every pool game against a baseline 92% / 20%; gamma 0.9 95% / 19%; only the heuristic as scripted "
             "pool opponent 82% / 20%; target_kl 0.03 94% / 29%; 32 copies with lr 3e-4 and 4 epochs 91% / 10%. "
             "connect_four_ippo uses a linearly annealed lr (algo.anneal_lr=true); without it the same case reached "
