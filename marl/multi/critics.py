@@ -39,19 +39,17 @@ class Critic(nn.Module):
 
     def _local(self, group: str, obs: torch.Tensor) -> torch.Tensor:
         """Own-observation values ``[..., N_g]``; averaged with the mirror image's when the policy is symmetric."""
+        return self._value(group, self.manager.policies[group].inputs(obs))
+
+    def _value(self, group: str, x: torch.Tensor) -> torch.Tensor:
+        """The group's value net on inputs ``[..., M, D]``, averaged with the mirror image's when symmetric."""
         pol, net = self.manager.policies[group], self.nets[group]
-        x = pol.inputs(obs)
-        if pol.mirror is None:
-            return net(x)
-        return pol.mirror.average(net, x, per_action=False)
+        return net(x) if pol.mirror is None else pol.mirror.average(net, x, per_action=False)
 
     def local_entries(self, group: str, obs: torch.Tensor, b: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
         """Own-observation values ``[M]`` of the entries ``(b[i], n[i])`` of ``obs [B, N_g, D]`` alone (local critic
         with shared parameters; see :meth:`GroupPolicy.entries`)."""
-        pol, net = self.manager.policies[group], self.nets[group]
-        x = pol.inputs(obs)[b, n].unsqueeze(-2)
-        v = net(x) if pol.mirror is None else pol.mirror.average(net, x, per_action=False)
-        return v.squeeze(-1)
+        return self._value(group, self.manager.policies[group].inputs_at(obs, b, n)).squeeze(-1)
 
     @property
     def sparse_ok(self) -> bool:

@@ -91,8 +91,13 @@ class GroupPolicy(nn.Module):
     def entries(self, obs: torch.Tensor, mask: torch.Tensor | None, b: torch.Tensor, n: torch.Tensor):
         """Distribution of the entries ``(b[i], n[i])`` of ``obs [B, N, D]`` alone -> over ``[M, 1]``; the other
         entries are never run through the network (turn-based games: only the agent to move). Needs ``dense``."""
-        x = self.inputs(obs)[b, n].unsqueeze(-2)
-        return self._shared(x, mask[b, n].unsqueeze(-2) if mask is not None else None)
+        return self._shared(self.inputs_at(obs, b, n), mask[b, n].unsqueeze(-2) if mask is not None else None)
+
+    def inputs_at(self, obs: torch.Tensor, b: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+        """Network input ``[M, 1, D (+N)]`` of the entries ``(b[i], n[i])`` of ``obs [B, N, D]`` (as :meth:`inputs`,
+        built for those entries only)."""
+        x = obs[b, n]
+        return (torch.cat([x, self.eye[n]], dim=-1) if self.one_hot else x).unsqueeze(-2)
 
     def agent(self, k: int, obs: torch.Tensor, mask: torch.Tensor | None = None):
         """Distribution of agent ``k`` alone (``obs [..., N, D]``) -> over ``[..., 1]``; needs ``separate``."""
