@@ -25,7 +25,7 @@ CASES = {
 
 
 def _losses_and_grads(learner, mb) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
-    params = [p for p in [*learner.manager.parameters(), *learner.critic.parameters()]]
+    params = [*learner.manager.parameters(), *learner.critic.parameters()]
     for p in params:
         p.grad = None
     actor, _ = learner.actor_loss(mb)
