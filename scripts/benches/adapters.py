@@ -4,7 +4,7 @@ One env step = one step of one copy (AEC: one move). Random actions come from nu
 the env has an action mask), so the comparison measures the adapter, not the action sampler. Writes
 ``benchmarks/adapters.json`` and ``benchmarks/adapters.md``::
 
-    python scripts/benches/adapters.py            # full run (about 4 minutes)
+    python scripts/benches/adapters.py            # full run (about 6 minutes)
     python scripts/benches/adapters.py --quick    # tiny run, to check that it works
 """
 
@@ -143,11 +143,23 @@ def _twin(name: str, inq: Any, outq: Any) -> None:
     raw.close()
 
 
+def sandwich_ratios(rates: list[float], raw: list[float]) -> list[float]:
+    """Per-round ratios of ``rates`` (one slice per round) to the raw rate around each slice: ``raw`` has one slice
+    more than ``rates`` (``raw[i]`` just before slice ``i``, ``raw[i + 1]`` just after it), and each slice is divided
+    by the mean of its two neighbours, so a drift of the machine's speed during the round cancels out to first order
+    instead of biasing the ratio by the drift over one slice."""
+    if len(raw) != len(rates) + 1:
+        raise ValueError(f"need one raw slice more than adapter slices, got {len(raw)} and {len(rates)}")
+    return [r / (0.5 * (raw[i] + raw[i + 1])) for i, r in enumerate(rates)]
+
+
 def paired(raws: dict[str, RawLoop], vec: VecLoop, seconds: float, rounds: int, twin: TwinRaw | None = None) -> dict:
     """``rounds`` rounds of one slice of each raw loop (``raws``: e.g. one copy and E copies) followed by one slice of
-    the adapter loop. The ratio of a round is the adapter's rate over a raw loop's rate of the same round, so a drift
-    in the machine's speed (seen here: 40% within minutes) cancels out; medians over the rounds. With a ``twin``,
-    every round also measures two one-copy raw loops at once (``ceiling``: their combined rate over one's)."""
+    the adapter loop, and a closing slice of each raw loop, so every adapter slice sits between two raw slices. The
+    ratio of a round is the adapter's rate over the mean raw rate just before and just after it (see
+    :func:`sandwich_ratios`: this VM's speed drifts, seen here by 40% within minutes); medians over the rounds. With a
+    ``twin``, every round also measures two one-copy raw loops at once (``ceiling``: their combined rate over one's,
+    sandwiched the same way)."""
     rates: dict[str, list[float]] = {k: [] for k in raws}
     vecs, pairs = [], []
     for _ in range(rounds):
@@ -156,14 +168,16 @@ def paired(raws: dict[str, RawLoop], vec: VecLoop, seconds: float, rounds: int, 
         vecs.append(vec.run(seconds))
         if twin is not None:
             pairs.append(twin.run_pair(raws["1"], seconds))
+    for k, raw in raws.items():
+        rates[k].append(raw.run(seconds))
     out: dict[str, Any] = {"rate": float(np.median(vecs)), "raw": {}, "ratio": {}, "ratios": {}}
     for k, rs in rates.items():
-        ratios = [v / r for r, v in zip(rs, vecs, strict=True)]
+        ratios = sandwich_ratios(vecs, rs)
         out["raw"][k] = float(np.median(rs))
         out["ratio"][k] = float(np.median(ratios))
         out["ratios"][k] = [round(x, 3) for x in ratios]
     if pairs:
-        ceil = [p / r for r, p in zip(rates["1"], pairs, strict=True)]
+        ceil = sandwich_ratios(pairs, rates["1"])
         out |= {"ceiling": float(np.median(ceil)), "ceilings": [round(x, 3) for x in ceil]}
     return out
 
@@ -246,9 +260,11 @@ def to_markdown(report: dict) -> str:
         "  adapter building the state (`env.state()`, else the concatenated observations).",
         "",
         f"Every cell is measured in {meta['rounds']} rounds; a round runs {meta['seconds']} s of each raw loop it is "
-        f"compared with, then {meta['seconds']} s of the adapter loop. Ratios are medians over the rounds of the "
-        "ratios within a round, so the drift of this VM's speed (up to 40% within minutes for the same loop) cancels "
-        "out; rates are medians over the rounds.",
+        f"compared with, then {meta['seconds']} s of the adapter loop, and a closing slice of each raw loop follows "
+        "the last round. The ratio of a round divides the adapter's rate by the mean raw rate of the slices just "
+        "before and just after it, so the drift of this VM's speed (up to 40% within minutes for the same loop) "
+        "cancels out; ratios and rates are medians over the rounds (the per-round speedups of the subprocess "
+        f"backend at E={big} are listed below the table).",
         "",
         f"Targets (issue 3): in-process overhead <= 15%; subprocess at E={big} >= 1.6x the single-process raw rate.",
         "",
@@ -270,6 +286,12 @@ def to_markdown(report: dict) -> str:
         cells += [f"{row['raw_state']:,.0f}" if row["raw_state"] else "- (no env.state())",
                   f"{st['rate']:,.0f} ({100 * (1 - st['ratio'][str(big)]):+.0f}%)"]
         lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", f"Subprocess speedup at E={big} over the single-process raw loop at E={big}, round by round "
+              "(2 raw processes in brackets):", ""]
+    for name, row in report["results"].items():
+        c = row["subprocess"][str(big)]
+        rounds = ", ".join(f"{r:.2f} [{p:.2f}]" for r, p in zip(c["ratios"][str(big)], c["ceilings"], strict=True))
+        lines.append(f"- {name}: {rounds}")
     lines += ["", f"Command: `{meta['command']}` ({meta['date']})", ""]
     return "\n".join(lines)
 
@@ -278,8 +300,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
                         help="tiny run (0.2 s slices, 1 round, E=1,8) to check the script")
-    parser.add_argument("--seconds", type=float, default=0.5, help="length of one measuring slice")
-    parser.add_argument("--rounds", type=int, default=6,
+    parser.add_argument("--seconds", type=float, default=0.4, help="length of one measuring slice")
+    parser.add_argument("--rounds", type=int, default=10,
                         help="raw / adapter slice pairs per cell (the cell reports medians over them)")
     parser.add_argument("--envs", nargs="+", default=list(ENVS), help="env YAML names")
     parser.add_argument("--workers", type=int, default=0,
