@@ -47,7 +47,9 @@ class EnvConfig:
     kind: str = "pettingzoo"  # pettingzoo | gymnasium
     entry_point: str = MISSING  # "module.path:factory" for PettingZoo (parallel_env or env), gymnasium id otherwise
     kwargs: dict[str, Any] = field(default_factory=dict)  # passed to the factory (e.g. N, max_cycles)
-    check: bool = False  # run PettingZoo's api_test / parallel_api_test on load (default on for env=custom)
+    # run PettingZoo's api_test / parallel_api_test on load; null: on for your own envs (an entry point outside the
+    # pettingzoo and mpe2 packages), off for PettingZoo's own
+    check: bool | None = None
     backend: str = "inprocess"  # inprocess | subprocess: where the env copies run
     workers: int = 0  # subprocess worker processes (the main process steps a share too); 0 = CPU cores - 1
     pad: bool = False  # pad unlike agents' spaces to one group (SuperSuit) with an agent-id one-hot

@@ -127,6 +127,52 @@ class Survivors(ParallelEnv):
         return obs, rew, term, trunc, infos
 
 
+class Dials(ParallelEnv):
+    """Two agents set a dial: MultiDiscrete([2, 3]) actions (direction, speed) with gymnasium's per-sub-action mask
+    (a tuple of two arrays) in ``obs["action_mask"]``: at even steps direction 1 is illegal, at odd steps speed 2.
+    An illegal action raises. Reward: the speed. ``max_cycles`` truncates."""
+
+    metadata = {"name": "dials", "render_modes": []}
+
+    def __init__(self, max_cycles: int = 6):
+        self.max_cycles = max_cycles
+        self.possible_agents = ["d_0", "d_1"]
+        mask = spaces.Tuple((spaces.Box(0, 1, (2,), np.int8), spaces.Box(0, 1, (3,), np.int8)))
+        self._obs = spaces.Dict({"observation": spaces.Box(0.0, 100.0, (1,), np.float32), "action_mask": mask})
+        self._act = spaces.MultiDiscrete([2, 3])
+
+    def observation_space(self, agent):
+        return self._obs
+
+    def action_space(self, agent):
+        return self._act
+
+    def _mask(self):
+        even = self.t % 2 == 0
+        return (np.array([1, 0 if even else 1], np.int8), np.array([1, 1, 1 if even else 0], np.int8))
+
+    def _obs_all(self):
+        return {a: {"observation": np.array([self.t], np.float32), "action_mask": self._mask()} for a in self.agents}
+
+    def reset(self, seed=None, options=None):
+        self.agents, self.t = list(self.possible_agents), 0
+        return self._obs_all(), {a: {} for a in self.agents}
+
+    def step(self, actions):
+        direction, speed = self._mask()
+        for a, (d, v) in actions.items():
+            if not (direction[int(d)] and speed[int(v)]):
+                raise ValueError(f"illegal action {(int(d), int(v))} for {a} at step {self.t}")
+        self.t += 1
+        rew = {a: float(actions[a][1]) for a in self.agents}
+        done = self.t >= self.max_cycles
+        term, trunc = dict.fromkeys(self.agents, False), dict.fromkeys(self.agents, done)
+        obs, infos = self._obs_all(), {a: {} for a in self.agents}
+        if done:
+            self.agents = []
+        return obs, rew, term, trunc, infos
+
+
 def duel(**kw):
     return Duel(**kw)
 
@@ -145,7 +191,7 @@ def survivors_aec(**kw):
 
 def cfg(entry: str, **kw) -> dict:
     """Env config of one of the synthetic envs above."""
-    return {"name": entry, "entry_point": f"test_adapters_core:{entry}", "kwargs": kw}
+    return {"name": entry, "entry_point": f"test_adapters_core:{entry}", "kwargs": kw, "check": False}
 
 
 # ------------------------------------------------------------------------------------------------- AEC
@@ -241,6 +287,27 @@ def test_action_mask_from_info_is_exposed():
     rng = np.random.default_rng(0)
     for _ in range(8):  # random legal actions never hit the illegal action (which raises)
         out = env.step(random_actions(env.spec, out, rng))
+    env.close()
+
+
+def dials(**kw):
+    return Dials(**kw)
+
+
+def test_multidiscrete_action_mask_in_gymnasiums_tuple_format():
+    """A MultiDiscrete env that passes PettingZoo's parallel_api_test (which samples with the tuple mask) trains
+    through the adapter: the mask arrives flat, [E, N, sum(nvec)], and random legal actions never break it."""
+    env = make_vec_env({**cfg("dials"), "check": True}, 2, seed=0)
+    (g,) = env.spec.groups
+    assert isinstance(g.action_space, spaces.MultiDiscrete) and g.has_action_mask
+    out = env.reset()
+    assert out.action_mask[g.name].shape == (2, 2, 5)
+    np.testing.assert_array_equal(out.action_mask[g.name][0, 0], [1, 0, 1, 1, 1])
+    rng = np.random.default_rng(0)
+    for t in range(1, 13):  # two episodes; the env raises on any illegal sub-action
+        out = env.step(random_actions(env.spec, out, rng))
+        even = t % 6 % 2 == 0
+        np.testing.assert_array_equal(out.action_mask[g.name][1, 1], [1, 0, 1, 1, 1] if even else [1, 1, 1, 1, 0])
     env.close()
 
 

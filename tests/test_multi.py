@@ -10,7 +10,7 @@ from marl.adapters.registry import resolve_env_config
 from marl.config import validate
 from marl.train import build, make_learner
 
-EXCLUSIVE = {"name": "exclusive", "entry_point": "matrix_games:exclusive_parallel_env"}
+EXCLUSIVE = {"name": "exclusive", "entry_point": "matrix_games:exclusive_parallel_env", "check": False}
 
 
 def learner_for(algo: str, env: dict | str = EXCLUSIVE, seed: int = 0, num_envs: int = 1, **algo_over):

@@ -12,6 +12,7 @@ from pettingzoo import AECEnv, ParallelEnv
 
 from envs.relay import Relay
 from marl.adapters import available_envs, make_env, make_vec_env, resolve_env_config
+from marl.adapters.registry import wants_check
 from marl.config import EnvConfig
 from marl.errors import ConfigError, EnvError
 
@@ -136,3 +137,21 @@ def test_render_through_the_vec_env():
     env.reset()
     assert "pile" in env.render(1)
     env.close()
+
+
+@pytest.mark.parametrize(("entry_point", "check", "expected"), [
+    ("my_pkg.my_env:parallel_env", None, True),  # a user's own env: checked unless told otherwise
+    ("envs.relay:parallel_env", None, True),
+    ("mpe2.simple_spread_v3:parallel_env", None, False),  # PettingZoo's own envs: covered by PettingZoo's tests
+    ("pettingzoo.classic.connect_four_v3:env", None, False),
+    ("my_pkg.my_env:parallel_env", False, False),
+    ("mpe2.simple_spread_v3:parallel_env", True, True),
+])
+def test_api_check_defaults_on_for_user_envs(entry_point, check, expected):
+    assert wants_check({"name": "x", "entry_point": entry_point, "check": check}) is expected
+
+
+def test_drop_in_yaml_without_check_key_runs_the_api_check():
+    """A user's YAML that leaves out ``check`` still gets PettingZoo's api_test on load."""
+    with pytest.raises(EnvError, match="fails PettingZoo's parallel_api_test"):
+        make_vec_env({"name": "bad", "entry_point": "bad_envs:breaks_api"}, 1)

@@ -18,7 +18,7 @@ from marl.errors import ConfigError
 from marl.selfplay import OpponentPool, attach_pool
 from marl.train import build, make_learner, run
 
-TRAP = {"name": "trap", "entry_point": "test_selfplay:trap_env"}
+TRAP = {"name": "trap", "entry_point": "test_selfplay:trap_env", "check": False}
 
 
 @pytest.fixture(autouse=True)
@@ -221,7 +221,7 @@ def test_train_run_checkpoints_the_pool_and_resumes_it(tmp_path):
 
 
 def test_pool_is_off_for_parallel_envs_and_zero_fraction():
-    cfg = validate({"env": {"name": "exclusive", "entry_point": "matrix_games:exclusive_parallel_env"},
+    cfg = validate({"env": {"name": "exclusive", "entry_point": "matrix_games:exclusive_parallel_env", "check": False},
                     "algo": {"name": "ippo"}, "num_envs": 4, "selfplay": {"pool_fraction": 1.0}})
     learner = make_learner(cfg, build(cfg), "cpu")
     assert attach_pool(cfg, learner) is None and learner.opponents is None

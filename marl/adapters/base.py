@@ -119,18 +119,23 @@ class VecMultiEnv(Protocol):
 
 def random_actions(spec: EnvSpec, last: StepOut, rng: np.random.Generator) -> dict[str, np.ndarray]:
     """Uniformly random legal actions ``{group: [E, N_g, ...]}`` for the observation in ``last`` (a random baseline
-    for benchmarks and tests): masked Discrete groups sample among legal actions only."""
+    for benchmarks and tests): masked Discrete and MultiDiscrete groups sample among legal actions only (per
+    sub-action for MultiDiscrete, whose mask ``[E, N_g, sum(nvec)]`` is the sub-actions' masks side by side)."""
     acts = {}
     e = spec.num_envs
     for g in spec.groups:
         sp = g.action_space
-        if g.has_action_mask and isinstance(sp, spaces.Discrete):
-            mask = last.action_mask[g.name]
+        mask = last.action_mask[g.name] if g.has_action_mask else None
+        if mask is not None and isinstance(sp, spaces.Discrete):
             acts[g.name] = (rng.random(mask.shape) * mask).argmax(-1)
         elif isinstance(sp, spaces.Discrete):
             acts[g.name] = rng.integers(0, sp.n, (e, g.n_agents))
+        elif mask is not None and isinstance(sp, spaces.MultiDiscrete):
+            parts = np.split(mask, np.cumsum(sp.nvec.ravel())[:-1], axis=-1)
+            acts[g.name] = np.stack([(rng.random(m.shape) * m).argmax(-1) for m in parts], -1).reshape(
+                e, g.n_agents, *sp.shape)
         elif isinstance(sp, spaces.MultiDiscrete):
-            acts[g.name] = rng.integers(0, sp.nvec, (e, g.n_agents, len(sp.nvec)))
+            acts[g.name] = rng.integers(0, sp.nvec, (e, g.n_agents, *sp.shape))
         else:
             acts[g.name] = rng.uniform(sp.low, sp.high, (e, g.n_agents, *sp.shape)).astype(np.float32)
     return acts

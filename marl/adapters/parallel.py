@@ -75,7 +75,12 @@ class CopyBase(ABC):
             view[...] = raw
         m = self.mask[agent]
         if m is not None:
-            m[:] = True if mask is None else mask
+            if mask is None:
+                m[:] = True
+            elif isinstance(mask, (tuple, list)):  # MultiDiscrete: one mask per sub-action (gymnasium's format)
+                m[:] = np.concatenate([np.ravel(x) for x in mask])
+            else:
+                m[:] = mask
         if self.obs_state:
             self.state[self.state_slices[agent]] = view.ravel()
 

@@ -158,6 +158,15 @@ def make_env(env_cfg: Any, render_mode: str | None = None) -> Any:
     return _build_pz_env(_plain(cfg), render_mode)
 
 
+def wants_check(env_cfg: Any) -> bool:
+    """``env.check``, or where it is null (the default): True for a user's own env, i.e. an entry point outside the
+    ``pettingzoo`` and ``mpe2`` packages, whose envs PettingZoo's own tests already cover."""
+    cfg = _env_cfg(env_cfg)
+    if cfg.check is not None:
+        return bool(cfg.check)
+    return cfg.kind == "pettingzoo" and str(cfg.entry_point).split(".")[0].split(":")[0] not in ("pettingzoo", "mpe2")
+
+
 def check_env(env_cfg: Any) -> None:
     """Run PettingZoo's api_test (AEC) or parallel_api_test on a fresh instance; a failure -> EnvError."""
     from pettingzoo.test import api_test, parallel_api_test
@@ -352,7 +361,7 @@ def make_vec_env(env_cfg: Any, num_envs: int, seed: int | None = None, grouping:
     if cfg.pad:
         groups = None
         grouping = "spaces"
-    if cfg.check:
+    if wants_check(cfg):
         check_env(cfg)
     plain = _plain(cfg)
     probe = _build_pz_env(plain, render_mode)
