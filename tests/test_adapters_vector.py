@@ -101,7 +101,8 @@ def test_worker_that_dies_raises_without_hanging():
     env.step(act)
     env.step(act)
     start = time.monotonic()
-    with pytest.raises(EnvError, match=r"worker 0 \(copies 2\.\.3\) exited with code 3 during step at batch step 3"):
+    msg = r"worker 0 \(copies 2\.\.3\) exited with code 3 in copy 2 at episode step 3 during step at batch step 3"
+    with pytest.raises(EnvError, match=msg):
         env.step(act)
     assert time.monotonic() - start < 10
     env.close()

@@ -143,10 +143,15 @@ def make_copy(env: Any, layout: Layout, buf: Buffers, index: int) -> Any:
 
 
 class CopyRunner:
-    """Copies ``lo..hi-1`` of a batch; shared by the in-process backend and every worker process."""
+    """Copies ``lo..hi-1`` of a batch; shared by the in-process backend and every worker process.
 
-    def __init__(self, factory: Callable[[], Any], layout: Layout, buf: Buffers, lo: int, hi: int):
+    ``progress`` (workers): two shared int64s the runner keeps at (copy being stepped, its episode step), -1 between
+    steps, so that the main process can name the copy a worker was stepping when the worker died outright."""
+
+    def __init__(self, factory: Callable[[], Any], layout: Layout, buf: Buffers, lo: int, hi: int,
+                 progress: np.ndarray | None = None):
         self.layout = layout
+        self.progress = progress
         self.copies = []
         for e in range(lo, hi):
             try:
@@ -160,11 +165,15 @@ class CopyRunner:
             self._guard(c, "reset", lambda c=c: c.reset(None if seed is None else seed + c.index))
 
     def step(self) -> list[EpisodeStat]:
-        episodes = []
+        episodes, progress = [], self.progress
         for c in self.copies:
+            if progress is not None:
+                progress[0], progress[1] = c.index, c.t + 1
             ep = self._guard(c, "step", c.step)
             if ep is not None:
                 episodes.append(ep)
+        if progress is not None:
+            progress[0] = -1
         return episodes
 
     def _guard(self, c: Any, what: str, fn: Callable[[], Any]) -> Any:
@@ -250,10 +259,11 @@ class InProcessVecEnv:
 
 
 def _worker(conn: Any, factory: Callable[[], Any], layout: Layout, num_envs: int, shared: Any, lo: int,
-            hi: int) -> None:
+            hi: int, progress: Any) -> None:
     """Worker loop: build copies lo..hi-1 on the shared arrays, then serve reset/step/render/close commands."""
     try:
-        runner = CopyRunner(factory, layout, Buffers(layout, num_envs, shared), lo, hi)
+        buf = Buffers(layout, num_envs, shared)
+        runner = CopyRunner(factory, layout, buf, lo, hi, np.frombuffer(progress, np.int64))
         conn.send(("ok", None))
     except Exception as err:
         conn.send(("err", _err_payload(err)))
@@ -313,10 +323,13 @@ class SubprocVecEnv:
         w = max(1, min(workers, num_envs - local))
         bounds = np.linspace(local, num_envs, w + 1).round().astype(int)
         self.slices = [(int(bounds[i]), int(bounds[i + 1])) for i in range(w)]
-        self.conns, self.procs = [], []
+        self.conns, self.procs, self.progress = [], [], []
         for lo, hi in self.slices:
             parent, child = ctx.Pipe()
-            p = ctx.Process(target=_worker, args=(child, factory, layout, num_envs, shared, lo, hi), daemon=True)
+            progress = ctx.RawArray("q", [-1, 0])  # (copy being stepped, its episode step), see CopyRunner
+            self.progress.append(np.frombuffer(progress, np.int64))
+            p = ctx.Process(target=_worker, args=(child, factory, layout, num_envs, shared, lo, hi, progress),
+                            daemon=True)
             p.start()
             child.close()
             self.conns.append(parent)
@@ -341,9 +354,11 @@ class SubprocVecEnv:
             if status == "dead":
                 proc.join(timeout=1.0)
                 reason = f"exited with code {proc.exitcode}" if not proc.is_alive() else f"was stuck for {waited:.0f}s"
+                copy, t = (int(x) for x in self.progress[i])
+                where = f" in copy {copy} at episode step {t}" if what == "step" and copy >= 0 else ""
                 self._kill()
-                raise EnvError(f"env '{self.layout.name}': worker {i} (copies {lo}..{hi - 1}) {reason} during {what} "
-                               f"at batch step {self.num_steps}",
+                raise EnvError(f"env '{self.layout.name}': worker {i} (copies {lo}..{hi - 1}) {reason}{where} "
+                               f"during {what} at batch step {self.num_steps}",
                                "run with env.backend=inprocess to see the env's own traceback")
             if status == "err":
                 self._kill()
