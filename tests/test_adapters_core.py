@@ -189,6 +189,10 @@ def survivors_aec(**kw):
     return parallel_to_aec(Survivors(**kw))
 
 
+def dials_aec(**kw):
+    return parallel_to_aec(Dials(**kw))
+
+
 def cfg(entry: str, **kw) -> dict:
     """Env config of one of the synthetic envs above."""
     return {"name": entry, "entry_point": f"test_adapters_core:{entry}", "kwargs": kw, "check": False}
@@ -398,6 +402,63 @@ def test_aec_form_delivers_the_parallel_rewards():
             eps += out.episodes
     assert par_eps[0].returns == aec_eps[0].returns == {"a_0": 3.0, "a_1": 4.0, "a_2": 9.0}
     assert (par_eps[0].length, aec_eps[0].length) == (3, 8)  # 3 + 3 + 2 moves in the AEC form
+    par.close()
+    aec.close()
+
+
+def _agent_transitions(env, episodes: int) -> list[list[tuple]]:
+    """Run ``env`` (one copy) for ``episodes`` episodes and cut the stream into each agent's own transitions, as the
+    learner reads them: (observation it acted on, its action, the rewards it received until its next move or the
+    episode's end, terminated, the episode ended by truncation within it, its final observation if the episode
+    ended). Actions are a deterministic function of the agent, its move count and its mask (so both forms of an env
+    get the same actions)."""
+    (g,) = env.spec.groups
+    sp, n_agents = g.action_space, g.n_agents
+    nvec = [int(sp.n)] if isinstance(sp, spaces.Discrete) else [int(x) for x in sp.nvec]
+    per: list[list[list]] = [[] for _ in range(n_agents)]
+    moves = [0] * n_agents
+    out, done_eps = env.reset(), 0
+    while done_eps < episodes:
+        act = np.zeros((1, n_agents, *([] if len(nvec) == 1 and isinstance(sp, spaces.Discrete) else [len(nvec)])),
+                       np.int64)
+        for n in np.flatnonzero(out.acting[g.name][0]):
+            mask = out.action_mask[g.name][0, n] if g.has_action_mask else np.ones(sum(nvec), bool)
+            parts = np.split(mask, np.cumsum(nvec)[:-1])
+            choice = [np.flatnonzero(m)[(moves[n] + n + j) % int(m.sum())] for j, m in enumerate(parts)]
+            act[0, n] = choice[0] if act.ndim == 2 else choice
+            per[n].append([out.obs[g.name][0, n].tolist(), np.atleast_1d(act[0, n]).tolist(), 0.0, False, False, None])
+            moves[n] += 1
+        prev_open = [bool(p) and p[-1][5] is None and not p[-1][3] for p in per]
+        out = env.step({g.name: act})
+        for n in range(n_agents):
+            if not prev_open[n]:
+                continue
+            tr = per[n][-1]
+            tr[2] += float(out.reward[g.name][0, n])
+            tr[3] |= bool(out.terminated[g.name][0, n])
+            if out.done[0]:
+                tr[4] = bool(out.truncated[0])
+                tr[5] = out.final_obs[g.name][0, n].tolist()
+        if out.done[0]:
+            done_eps += 1
+            moves = [0] * n_agents
+    return [[tuple(map(str, tr)) for tr in p] for p in per]
+
+
+@pytest.mark.parametrize(("name", "kw"), [("survivors", {"death": 2, "max_cycles": 4}), ("dials", {"max_cycles": 3})])
+def test_aec_form_gives_each_agent_the_parallel_transitions(name, kw):
+    """PettingZoo's parallel_to_aec form of a parallel env, through the AEC adapter (one mover per step, rewards
+    credited to each agent's own last move), gives every agent the same transitions as the parallel form: same
+    observations, actions, rewards, termination (an agent that dies mid-episode) and truncation at the time limit."""
+    par = make_vec_env(cfg(name, **kw), 1, seed=0)
+    aec = make_vec_env(cfg(f"{name}_aec", **kw), 1, seed=0)
+    assert aec.spec.turn_based and not par.spec.turn_based
+    a, b = _agent_transitions(par, 2), _agent_transitions(aec, 2)
+    assert a == b
+    assert sum(len(x) for x in a) > 10
+    died = any(tr[3] == "True" for x in a for tr in x)
+    assert died == (name == "survivors")  # a_1 terminates mid-episode in survivors; nobody does in dials
+    assert all(x[-1][4] == "True" for x in a if x[-1][3] == "False")  # the others' last moves end in a truncation
     par.close()
     aec.close()
 
