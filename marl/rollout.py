@@ -20,7 +20,7 @@ from marl.adapters.base import EnvSpec, StepOut
 @dataclass
 class GroupRollout:
     obs: torch.Tensor  # [T+1, E, N, D] float (normalized, flat)
-    final_obs: torch.Tensor  # [T, E, N, D]  valid where done
+    final_obs: torch.Tensor  # [T, E, N, D]  valid where done, and where the agent left
     action: torch.Tensor  # [T, E, N, *A]
     logp: torch.Tensor  # [T, E, N]
     mask: torch.Tensor | None  # [T, E, N, A] bool
@@ -28,6 +28,7 @@ class GroupRollout:
     acting: torch.Tensor  # [T, E, N] bool
     reward: torch.Tensor  # [T, E, N] (scaled when reward normalization is on)
     terminated: torch.Tensor  # [T, E, N] bool
+    left: torch.Tensor  # [T, E, N] bool: the agent was truncated on its own at t (left unterminated; episode goes on)
 
 
 @dataclass
@@ -70,6 +71,7 @@ def allocate(spec: EnvSpec, T: int, E: int, device: torch.device) -> Rollout:
             acting=torch.zeros(T, E, n, dtype=torch.bool, device=device),
             reward=torch.zeros(T, E, n, device=device),
             terminated=torch.zeros(T, E, n, dtype=torch.bool, device=device),
+            left=torch.zeros(T, E, n, dtype=torch.bool, device=device),
         )
     s = int(spec.state_shape[0])
     return Rollout(
@@ -107,10 +109,18 @@ def store_step(
     buf.state[t] = state
 
 
-def store_outcome(buf: Rollout, t: int, out: StepOut, rewards: dict[str, torch.Tensor]) -> None:
-    """Write what step ``t`` produced (rewards, flags; final observations are written by the caller)."""
+def store_outcome(buf: Rollout, t: int, out: StepOut, rewards: dict[str, torch.Tensor]) -> bool:
+    """Write what step ``t`` produced (rewards, flags; final observations are written by the caller). True when the
+    step has final observations to keep: an episode ended, or an agent was truncated on its own."""
+    done = torch.from_numpy(out.done)
+    any_left = False
     for name, gb in buf.groups.items():
         gb.reward[t] = rewards[name]
-        gb.terminated[t] = torch.from_numpy(out.terminated[name])
+        term = torch.from_numpy(out.terminated[name])
+        gb.terminated[t] = term
+        left = gb.alive[t] & ~torch.from_numpy(out.alive[name]) & ~term & ~done.unsqueeze(-1)
+        gb.left[t] = left
+        any_left = any_left or bool(left.any())
     buf.truncated[t] = torch.from_numpy(out.truncated)
-    buf.done[t] = torch.from_numpy(out.done)
+    buf.done[t] = done
+    return any_left or bool(done.any())

@@ -74,7 +74,8 @@ class Duel(AECEnv):
 
 
 class Survivors(ParallelEnv):
-    """Three agents; ``a_1`` terminates after step ``death``; the rest are truncated at ``max_cycles``.
+    """Three agents; ``a_1`` terminates after step ``death`` (``leave="trunc"``: is truncated there, on its own, while
+    the others go on); the rest are truncated at ``max_cycles``.
 
     Reward: 1 + index for every agent present at the step. Obs [index + 1, t]. Actions Discrete(3) with
     info["action_mask"] = [1, 1, 0] (action 2 is illegal and raises). Heterogeneous variant: ``a_2`` observes 3 numbers.
@@ -83,8 +84,8 @@ class Survivors(ParallelEnv):
 
     metadata = {"name": "survivors", "render_modes": []}
 
-    def __init__(self, death: int = 2, max_cycles: int = 4, hetero: bool = False, join: int = 0):
-        self.death, self.max_cycles, self.join = death, max_cycles, join
+    def __init__(self, death: int = 2, max_cycles: int = 4, hetero: bool = False, join: int = 0, leave: str = "term"):
+        self.death, self.max_cycles, self.join, self.leave = death, max_cycles, join, leave
         self.possible_agents = ["a_0", "a_1", "a_2"]
         small = spaces.Box(0.0, 100.0, (2,), np.float32)
         self._obs = {a: small for a in self.possible_agents}
@@ -116,8 +117,9 @@ class Survivors(ParallelEnv):
         self.t += 1
         obs = {a: self._ob(a) for a in self.agents}
         rew = {a: 1.0 + self.possible_agents.index(a) for a in self.agents}
-        term = {a: a == "a_1" and self.t >= self.death for a in self.agents}
-        trunc = {a: self.t >= self.max_cycles and not term[a] for a in self.agents}
+        gone = {a: a == "a_1" and self.t >= self.death for a in self.agents}
+        term = {a: gone[a] and self.leave == "term" for a in self.agents}
+        trunc = {a: (self.t >= self.max_cycles or gone[a]) and not term[a] for a in self.agents}
         infos = self._info()
         self.agents = [a for a in self.agents if not (term[a] or trunc[a])]
         if self.join and self.t == self.join:
@@ -264,6 +266,22 @@ def test_agent_dies_mid_episode():
     assert out.alive["a"].all()
     (ep,) = out.episodes
     assert ep.returns == {"a_0": 4.0, "a_1": 4.0, "a_2": 12.0} and ep.length == 4
+    env.close()
+
+
+@pytest.mark.parametrize("form", ["survivors", "survivors_aec"])
+def test_agent_truncated_on_its_own_keeps_its_final_observation(form):
+    """An agent truncated while the others go on leaves (padded, not alive) without a termination flag, and its last
+    observation is in ``final_obs`` at that step, for the learner to bootstrap from, as at a truncated episode end."""
+    env = make_vec_env(cfg(form, death=2, max_cycles=4, leave="trunc"), 1, seed=0)
+    out = env.reset()
+    was = None
+    while was is None or was[1]:  # step until a_1 has left
+        was = out.alive["a"][0].copy()
+        out = env.step({"a": np.zeros((1, 3), np.int64)})
+    assert not out.alive["a"][0, 1] and not out.terminated["a"].any() and not out.done[0]
+    np.testing.assert_allclose(out.final_obs["a"][0, 1], [2, 2])  # a_1's observation after step 2
+    np.testing.assert_array_equal(out.obs["a"][0, 1], 0)  # padded from here on
     env.close()
 
 
@@ -429,6 +447,7 @@ def _agent_transitions(env, episodes: int) -> list[list[tuple]]:
             per[n].append([out.obs[g.name][0, n].tolist(), np.atleast_1d(act[0, n]).tolist(), 0.0, False, False, None])
             moves[n] += 1
         prev_open = [bool(p) and p[-1][5] is None and not p[-1][3] for p in per]
+        was_alive = out.alive[g.name][0].copy()
         out = env.step({g.name: act})
         for n in range(n_agents):
             if not prev_open[n]:
@@ -436,8 +455,9 @@ def _agent_transitions(env, episodes: int) -> list[list[tuple]]:
             tr = per[n][-1]
             tr[2] += float(out.reward[g.name][0, n])
             tr[3] |= bool(out.terminated[g.name][0, n])
-            if out.done[0]:
-                tr[4] = bool(out.truncated[0])
+            left = was_alive[n] and not out.alive[g.name][0, n] and not tr[3]  # truncated on its own
+            if out.done[0] or left:
+                tr[4] = bool(out.truncated[0]) or bool(left)
                 tr[5] = out.final_obs[g.name][0, n].tolist()
         if out.done[0]:
             done_eps += 1
@@ -445,7 +465,9 @@ def _agent_transitions(env, episodes: int) -> list[list[tuple]]:
     return [[tuple(map(str, tr)) for tr in p] for p in per]
 
 
-@pytest.mark.parametrize(("name", "kw"), [("survivors", {"death": 2, "max_cycles": 4}), ("dials", {"max_cycles": 3})])
+@pytest.mark.parametrize(("name", "kw"), [("survivors", {"death": 2, "max_cycles": 4}),
+                                         ("survivors", {"death": 2, "max_cycles": 4, "leave": "trunc"}),
+                                         ("dials", {"max_cycles": 3})])
 def test_aec_form_gives_each_agent_the_parallel_transitions(name, kw):
     """PettingZoo's parallel_to_aec form of a parallel env, through the AEC adapter (one mover per step, rewards
     credited to each agent's own last move), gives every agent the same transitions as the parallel form: same
@@ -457,7 +479,7 @@ def test_aec_form_gives_each_agent_the_parallel_transitions(name, kw):
     assert a == b
     assert sum(len(x) for x in a) > 10
     died = any(tr[3] == "True" for x in a for tr in x)
-    assert died == (name == "survivors")  # a_1 terminates mid-episode in survivors; nobody does in dials
+    assert died == (kw.get("leave", "term") == "term" and name == "survivors")  # a_1 terminates mid-episode
     assert all(x[-1][4] == "True" for x in a if x[-1][3] == "False")  # the others' last moves end in a truncation
     par.close()
     aec.close()

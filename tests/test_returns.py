@@ -140,3 +140,37 @@ def test_learner_bootstraps_truncated_episodes_from_the_final_observation(tiny_c
         assert not torch.allclose(v_final[trunc], v_next[trunc])  # the next episode's first obs would differ
     finally:
         env.close()
+
+
+def test_learner_bootstraps_an_agent_truncated_on_its_own(tiny_cfg) -> None:
+    """IPPO: an agent truncated while the others go on (``survivors`` with ``leave=trunc``: ``a_1`` leaves after step
+    2 of 4) gets the target ``r + gamma * V(its final obs)`` at its last move, not the value of a padded observation
+    further on; its teammates' trajectories are untouched."""
+    from marl.train import build, make_learner
+
+    cfg = tiny_cfg("env=custom", "env.entry_point=test_adapters_core:survivors", "+env.kwargs.leave=trunc",
+                   "+env.kwargs.death=2", "+env.kwargs.max_cycles=4", "env.check=false", "algo=ippo",
+                   "algo.num_steps=8", "num_envs=2", "algo.gae_lambda=0.9")
+    env = build(cfg)
+    try:
+        learner = make_learner(cfg, env, "cpu")
+        learner.reset_env(0)
+        buf = learner.collect()
+        (g,) = buf.groups
+        gb = buf.groups[g]
+        left = gb.left  # [T, E, 3]
+        assert left[..., 1].sum() == 4 and not left[..., [0, 2]].any()  # a_1, twice per copy in 8 steps
+        torch.testing.assert_close(gb.final_obs[left], torch.tensor([[2.0, 2.0]] * 4))  # its obs after step 2
+        with torch.no_grad():  # before advantages(), which updates the value normalizer's statistics
+            v_final = learner.values({g: gb.final_obs}, buf.state[1:])  # [T, E, 3]
+            v_next = learner.values({g: gb.obs[1:]}, buf.state[1:])
+        if learner.value_norm is not None:
+            v_final, v_next = learner.value_norm.denormalize(v_final), learner.value_norm.denormalize(v_next)
+        _, target, _, _ = learner.advantages(buf)
+        if learner.value_norm is not None:
+            target = learner.value_norm.denormalize(target)
+        expected = gb.reward[left] + cfg.algo.gamma * v_final[left]
+        torch.testing.assert_close(target[left], expected)
+        assert not torch.allclose(v_final[left], v_next[left])  # the padded observation would give another target
+    finally:
+        env.close()

@@ -79,7 +79,8 @@ class AECCopy(CopyBase):
         self._collect()
         terms, truncs = own["terminations"].terminations, own["truncations"].truncations
         agents = own["agents"].agents
-        if all(terms[a] or truncs[a] for a in agents):  # game over: observe everyone before they are removed
+        over = all(terms[a] or truncs[a] for a in agents)
+        if over:  # game over: observe everyone before they are removed
             infos = own["infos"].infos
             for a in agents:
                 self.write_obs(a, self.observe(a), infos.get(a))
@@ -92,6 +93,8 @@ class AECCopy(CopyBase):
             if not (terms[sel] or truncs[sel]):
                 break
             term, trunc = terms[sel], truncs[sel]
+            if not over:  # it leaves while the game goes on: keep its last observation (see write_final)
+                self.write_final(sel, self.observe(sel))
             env.step(None)
             _, _, _, flag, i = self.at[sel]
             flag[i] = term

@@ -10,7 +10,9 @@ Step semantics (one call of :meth:`VecMultiEnv.step`):
 * ``obs`` / ``state`` / ``alive`` / ``acting`` / ``action_mask`` describe the observation the next action is chosen
   from. When copy ``e`` ended its episode at this step (``done[e]``), it was reset automatically: ``obs[e]`` is the
   first observation of the new episode and the last observation of the finished one is in ``final_obs[e]`` /
-  ``final_state[e]`` (used to bootstrap a truncated episode).
+  ``final_state[e]`` (used to bootstrap a truncated episode). An agent that leaves while the episode goes on
+  (``alive`` turns False) has its last observation in ``final_obs[e, n]`` of that step; when it left without
+  ``terminated`` (truncated on its own), a learner bootstraps from it.
 * In a turn-based (AEC) env exactly one agent per copy is ``acting``; ``reward[e, n]`` is what agent ``n`` received
   from this step, whoever moved (the return computation credits it to ``n``'s own previous action). When the game
   ends, on anyone's move, every agent gets its final reward and ``terminated`` in that same step.
@@ -89,7 +91,7 @@ class StepOut:
     terminated: dict[str, np.ndarray]  # [E, N_g] bool
     truncated: np.ndarray  # [E] bool: the episode hit a time limit at this step
     done: np.ndarray  # [E] bool: the episode ended at this step (copy was auto-reset)
-    final_obs: dict[str, np.ndarray]  # [E, N_g, *obs_shape]; valid where done
+    final_obs: dict[str, np.ndarray]  # [E, N_g, *obs_shape]; valid where done, and for agents that left at this step
     final_state: np.ndarray  # [E, S]; valid where done
     episodes: list[EpisodeStat] = field(default_factory=list)
 

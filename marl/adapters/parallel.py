@@ -30,12 +30,14 @@ class CopyBase(ABC):
         self.final_state = buf["final_state"][e]
         self.truncated, self.done = buf["truncated"][e:e + 1], buf["done"][e:e + 1]
         self.obs: dict[str, np.ndarray] = {}
+        self.final: dict[str, np.ndarray] = {}  # the agent's final_obs row
         self.mask: dict[str, np.ndarray | None] = {}
         self.act: dict[str, tuple[np.ndarray, int]] = {}
         self.at: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]] = {}  # alive, acting, rew, term
         for a, s in self.slots.items():
             g, i = s.group, s.index
             self.obs[a] = buf[f"obs/{g}"][e, i]
+            self.final[a] = buf[f"final_obs/{g}"][e, i]
             m = buf.get(f"mask/{g}")
             self.mask[a] = None if m is None else m[e, i]
             self.act[a] = (buf[f"act/{g}"][e], i)
@@ -58,21 +60,26 @@ class CopyBase(ABC):
             return row[i] + s.action_offset
         return row[i].astype(s.action_dtype)
 
-    def write_obs(self, agent: str, raw: Any, info: dict | None) -> None:
-        """Write one agent's observation (and action mask) into its row; the mask defaults to all legal."""
+    def _obs_into(self, agent: str, raw: Any, view: np.ndarray) -> Any:
+        """Write the observation part of one agent's raw observation into ``view``; return a mask found in it."""
         s = self.slots[agent]
         mask = None
         if s.obs == "dict":
             mask = raw["action_mask"]
             raw = raw["observation"]
-        elif s.mask == "info" and info:
-            mask = info.get("action_mask")
-        view = self.obs[agent]
         if s.obs == "discrete":
             view[:] = 0.0
             view[int(raw)] = 1.0
         else:
             view[...] = raw
+        return mask
+
+    def write_obs(self, agent: str, raw: Any, info: dict | None) -> None:
+        """Write one agent's observation (and action mask) into its row; the mask defaults to all legal."""
+        view = self.obs[agent]
+        mask = self._obs_into(agent, raw, view)
+        if mask is None and self.slots[agent].mask == "info" and info:
+            mask = info.get("action_mask")
         m = self.mask[agent]
         if m is not None:
             if mask is None:
@@ -83,6 +90,11 @@ class CopyBase(ABC):
                 m[:] = mask
         if self.obs_state:
             self.state[self.state_slices[agent]] = view.ravel()
+
+    def write_final(self, agent: str, raw: Any) -> None:
+        """An agent leaves while the episode goes on: keep its last observation in its final_obs row (a learner
+        bootstraps from it when the agent was truncated rather than terminated)."""
+        self._obs_into(agent, raw, self.final[agent])
 
     def clear_agent(self, agent: str) -> None:
         """Pad an absent agent: zero observation, all-legal mask (keeps a masked softmax finite)."""
@@ -173,6 +185,8 @@ class ParallelCopy(CopyBase):
                 term[i] = True
         live = {a for a in env.agents if not (terms.get(a) or truncs.get(a))}
         if live:
+            for a in obs.keys() - live:  # agents that left at this step
+                self.write_final(a, obs[a])
             self._load(obs, infos, live)
             return None
         for a, o in obs.items():  # the last observation of every agent, for bootstrapping a truncated episode

@@ -180,8 +180,7 @@ class OnPolicyLearner(Learner):
             if self.reward_scalers is not None:
                 done = torch.from_numpy(out.done)
                 rewards = {k: self.reward_scalers[k](r, done) for k, r in rewards.items()}
-            store_outcome(buf, t, out, rewards)
-            if out.done.any():
+            if store_outcome(buf, t, out, rewards):
                 final = self.obs_tensors(out.final_obs)
                 for k, gb in buf.groups.items():
                     gb.final_obs[t] = final[k]
@@ -208,10 +207,13 @@ class OnPolicyLearner(Learner):
         g = buf.groups
         if self.uses_critic:
             v_all = self.values({k: gb.obs for k, gb in g.items()}, buf.state)  # [T+1, E, U]
-            v_fin = torch.zeros_like(v_all[:-1])  # [T, E, U]: only read where a copy's episode ended
-            if bool(buf.done.any()):
-                d = buf.done
-                v_fin[d] = self.values({k: gb.final_obs[d] for k, gb in g.items()}, buf.final_state[d])
+            # [T, E, U]: V(final observation), only read where a copy's episode ended or an agent was truncated on its
+            # own (its state: the final state at an episode end, else the state the others go on from)
+            v_fin = torch.zeros_like(v_all[:-1])
+            d = buf.done | torch.stack([gb.left.any(-1) for gb in g.values()]).any(0)
+            if bool(d.any()):
+                fin_state = torch.where(buf.done.unsqueeze(-1), buf.final_state, buf.state[1:])
+                v_fin[d] = self.values({k: gb.final_obs[d] for k, gb in g.items()}, fin_state[d])
         else:
             v_all = torch.zeros(T + 1, self.E, c.units, device=self.device)
             v_fin = torch.zeros(T, self.E, c.units, device=self.device)
@@ -224,10 +226,12 @@ class OnPolicyLearner(Learner):
         if c.team:
             terminated = (buf.done & ~buf.truncated).unsqueeze(-1)
             done = done_env
-        else:
+            next_v = torch.where(done_env, v_fin, v_all[1:])
+        else:  # per agent: its own termination, and a truncation on its own, end its trajectory
             terminated = c.from_groups({k: gb.terminated for k, gb in g.items()})
-            done = done_env | terminated
-        next_v = torch.where(done_env, v_fin, v_all[1:])
+            left = c.from_groups({k: gb.left for k, gb in g.items()})
+            done = done_env | terminated | left
+            next_v = torch.where(done_env | left, v_fin, v_all[1:])
         adv = self.estimate(reward, v_all[:-1], next_v, terminated, done, acting)
         target = adv + v_all[:-1]
         if self.value_norm is not None:
