@@ -112,15 +112,16 @@ def store_step(
 def store_outcome(buf: Rollout, t: int, out: StepOut, rewards: dict[str, torch.Tensor]) -> bool:
     """Write what step ``t`` produced (rewards, flags; final observations are written by the caller). True when the
     step has final observations to keep: an episode ended, or an agent was truncated on its own."""
-    done = torch.from_numpy(out.done)
+    dev = buf.done.device
+    done = torch.from_numpy(out.done).to(dev)
     any_left = False
     for name, gb in buf.groups.items():
         gb.reward[t] = rewards[name]
-        term = torch.from_numpy(out.terminated[name])
+        term = torch.from_numpy(out.terminated[name]).to(dev)
         gb.terminated[t] = term
-        left = gb.alive[t] & ~torch.from_numpy(out.alive[name]) & ~term & ~done.unsqueeze(-1)
+        left = gb.alive[t] & ~torch.from_numpy(out.alive[name]).to(dev) & ~term & ~done.unsqueeze(-1)
         gb.left[t] = left
         any_left = any_left or bool(left.any())
     buf.truncated[t] = torch.from_numpy(out.truncated)
     buf.done[t] = done
-    return any_left or bool(done.any())
+    return any_left or bool(out.done.any())
