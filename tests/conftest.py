@@ -134,6 +134,20 @@ def compose(overrides: list[str] | tuple[str, ...]) -> DictConfig:
         return hydra_compose(config_name="config", overrides=list(overrides))
 
 
+@contextlib.contextmanager
+def collected(cfg: DictConfig, seed: int = 0):
+    """A CPU learner for ``cfg`` after one rollout: yields ``(env, learner, buf)`` and closes the env afterwards."""
+    from marl.train import build, make_learner
+
+    env = build(cfg)
+    try:
+        learner = make_learner(cfg, env, "cpu")
+        learner.reset_env(seed)
+        yield env, learner, learner.collect()
+    finally:
+        env.close()
+
+
 @pytest.fixture
 def tiny_cfg(tmp_path: Path):
     """Factory: ``tiny_cfg("env=cartpole", "algo=ppo", ..., run_dir=...)`` -> a composed tiny-budget config."""

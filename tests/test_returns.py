@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from conftest import collected
 
 from marl.core.returns import discounted_returns, gae, nstep_returns
 
@@ -116,15 +117,9 @@ def test_batched_shapes_match_per_column_computation():
 def test_learner_bootstraps_truncated_episodes_from_the_final_observation(tiny_cfg) -> None:
     """In the learner: at a truncated step the value target is ``r + gamma * V(final obs)`` (the value of the
     observation the episode was cut at, not of the next episode's first one); elsewhere GAE runs as usual."""
-    from marl.train import build, make_learner
-
     cfg = tiny_cfg("env=cartpole", "algo=ppo", "env.max_episode_steps=5", "algo.num_steps=16", "num_envs=2",
                    "algo.gae_lambda=0.9")
-    env = build(cfg)
-    try:
-        learner = make_learner(cfg, env, "cpu")
-        learner.reset_env(0)
-        buf = learner.collect()
+    with collected(cfg) as (_, learner, buf):
         adv, target, _, _ = learner.advantages(buf)
         (g,) = buf.groups
         assert bool(buf.truncated.any())
@@ -138,24 +133,16 @@ def test_learner_bootstraps_truncated_episodes_from_the_final_observation(tiny_c
         trunc = buf.truncated
         torch.testing.assert_close(target[trunc][:, 0], r[trunc] + cfg.algo.gamma * v_final[trunc][:, 0])
         assert not torch.allclose(v_final[trunc], v_next[trunc])  # the next episode's first obs would differ
-    finally:
-        env.close()
 
 
 def test_learner_bootstraps_an_agent_truncated_on_its_own(tiny_cfg) -> None:
     """IPPO: an agent truncated while the others go on (``survivors`` with ``leave=trunc``: ``a_1`` leaves after step
     2 of 4) gets the target ``r + gamma * V(its final obs)`` at its last move, not the value of a padded observation
     further on; its teammates' trajectories are untouched."""
-    from marl.train import build, make_learner
-
     cfg = tiny_cfg("env=custom", "env.entry_point=test_adapters_core:survivors", "+env.kwargs.leave=trunc",
                    "+env.kwargs.death=2", "+env.kwargs.max_cycles=4", "env.check=false", "algo=ippo",
                    "algo.num_steps=8", "num_envs=2", "algo.gae_lambda=0.9")
-    env = build(cfg)
-    try:
-        learner = make_learner(cfg, env, "cpu")
-        learner.reset_env(0)
-        buf = learner.collect()
+    with collected(cfg) as (_, learner, buf):
         (g,) = buf.groups
         gb = buf.groups[g]
         left = gb.left  # [T, E, 3]
@@ -172,5 +159,3 @@ def test_learner_bootstraps_an_agent_truncated_on_its_own(tiny_cfg) -> None:
         expected = gb.reward[left] + cfg.algo.gamma * v_final[left]
         torch.testing.assert_close(target[left], expected)
         assert not torch.allclose(v_final[left], v_next[left])  # the padded observation would give another target
-    finally:
-        env.close()

@@ -6,11 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import collected
 from gymnasium import spaces
 
 from marl.core.symmetry import Mirror
 from marl.errors import ConfigError
-from marl.train import build, make_learner
+from marl.train import make_learner
 
 C4_PERM = [6, 5, 4, 3, 2, 1, 0]
 
@@ -63,11 +64,7 @@ def _check_equivariant(learner, m: Mirror, obs: torch.Tensor, mask: torch.Tensor
 def test_symmetric_networks_are_mirror_equivariant(tiny_cfg, extra: tuple[str, ...]) -> None:
     cfg = tiny_cfg("env=connect_four", "algo=ppo", "algo.symmetric=true", "algo.num_steps=24", "num_envs=3",
                    "algo.update_epochs=2", *extra)
-    env = build(cfg)
-    try:
-        learner = make_learner(cfg, env, "cpu")
-        learner.reset_env(0)
-        buf = learner.collect()
+    with collected(cfg) as (env, learner, buf):
         (g,) = buf.groups
         obs, mask = buf.groups[g].obs[:24].reshape(72, 2, -1), buf.groups[g].mask[:24].reshape(72, 2, -1)
         asym = make_learner(tiny_cfg("env=connect_four", "algo=ppo", "algo.num_steps=24", "num_envs=3"), env, "cpu")
@@ -80,6 +77,4 @@ def test_symmetric_networks_are_mirror_equivariant(tiny_cfg, extra: tuple[str, .
         assert np.isfinite(stats["policy_loss"])
         assert any(not torch.equal(a, b) for a, b in zip(before, learner.manager.parameters(), strict=True))
         _check_equivariant(learner, m, obs, mask)
-    finally:
-        env.close()
 
