@@ -56,6 +56,10 @@ class EnvConfig:
     max_episode_steps: int | None = None  # gymnasium only: override the time limit
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     symmetry: SymmetryConfig = field(default_factory=SymmetryConfig)  # a mirror symmetry (connect_four), or none
+    # who shares a reward objective: {team: [agents or patterns like adversary_*]}; null: inferred from agent-name
+    # prefixes (adversary_0 / agent_0; player_* agents are each their own team). One team = a cooperative env.
+    # Independent of the policy groups (one shared policy may serve agents of several teams).
+    teams: dict[str, list[str]] | None = None
 
 
 # --------------------------------------------------------------------------------------------------- algos
@@ -125,14 +129,23 @@ class PPOConfig(OnPolicyConfig):
 
 @dataclass
 class MultiPPOConfig(PPOConfig):
-    value_norm: bool = True  # running mean/std of return targets (Yu et al. 2022)
-    critic_hidden: list[int] | None = None  # centralized critic sizes (null: same as hidden)
-    team_reward: str = "auto"  # mappo/happo: sum | mean of agents' rewards as one team reward (joint GAE), none:
-    # each agent's own reward with a per-agent central value (competitive games); auto: none if turn-based, else sum
+    """IPPO: PPO per agent on its own reward (no team reward: see CentralPPOConfig)."""
+
+    value_norm: bool = True  # running mean/std of return targets, per value unit (Yu et al. 2022)
+    critic_hidden: list[int] | None = None  # critic hidden sizes (null: same as hidden)
 
 
 @dataclass
-class HAPPOConfig(MultiPPOConfig):
+class CentralPPOConfig(MultiPPOConfig):
+    """MAPPO / HAPPO: a centralized critic on the global state."""
+
+    # sum | mean of each team's members' rewards: the team reward of its joint GAE and team value (a team of one:
+    # the agent's own reward); none: every agent its own reward and its own central value
+    team_reward: str = "sum"
+
+
+@dataclass
+class HAPPOConfig(CentralPPOConfig):
     sharing: str = "per_agent"  # HAPPO's sequential update needs each agent's own parameters
     update_epochs: int = 5
 
@@ -175,7 +188,7 @@ ALGOS: dict[str, AlgoInfo] = {
     "ppo": AlgoInfo(PPOConfig, True, True, True, False),
     "ddpg": AlgoInfo(DDPGConfig, False, False, True, False, turn_based=False),
     "ippo": AlgoInfo(MultiPPOConfig, True, True, True, False),
-    "mappo": AlgoInfo(MultiPPOConfig, True, True, True, True),
+    "mappo": AlgoInfo(CentralPPOConfig, True, True, True, True),
     "happo": AlgoInfo(HAPPOConfig, True, True, True, True, needs_per_agent=True),
 }
 
@@ -297,7 +310,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "algo.variant": ("clip", "kl", "adaptive_kl"),
     "algo.returns": ("gae", "nstep"),
     "algo.noise": ("gaussian", "ou"),
-    "algo.team_reward": ("auto", "sum", "mean", "none"),
+    "algo.team_reward": ("sum", "mean", "none"),
 }
 
 
@@ -373,6 +386,10 @@ def validate(cfg: DictConfig | dict) -> DictConfig:
     name = algo.name
     if name not in ALGOS:
         raise ConfigError(f"unknown algorithm '{name}'", f"choose one of: {', '.join(ALGOS)}")
+    if "team_reward" in algo and not any(f.name == "team_reward" for f in fields(ALGOS[name].schema)):
+        raise ConfigError(f"algo.team_reward does not apply to algo={name}: it trains every agent on its own reward "
+                          "with its own value (a team reward needs the centralized critic of mappo / happo)",
+                          "drop algo.team_reward, or use algo=mappo (or happo) to train each team on its team reward")
     top = OmegaConf.masked_copy(cfg, [k for k in cfg.keys() if k not in ("algo", "hydra")])
     merged = _merge(TrainConfig, top, "")
     merged.algo = _merge(ALGOS[name].schema, algo, "algo")

@@ -110,7 +110,7 @@ class OpponentPool:
     def override(self, last: StepOut, actions: dict[str, torch.Tensor], buf: Rollout, t: int) -> dict:
         """Replace the opponents' actions ``{g: [E, N_g]}`` in pool copies and mark those seats not acting in
         ``buf`` at step ``t``. ``last`` is the StepOut the actions were chosen from."""
-        if t == 0 and self.learner.env_steps >= self.next_snapshot:
+        if t == buf.carry and self.learner.env_steps >= self.next_snapshot:  # the rollout's first step
             self.snapshot()
             while self.next_snapshot <= self.learner.env_steps:
                 self.next_snapshot += self.every

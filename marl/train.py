@@ -138,6 +138,8 @@ def run(cfg: DictConfig | dict, explicit_total_steps: bool = False, explicit_key
     run_dir.mkdir(parents=True, exist_ok=True)
 
     env = build(cfg)
+    cfg.env.teams = {t: list(ms) for t, ms in env.spec.teams}  # the resolved teams, recorded in config.yaml
+    print(f"teams: {env.spec.describe_teams()}")
     logger = None
     try:
         learner = make_learner(cfg, env, device)

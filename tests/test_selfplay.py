@@ -126,6 +126,8 @@ def train_trap(seed: int, drop_credit: bool = False, **selfplay) -> float:
             buf = collect()
             for gb in buf.groups.values():
                 gb.reward *= gb.acting
+            C = buf.carry  # the reward that enters the advantage: each agent's (value unit's) own
+            buf.unit_reward[C:] = learner.units.reduce({k: gb.reward[C:] for k, gb in buf.groups.items()})
             return buf
 
         learner.collect = collect_own_move_rewards
@@ -162,9 +164,9 @@ def test_pool_against_random_trains_only_the_learner_seat_and_still_learns():
     while learner.env_steps < cfg.total_steps:
         seats.clear()
         buf = learner.collect()
-        acting = buf.groups[g].acting  # [T, E, 2]
+        acting = buf.groups[g].acting[buf.carry :]  # [T, E, 2] (the steps of this rollout, carry rows left out)
         assert acting.sum(-1).max() <= 1  # one seat per step at most: the opponent's moves are never trained on
-        for t in range(buf.T):
+        for t in range(len(acting)):
             for e in range(8):
                 if acting[t, e].any():
                     assert int(acting[t, e].nonzero()[0, 0]) == seats[t][e]

@@ -53,6 +53,7 @@ class Layout:
     turn_based: bool
     render_modes: tuple[str, ...] = ()
     compute_state: bool = True  # False: the state rows stay zero (no env.state() call; for learners that never read it)
+    teams: tuple[tuple[str, tuple[str, ...]], ...] = ()  # who shares a reward objective (see EnvSpec.teams)
 
     def spec(self, num_envs: int) -> EnvSpec:
         return EnvSpec(
@@ -63,6 +64,7 @@ class Layout:
             num_envs=num_envs,
             has_state=self.has_state,
             render_modes=self.render_modes,
+            teams=self.teams,
         )
 
     def fields(self, num_envs: int) -> list[tuple[str, tuple[int, ...], Any]]:
