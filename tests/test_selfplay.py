@@ -13,7 +13,7 @@ from pettingzoo import AECEnv
 
 from marl import checkpoint as ckpt
 from marl.adapters import resolve_env_config
-from marl.config import validate
+from marl.config import compose
 from marl.errors import ConfigError
 from marl.selfplay import OpponentPool, attach_pool
 from marl.train import build, make_learner, run
@@ -94,7 +94,7 @@ def trap_env(**kwargs) -> TrapGame:
 
 
 def trap_cfg(seed: int = 0, **selfplay):
-    return validate({"env": TRAP, "algo": {"name": "ppo", "num_steps": 16, "lr": 0.01, "update_epochs": 4,
+    return compose({"env": TRAP, "algo": {"name": "ppo", "num_steps": 16, "lr": 0.01, "update_epochs": 4,
                                            "num_minibatches": 1, "ent_coef": 0.0},
                      "num_envs": 8, "seed": seed, "total_steps": 4000,
                      "selfplay": {"pool_fraction": 0.0, **selfplay}})
@@ -221,7 +221,7 @@ def test_train_run_checkpoints_the_pool_and_resumes_it(tmp_path):
 
 
 def test_pool_is_off_for_parallel_envs_and_zero_fraction():
-    cfg = validate({"env": {"name": "exclusive", "entry_point": "matrix_games:exclusive_parallel_env", "check": False},
+    cfg = compose({"env": {"name": "exclusive", "entry_point": "matrix_games:exclusive_parallel_env", "check": False},
                     "algo": {"name": "ippo"}, "num_envs": 4, "selfplay": {"pool_fraction": 1.0}})
     learner = make_learner(cfg, build(cfg), "cpu")
     assert attach_pool(cfg, learner) is None and learner.opponents is None
