@@ -24,7 +24,7 @@ from marl.adapters.base import EnvSpec
 from marl.adapters.registry import make_vec_env
 from marl.algos import learner_class
 from marl.algos.base import Learner, seed_everything
-from marl.config import ALGOS, resolve_device, validate
+from marl.config import ALGOS, compose, resolve_device, validate
 from marl.errors import CheckpointError, ConfigError, MarlError, TrainingError
 from marl.evaluate import render_episodes, run_episodes, summarize
 from marl.logging import RunLogger
@@ -127,11 +127,14 @@ def run(cfg: DictConfig | dict, explicit_total_steps: bool = False, explicit_key
         ) -> dict[str, float]:
     """Train according to ``cfg``; returns the final metrics (last evaluation included).
 
+    ``cfg``: a complete config (a DictConfig, as ``scripts/train.py`` or :func:`marl.config.compose` gives), or a
+    dict of values composed with ``configs/`` exactly as the CLI would (:func:`marl.config.compose`).
     With ``resume`` the run's stored config is used; ``total_steps`` given explicitly (``explicit_total_steps``)
     extends or shortens it, progress / debug / device / threads come from this call, and the other keys the user
     gave explicitly (``explicit_keys``, e.g. ``algo.lr``) override the stored values.
     """
-    cfg, run_dir, payload, ckpt_path = _resolve_resume(validate(cfg), explicit_total_steps, tuple(explicit_keys))
+    cfg = validate(cfg) if isinstance(cfg, DictConfig) else compose(cfg)
+    cfg, run_dir, payload, ckpt_path = _resolve_resume(cfg, explicit_total_steps, tuple(explicit_keys))
     device = resolve_device(cfg.device)
     torch.set_num_threads(cfg.threads or 1)
     seed_everything(cfg.seed)

@@ -6,24 +6,20 @@ from __future__ import annotations
 import copy
 import io
 import math
-from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch
 from gymnasium import spaces
-from omegaconf import OmegaConf
 
 from marl.adapters.base import EnvSpec, EpisodeStat, GroupSpec, StepOut
 from marl.algos.base import seed_everything
 from marl.algos.ddpg import DDPG
-from marl.config import validate
+from marl.config import compose
 from marl.core.networks import MLP, polyak_update
 from marl.core.noise import GaussianNoise, OUNoise
 from marl.errors import ConfigError
-
-ALGO_YAML = Path(__file__).resolve().parents[1] / "configs" / "algo" / "ddpg.yaml"
 
 
 @pytest.fixture(autouse=True)
@@ -152,15 +148,9 @@ class ScriptEnv:
 
 
 def make_cfg(num_envs: int = 1, seed: int = 0, total_steps: int = 20_000, **algo):
-    base = OmegaConf.load(ALGO_YAML)
-    cfg = {
-        "env": {"name": "pendulum", "kind": "gymnasium", "entry_point": "Pendulum-v1"},
-        "algo": OmegaConf.merge(base, algo),
-        "seed": seed,
-        "num_envs": num_envs,
-        "total_steps": total_steps,
-    }
-    return validate(cfg)
+    """The CLI's config for ``env=pendulum algo=ddpg`` (configs/algo/ddpg.yaml) with these values."""
+    return compose({"env": {"name": "pendulum"}, "algo": {"name": "ddpg", **algo}, "seed": seed,
+                    "num_envs": num_envs, "total_steps": total_steps})
 
 
 def make_learner(env, seed: int = 0, **algo) -> DDPG:

@@ -102,6 +102,8 @@ ROWS: list[Row] = [
         ["env 'tictactoe' declares no symmetry", "env.symmetry.flip_axis", "drop algo.symmetric"]),
     Row("symmetric-central-critic", ["env=connect_four", "algo=mappo", "algo.symmetric=true"],
         ["not available for algo=mappo", "use algo=ppo or algo=ippo"]),
+    Row("yaml-lacks-key", ["algo=ppo", "~algo.gae_lambda"],
+        ["missing required config value(s): algo.gae_lambda", "marl.config.compose"]),
     Row("custom-without-entry-point", ["env=custom"], ["env.entry_point"]),
     Row("custom-does-not-import", [*CUSTOM, "env.entry_point=no_such_module:env"],
         ["'no_such_module:env'", "does not import", "No module named 'no_such_module'"]),

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from marl.adapters.registry import resolve_env_config
-from marl.config import validate
+from marl.config import compose
 from marl.train import build, make_learner
 
 EXCLUSIVE = {"name": "exclusive", "entry_point": "matrix_games:exclusive_parallel_env", "check": False}
@@ -15,7 +15,7 @@ EXCLUSIVE = {"name": "exclusive", "entry_point": "matrix_games:exclusive_paralle
 
 def learner_for(algo: str, env: dict | str = EXCLUSIVE, seed: int = 0, num_envs: int = 1, **algo_over):
     env_cfg = resolve_env_config(env) if isinstance(env, str) else env
-    cfg = validate({"env": env_cfg, "algo": {"name": algo, **algo_over}, "num_envs": num_envs, "seed": seed,
+    cfg = compose({"env": env_cfg, "algo": {"name": algo, **algo_over}, "num_envs": num_envs, "seed": seed,
                     "total_steps": 10_000})
     torch.manual_seed(seed)
     learner = make_learner(cfg, build(cfg), "cpu")
