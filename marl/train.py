@@ -141,7 +141,6 @@ def run(cfg: DictConfig | dict, explicit_total_steps: bool = False, explicit_key
     run_dir.mkdir(parents=True, exist_ok=True)
 
     env = build(cfg)
-    cfg.env.teams = {t: list(ms) for t, ms in env.spec.teams}  # the resolved teams, recorded in config.yaml
     print(f"teams: {env.spec.describe_teams()}")
     logger = None
     try:
@@ -154,7 +153,7 @@ def run(cfg: DictConfig | dict, explicit_total_steps: bool = False, explicit_key
             if pool is not None and "opponents" in payload["learner"]:
                 pool.load_state_dict(payload["learner"]["opponents"])
         # written only once the checkpoint is known to fit: a refused resume leaves the run's files untouched
-        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(_resolved(cfg, env.spec), resolve=True))
         logger = RunLogger(run_dir, cfg, resume=payload is not None)
         if payload is not None:
             logger.truncate_after(learner.env_steps)
@@ -164,6 +163,14 @@ def run(cfg: DictConfig | dict, explicit_total_steps: bool = False, explicit_key
         if logger is not None:
             logger.close()
         env.close()
+
+
+def _resolved(cfg: DictConfig, spec: EnvSpec) -> DictConfig:
+    """``cfg`` as ``config.yaml`` records it: with the env's teams resolved to agent lists (the run's own config keeps
+    them as declared, patterns or inferred, so a resume with other ``env.kwargs`` meets the spaces check)."""
+    out = cfg.copy()
+    out.env.teams = {t: list(ms) for t, ms in spec.teams}
+    return out
 
 
 def _loop(cfg: DictConfig, learner: Learner, logger: RunLogger, run_dir: Path) -> dict:
