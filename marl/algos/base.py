@@ -3,11 +3,16 @@
 The train loop owns the run (logging, evaluation, checkpoints, progress); a learner owns everything that learns:
 networks, optimizers, normalizers, the env's current observation and its step counter. ``iteration()`` collects
 experience and updates; the loop calls it until ``env_steps >= total_steps``.
+
+A checkpoint (:meth:`Learner.state_dict`) also holds the env's current observation (``self.last``) and the env's
+record of the actions since each copy's last reset, so that :meth:`Learner.restore_env` can rebuild the env copies
+mid-episode on resume and ``iteration()`` continues exactly as it would have.
 """
 
 from __future__ import annotations
 
 import random
+import sys
 from abc import ABC, abstractmethod
 from collections import deque
 
@@ -17,6 +22,7 @@ from gymnasium import spaces
 from omegaconf import DictConfig
 
 from marl.adapters.base import EnvSpec, EpisodeStat, StepOut, VecMultiEnv
+from marl.adapters.replay import NotRestorable
 from marl.config import ALGOS
 from marl.errors import ConfigError
 
@@ -62,6 +68,33 @@ class Learner(ABC):
         """Reset every env copy (copy ``e`` gets ``seed + e``); in-flight episodes are dropped."""
         self.last = self.env.reset(seed=seed)
 
+    def env_state(self) -> dict:
+        """The env's current observation ``last`` and its action record (``history``), weights_only-safe; empty
+        before the first reset."""
+        if self.last is None:
+            return {}
+        history = getattr(self.env, "history", None)
+        return {"last": step_out_state(self.last), "history": None if history is None else history.state_dict()}
+
+    def restore_env(self, state: dict, seed: int) -> None:
+        """Rebuild the env copies as :meth:`env_state` saw them and continue from that observation. When that is
+        not possible (no record, unseeded envs, an episode longer than the record, or an env that does not replay
+        the same observations) every copy is reset with ``seed`` instead, with a warning on stderr."""
+        try:
+            if not state or state.get("history") is None or not hasattr(self.env, "restore"):
+                raise NotRestorable("the checkpoint or this env has no record of the episodes in progress")
+            last = step_out_from_state(state["last"])
+            out = self.env.restore(state["history"])
+            diff = first_difference(out, last)
+            if diff:
+                raise NotRestorable(f"replaying the recorded actions gave other {diff} than the checkpoint holds: "
+                                    "the env is not deterministic given its reset seed and actions")
+            self.last = last
+        except NotRestorable as why:
+            print(f"warning: the env copies could not be restored mid-episode ({why}); they were reset (seed {seed}), "
+                  "so this resumed run no longer matches an uninterrupted one", file=sys.stderr)
+            self.reset_env(seed)
+
     def pop_episodes(self) -> list[EpisodeStat]:
         """Episodes finished since the last call (also remembered in ``recent_returns``)."""
         eps, self.episodes = self.episodes, []
@@ -76,6 +109,7 @@ class Learner(ABC):
             "recent_returns": list(self.recent_returns),
             "rng": rng_state(self.gen),
             "extra": self.extra_state(),
+            "env": self.env_state(),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -89,6 +123,39 @@ class Learner(ABC):
 
     def to_tensor(self, x: np.ndarray, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         return torch.as_tensor(x, dtype=dtype, device=self.device)
+
+
+def step_out_state(out: StepOut) -> dict:
+    """A StepOut as tensors and plain data (weights_only-safe); its ``episodes`` are left out."""
+    def t(x):
+        return None if x is None else torch.from_numpy(np.array(x))
+
+    return {k: ({g: t(v) for g, v in val.items()} if isinstance(val, dict) else t(val))
+            for k, val in vars(out).items() if k != "episodes"}
+
+
+def step_out_from_state(state: dict) -> StepOut:
+    """The StepOut :func:`step_out_state` saved (numpy arrays again, no episodes)."""
+    def a(x):
+        return None if x is None else x.numpy()
+
+    return StepOut(**{k: ({g: a(v) for g, v in val.items()} if isinstance(val, dict) else a(val))
+                      for k, val in state.items()})
+
+
+OBSERVED = ("obs", "action_mask", "alive", "acting", "state")  # what the next action is chosen from
+
+
+def first_difference(a: StepOut, b: StepOut) -> str | None:
+    """The first of the observed fields (:data:`OBSERVED`) in which ``a`` and ``b`` differ, e.g. "obs of group
+    'agent'"; None when they agree bit for bit."""
+    for k in OBSERVED:
+        x, y = getattr(a, k), getattr(b, k)
+        pairs = [(f"{k} of group '{g}'", x[g], y.get(g)) for g in x] if isinstance(x, dict) else [(k, x, y)]
+        for name, u, v in pairs:
+            if (u is None) != (v is None) or (u is not None and not np.array_equal(u, v)):
+                return name
+    return None
 
 
 def check_capabilities(cfg: DictConfig, spec: EnvSpec) -> None:
