@@ -144,7 +144,8 @@ class GymVecEnv:
             self.history.record({AGENT: act[:, None]}, done)
             final_obs = np.where(done[:, None, None], self._obs(raw), 0.0).astype(np.float32)
             if done.any():  # each finished copy starts its next episode, with that episode's seed
-                seeds = self._seeds(self.history.seed, self.history.episode)
+                seeds = [episode_seed(self.history.seed, e, int(self.history.episode[e])) if d else None
+                         for e, d in enumerate(done)]
                 raw, _ = self.vec.reset(seed=seeds, options={"reset_mask": done.copy()})
         except Exception as err:
             raise EnvError(f"gymnasium env '{self.name}' raised at batch step {self.num_steps}: "

@@ -4,7 +4,9 @@ Every episode's reset seed is derived from the seed of the last run reset (:func
 fixed by that seed and the actions taken in it. The main process records, per copy, the actions it sent since the
 copy's last reset (:class:`History`, one for every backend); a backend's ``restore(state)`` resets each copy with
 its episode seed and replays its actions. A copy cannot be rebuilt when the envs were reset without a seed or its
-episode outgrew the record (``max_steps``): :class:`NotRestorable` says why.
+episode outgrew the record (``max_steps``): :class:`NotRestorable` says why. A checkpoint also keeps the StepOut
+the learner acts from next (:func:`step_out_state`); the restored env's observation must equal it bit for bit
+(:func:`first_difference`), or the env is not deterministic given its seed and actions.
 """
 
 from __future__ import annotations
@@ -12,7 +14,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from marl.adapters.base import StepOut
+
 MAX_STEPS = 1000  # recorded steps per copy; a copy further into its episode cannot be restored
+OBSERVED = ("obs", "action_mask", "alive", "acting", "state")  # what the next action is chosen from
 
 
 class NotRestorable(Exception):
@@ -100,3 +105,33 @@ def plans(state: dict, num_envs: int) -> list[tuple[int, int, dict[str, np.ndarr
                                 f"({min(len(a) for a in acts.values())} steps)")
         out.append((int(seed), int(state["episode"][e]), {g: a.numpy() for g, a in acts.items()}))
     return out
+
+
+def step_out_state(out: StepOut) -> dict:
+    """A StepOut as tensors and plain data (weights_only-safe); its ``episodes`` are left out."""
+    def t(x):
+        return None if x is None else torch.from_numpy(np.array(x))
+
+    return {k: ({g: t(v) for g, v in val.items()} if isinstance(val, dict) else t(val))
+            for k, val in vars(out).items() if k != "episodes"}
+
+
+def step_out_from_state(state: dict) -> StepOut:
+    """The StepOut :func:`step_out_state` saved (numpy arrays again, no episodes)."""
+    def a(x):
+        return None if x is None else x.numpy()
+
+    return StepOut(**{k: ({g: a(v) for g, v in val.items()} if isinstance(val, dict) else a(val))
+                      for k, val in state.items()})
+
+
+def first_difference(a: StepOut, b: StepOut) -> str | None:
+    """The first of the observed fields (:data:`OBSERVED`) in which ``a`` and ``b`` differ, e.g. "obs of group
+    'agent'"; None when they agree bit for bit."""
+    for k in OBSERVED:
+        x, y = getattr(a, k), getattr(b, k)
+        pairs = [(f"{k} of group '{g}'", x[g], y.get(g)) for g in x] if isinstance(x, dict) else [(k, x, y)]
+        for name, u, v in pairs:
+            if (u is None) != (v is None) or (u is not None and not np.array_equal(u, v)):
+                return name
+    return None

@@ -22,7 +22,7 @@ from gymnasium import spaces
 from omegaconf import DictConfig
 
 from marl.adapters.base import EnvSpec, EpisodeStat, StepOut, VecMultiEnv
-from marl.adapters.replay import NotRestorable
+from marl.adapters.replay import NotRestorable, first_difference, step_out_from_state, step_out_state
 from marl.config import ALGOS
 from marl.errors import ConfigError
 
@@ -123,39 +123,6 @@ class Learner(ABC):
 
     def to_tensor(self, x: np.ndarray, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         return torch.as_tensor(x, dtype=dtype, device=self.device)
-
-
-def step_out_state(out: StepOut) -> dict:
-    """A StepOut as tensors and plain data (weights_only-safe); its ``episodes`` are left out."""
-    def t(x):
-        return None if x is None else torch.from_numpy(np.array(x))
-
-    return {k: ({g: t(v) for g, v in val.items()} if isinstance(val, dict) else t(val))
-            for k, val in vars(out).items() if k != "episodes"}
-
-
-def step_out_from_state(state: dict) -> StepOut:
-    """The StepOut :func:`step_out_state` saved (numpy arrays again, no episodes)."""
-    def a(x):
-        return None if x is None else x.numpy()
-
-    return StepOut(**{k: ({g: a(v) for g, v in val.items()} if isinstance(val, dict) else a(val))
-                      for k, val in state.items()})
-
-
-OBSERVED = ("obs", "action_mask", "alive", "acting", "state")  # what the next action is chosen from
-
-
-def first_difference(a: StepOut, b: StepOut) -> str | None:
-    """The first of the observed fields (:data:`OBSERVED`) in which ``a`` and ``b`` differ, e.g. "obs of group
-    'agent'"; None when they agree bit for bit."""
-    for k in OBSERVED:
-        x, y = getattr(a, k), getattr(b, k)
-        pairs = [(f"{k} of group '{g}'", x[g], y.get(g)) for g in x] if isinstance(x, dict) else [(k, x, y)]
-        for name, u, v in pairs:
-            if (u is None) != (v is None) or (u is not None and not np.array_equal(u, v)):
-                return name
-    return None
 
 
 def check_capabilities(cfg: DictConfig, spec: EnvSpec) -> None:
