@@ -26,12 +26,13 @@ class NotRestorable(Exception):
 
 def episode_seed(seed: int | None, copy: int, episode: int) -> int | None:
     """Reset seed of episode ``episode`` (0, 1, ...) of copy ``copy`` after a run reset with ``seed``: ``seed + copy``
-    for the first episode, then a hash of (seed, copy, episode); None for an unseeded run."""
+    for the first episode, then a hash of (seed, copy, episode) in [0, 2**31) (some envs take a C int); None for an
+    unseeded run."""
     if seed is None:
         return None
     if episode == 0:
         return int(seed) + copy
-    return int(np.random.SeedSequence([int(seed) % 2**64, copy, episode]).generate_state(1, np.uint32)[0])
+    return int(np.random.SeedSequence([int(seed) % 2**64, copy, episode]).generate_state(1, np.uint32)[0] >> 1)
 
 
 class History:
