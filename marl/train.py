@@ -1,9 +1,12 @@
 """The training loop: build env + learner from a validated config, run to ``total_steps``, log, evaluate, checkpoint.
 
 Run directory: ``config.yaml`` (resolved config), ``metrics.csv``, ``checkpoints/step_*.pt`` and ``final.pt``.
-Resume (``resume=<run dir or .pt>``) restores weights, optimizers, normalizers, counters and RNG states. Env copies
-are re-seeded at every checkpoint boundary (from the run seed and the iteration), so a run resumed from a checkpoint
-continues exactly as the uninterrupted run did.
+Resume (``resume=<run dir or .pt>``) restores weights, optimizers, normalizers, counters and RNG states, and the env
+copies mid-episode: a checkpoint holds the current observation and, per copy, the seed of its episode and the actions
+taken since its last reset, which are replayed (:mod:`marl.adapters.replay`). Checkpoints never touch the envs, so
+a run with checkpoints logs what the same run without them does, and a resumed run continues exactly as the
+uninterrupted one. Where the copies cannot be rebuilt (an env that does not replay the same observations, an episode
+longer than the record), the resumed run resets them with a warning and goes on.
 """
 
 from __future__ import annotations
@@ -35,7 +38,8 @@ RUN_CONTROL = ("progress", "debug", "device", "threads")  # taken from this call
 
 
 def env_seed(seed: int, iteration: int) -> int:
-    """Seed of env copy 0 after ``iteration`` iterations (copies use seed + e)."""
+    """Seed of env copy 0 for a resume after ``iteration`` iterations that cannot restore the copies mid-episode
+    (copies use seed + e)."""
     return int(seed) + 100_003 * int(iteration)
 
 
@@ -157,7 +161,10 @@ def run(cfg: DictConfig | dict, explicit_total_steps: bool = False, explicit_key
         logger = RunLogger(run_dir, cfg, resume=payload is not None)
         if payload is not None:
             logger.truncate_after(learner.env_steps)
-        learner.reset_env(env_seed(cfg.seed, learner.iterations))
+        if payload is None:
+            learner.reset_env(cfg.seed)
+        else:
+            learner.restore_env(payload["learner"].get("env", {}), env_seed(cfg.seed, learner.iterations))
         return _loop(cfg, learner, logger, run_dir)
     finally:
         if logger is not None:
@@ -309,7 +316,6 @@ def _learner_state(learner: Learner) -> dict:
 
 
 def _checkpoint(cfg: DictConfig, learner: Learner, run_dir: Path, spec: EnvSpec) -> None:
-    """Save, prune old periodic checkpoints, and re-seed the env copies (what a resume from here will do too)."""
+    """Save (the env copies go on untouched) and prune old periodic checkpoints."""
     ckpt.save(run_dir / ckpt.CKPT_DIR / f"step_{learner.env_steps:012d}.pt", _learner_state(learner), cfg, spec)
     ckpt.prune(run_dir)
-    learner.reset_env(env_seed(cfg.seed, learner.iterations))

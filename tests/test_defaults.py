@@ -16,7 +16,8 @@ from marl.adapters.registry import available_envs, wants_check
 from marl.errors import ConfigError
 from marl.train import run
 
-ENV_FACTS = ("name", "kind", "entry_point", "kwargs", "check", "preprocess", "symmetry", "teams")  # what an env YAML describes
+# what an env YAML describes
+ENV_FACTS = ("name", "kind", "entry_point", "kwargs", "check", "preprocess", "symmetry", "teams")
 PAIRS = [("cartpole", "a2c"), ("cartpole", "reinforce"), ("simple_spread", "mappo"), ("simple_tag", "ippo"),
          ("simple_speaker_listener", "happo"), ("pendulum", "ddpg"), ("tictactoe", "ppo")]
 

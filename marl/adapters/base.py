@@ -16,6 +16,8 @@ Step semantics (one call of :meth:`VecMultiEnv.step`):
 * In a turn-based (AEC) env exactly one agent per copy is ``acting``; ``reward[e, n]`` is what agent ``n`` received
   from this step, whoever moved (the return computation credits it to ``n``'s own previous action). When the game
   ends, on anyone's move, every agent gets its final reward and ``terminated`` in that same step.
+* Auto-resets are seeded: episode ``k`` of copy ``e`` after ``reset(seed)`` starts from
+  ``marl.adapters.replay.episode_seed(seed, e, k)`` (``seed + e`` for the first).
 """
 
 from __future__ import annotations
@@ -155,6 +157,10 @@ class VecMultiEnv(Protocol):
     def render(self, index: int = 0) -> np.ndarray | str | None:
         """Render copy ``index`` with the render_mode the env was built with."""
         ...
+
+    # Optional, for exact resumes (every marl backend has both; see marl.adapters.replay): ``history``, a
+    # ``History`` that ``reset`` and ``step`` keep up to date, and ``restore(history_state) -> StepOut``, which
+    # rebuilds every copy mid-episode from it (raising ``NotRestorable`` when it cannot).
 
     def close(self) -> None: ...
 

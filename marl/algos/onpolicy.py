@@ -138,6 +138,16 @@ class OnPolicyLearner(Learner):
         if "carry" in state:
             self._load_carry(state["carry"])
 
+    def reset_env(self, seed: int) -> None:
+        """Reset every env copy and forget what referred to the dropped episodes: open transitions in the carry rows
+        and the reward scaler's running returns."""
+        super().reset_env(seed)
+        E, U = self.E, self.units.U
+        carry_over(self.buf, self.units.unit_of, torch.zeros(E, U, dtype=torch.long, device=self.device),
+                   torch.zeros(E, U, dtype=torch.bool, device=self.device))
+        if self.reward_scaler is not None:
+            self.reward_scaler.ret = None
+
     def _carry_state(self) -> dict:
         """The carry rows of the rollout buffer: transitions the next rollout completes (see marl/rollout.py)."""
         C, buf = self.buf.carry, self.buf
