@@ -239,7 +239,7 @@ def test_td_target_truncation_bootstraps_from_final_obs_termination_does_not(ter
     with torch.no_grad():
         q = float(gs.critic(last["obs"], last["action"]))
     metrics = ln.update(gs, last, actor_step=False)
-    assert metrics["losses/qf_loss"] == pytest.approx((q - expected) ** 2, rel=1e-5)
+    assert float(metrics["losses/qf_loss"]) == pytest.approx((q - expected) ** 2, rel=1e-5)
 
 
 def test_actions_within_bounds_warmup_noise_and_act():
@@ -375,7 +375,7 @@ def test_short_learning_smoke_run():
     for _ in range(400):
         metrics = ln.iteration()
     assert ln.env_steps == 400 and ln.iterations == 400
-    assert {"losses/qf_loss", "losses/actor_loss", "losses/qf_values"} == metrics.keys()
+    assert {"losses/qf_loss", "losses/actor_loss", "losses/qf_values", "charts/replay_mb"} == metrics.keys()
     assert all(math.isfinite(v) for v in metrics.values())
     assert len(ln.pop_episodes()) == 2 and ln.episodes == []
     env.close()

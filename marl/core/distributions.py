@@ -1,4 +1,5 @@
-"""Action distributions: masked categorical, multi-categorical, and a Gaussian bounded to a Box.
+"""Action distributions: masked categorical, multi-categorical, a Gaussian bounded to a Box, the reparameterized
+tanh-squashed Gaussian of SAC, and straight-through Gumbel-softmax samples (MADDPG's discrete actions).
 
 Every distribution works on arbitrary leading dims ``[...]`` (e.g. ``[B, N]``), returns actions in the form sent to the
 env, and gives ``log_prob`` of exactly that action.
@@ -121,3 +122,34 @@ class BoundedGaussian:
 def _log_ndtr(z: torch.Tensor) -> torch.Tensor:
     """log Phi(z), stable in both tails."""
     return torch.special.log_ndtr(z)
+
+
+def squashed_gaussian_sample(
+    mean: torch.Tensor, log_std: torch.Tensor, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """SAC's reparameterized sample ``a = tanh(mean + std * eps)`` in ``[-1, 1]^D`` and its log-density
+    ``log N(u; mean, std) - sum_d log(1 - tanh(u_d)^2)`` (Haarnoja et al. 2018, appendix C), the correction written
+    as ``2 (log 2 - u - softplus(-2u))`` so it stays finite where ``tanh(u)`` rounds to 1.
+
+    ``mean`` / ``log_std``: ``[..., D]`` -> action ``[..., D]`` (gradients flow to both), log-prob ``[...]``. The
+    log-prob is of the ``[-1, 1]`` action (the affine map to the env's bounds only shifts it by a constant).
+    """
+    std = log_std.exp()
+    eps = torch.randn(mean.shape, generator=generator).to(mean.device)
+    u = mean + std * eps
+    logp = (-0.5 * eps.pow(2) - log_std - _LOG_SQRT_2PI).sum(-1)
+    logp = logp - (2.0 * (math.log(2.0) - u - torch.nn.functional.softplus(-2.0 * u))).sum(-1)
+    return torch.tanh(u), logp
+
+
+def gumbel_softmax_st(
+    logits: torch.Tensor, generator: torch.Generator | None = None, temperature: float = 1.0
+) -> torch.Tensor:
+    """Straight-through Gumbel-softmax (Jang et al. 2017; MADDPG's discrete actions): the forward value is the
+    one-hot of ``argmax(logits + g)`` with Gumbel noise ``g`` (a sample of ``softmax(logits)``), the gradient that
+    of the relaxed ``softmax((logits + g) / temperature)``. ``logits [..., A]`` -> one-hot ``[..., A]``."""
+    u = torch.rand(logits.shape, generator=generator).to(logits.device)
+    g = -torch.log(-torch.log(u.clamp(1e-10, 1.0 - 1e-7)))
+    soft = torch.softmax((logits + g) / temperature, dim=-1)
+    hard = torch.nn.functional.one_hot(soft.argmax(-1), logits.shape[-1]).to(soft.dtype)
+    return hard - soft.detach() + soft

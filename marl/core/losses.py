@@ -1,5 +1,6 @@
-"""Policy-gradient losses. Every loss is a scalar to *minimize*, averaged over ``mask`` entries only
-(``mask`` = the ``acting`` flags: padded, dead and waiting agents never contribute). Inputs share one shape ``[B...]``.
+"""Policy-gradient losses, and the off-policy TD targets and losses (DDPG, TD3, SAC, MADDPG). Every loss is a
+scalar to *minimize*, averaged over ``mask`` entries only (``mask`` = the ``acting`` flags: padded, dead and waiting
+agents never contribute). Inputs share one shape ``[B...]`` unless a docstring says otherwise.
 """
 
 from __future__ import annotations
@@ -118,13 +119,65 @@ def dpg_actor_loss(q: torch.Tensor) -> torch.Tensor:
 
 
 def q_target(reward: torch.Tensor, next_q: torch.Tensor, terminated: torch.Tensor, gamma: float) -> torch.Tensor:
-    """One-step TD target ``r + gamma (1 - terminated) Q'(s', mu'(s'))`` (truncation bootstraps)."""
+    """One-step TD target ``r + gamma (1 - terminated) Q'(s', mu'(s'))`` (truncation bootstraps); all ``[B...]``."""
     return reward + gamma * (1.0 - terminated.to(reward.dtype)) * next_q
 
 
+def clipped_double_q(next_q: torch.Tensor) -> torch.Tensor:
+    """TD3's clipped double-Q (Fujimoto et al. 2018): the min over the critic ensemble ``[B..., K] -> [B...]``
+    (``K = 1``: the one critic's value, plain DDPG)."""
+    return next_q.min(dim=-1).values
+
+
+def soft_q_target(
+    reward: torch.Tensor,
+    next_q: torch.Tensor,
+    next_logp: torch.Tensor,
+    alpha: torch.Tensor | float,
+    terminated: torch.Tensor,
+    gamma: float,
+) -> torch.Tensor:
+    """SAC's soft TD target ``r + gamma (1 - terminated) (min_k Q'_k(s', a') - alpha log pi(a'|s'))`` with ``a'``
+    sampled from the current policy at ``s'``: ``next_q [B..., K]``, ``next_logp [B...]`` -> ``[B...]``."""
+    return q_target(reward, clipped_double_q(next_q) - alpha * next_logp, terminated, gamma)
+
+
+def soft_value_discrete(q: torch.Tensor, probs: torch.Tensor, logp: torch.Tensor, alpha: torch.Tensor | float):
+    """Discrete SAC's soft state value (Christodoulou 2019), the exact expectation over the ``A`` actions:
+    ``V(s) = sum_a pi(a|s) (min_k Q_k(s, a) - alpha log pi(a|s))``: ``q [B..., K, A]``, ``probs`` / ``logp``
+    ``[B..., A]`` -> ``[B...]``. Use it as ``next_q`` of :func:`q_target`."""
+    return (probs * (q.min(dim=-2).values - alpha * logp)).sum(-1)
+
+
+def sac_actor_loss(logp: torch.Tensor, q: torch.Tensor, alpha: torch.Tensor | float) -> torch.Tensor:
+    """SAC's policy loss ``E[alpha log pi(a|s) - min_k Q_k(s, a)]``, ``a`` reparameterized: ``logp [B...]``,
+    ``q [B..., K]``."""
+    return (alpha * logp - clipped_double_q(q)).mean()
+
+
+def sac_discrete_actor_loss(
+    probs: torch.Tensor, logp: torch.Tensor, q: torch.Tensor, alpha: torch.Tensor | float
+) -> torch.Tensor:
+    """Discrete SAC's policy loss ``E_s[sum_a pi(a|s) (alpha log pi(a|s) - min_k Q_k(s, a))]`` (no sampling):
+    ``probs`` / ``logp [B..., A]``, ``q [B..., K, A]`` (detached here)."""
+    return (probs * (alpha * logp - q.detach().min(dim=-2).values)).sum(-1).mean()
+
+
+def temperature_loss(log_alpha: torch.Tensor, entropy: torch.Tensor, target_entropy: float) -> torch.Tensor:
+    """SAC's automatic temperature: ``E[log(alpha) (H - H_target)]`` with ``H`` the policy entropy (an estimate
+    ``-log pi(a|s)`` per sample, or the exact entropy for discrete actions; treated as a constant). Its gradient in
+    ``log alpha`` is ``E[H] - H_target``: descending it raises alpha while the entropy is below target, lowers it
+    above."""
+    return (log_alpha * (entropy.detach() - target_entropy)).mean()
+
+
 def q_loss(q: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Critic regression to a fixed TD target: ``E[(Q - y)^2]``."""
-    return (q - target.detach()).pow(2).mean()
+    """Critic regression to a fixed TD target: ``E[(Q - y)^2]``; for an ensemble ``q [B..., K]`` against
+    ``target [B...]`` the sum over the ``K`` critics of each one's mean."""
+    y = target.detach()
+    if q.dim() == y.dim() + 1:
+        return (q - y.unsqueeze(-1)).pow(2).mean(dim=tuple(range(y.dim()))).sum()
+    return (q - y).pow(2).mean()
 
 
 def explained_variance(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> float:

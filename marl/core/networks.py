@@ -35,7 +35,7 @@ class MemberLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.members == 1:
-            return nn.functional.linear(x, self.weight[0], self.bias[0])
+            return nn.functional.linear(x, self.weight.squeeze(0), self.bias.squeeze(0))  # views: cheap backward
         lead = x.shape[:-2]
         m, d = x.shape[-2], x.shape[-1]
         xm = x.reshape(-1, m, d).transpose(0, 1)  # [M, B, in]
@@ -203,21 +203,42 @@ class DeterministicActor(nn.Module):
 
 
 class QCritic(nn.Module):
-    """``Q(x, a)``: ``[..., M, in]``, ``[..., M, D] -> [..., M]``."""
+    """An ensemble of ``n_q`` Q functions (1 for DDPG; TD3 and SAC's twin critics: 2), all ``n_q x M`` nets in ONE
+    batched call: ``Q(x, a)``: ``[..., M, in]``, ``[..., M, D] -> [..., M, n_q]``. With ``n_out > 1`` (discrete SAC:
+    one value per action, no action input, ``act_dim=0``) -> ``[..., M, n_q, n_out]``."""
+
+    def __init__(self, in_dim: int, act_dim: int, hidden: Sequence[int], members: int = 1, activation: str = "relu",
+                 n_q: int = 1, n_out: int = 1):
+        super().__init__()
+        self.n_q, self.n_out = n_q, n_out
+        self.net = MLP(in_dim + act_dim, hidden, n_out, members * n_q, activation, out_gain=1.0)
+
+    def forward(self, x: torch.Tensor, action: torch.Tensor | None = None) -> torch.Tensor:
+        h = x if action is None else torch.cat([x, action], dim=-1)
+        if self.n_q > 1:  # member m's k-th critic is net member m * n_q + k
+            h = h.unsqueeze(-2).expand(*h.shape[:-1], self.n_q, h.shape[-1]).reshape(*h.shape[:-2], -1, h.shape[-1])
+        out = self.net(h).reshape(*h.shape[:-2], -1, self.n_q, self.n_out)
+        return out.squeeze(-1) if self.n_out == 1 else out
+
+
+class SquashedGaussianActor(nn.Module):
+    """SAC's actor: mean and state-dependent log-std ``[..., M, in] -> ([..., M, D], [..., M, D])``, log-std clamped
+    to ``[-20, 2]``; sample with :func:`marl.core.distributions.squashed_gaussian_sample`."""
 
     def __init__(self, in_dim: int, act_dim: int, hidden: Sequence[int], members: int = 1, activation: str = "relu"):
         super().__init__()
-        self.net = MLP(in_dim + act_dim, hidden, 1, members, activation, out_gain=1.0)
+        self.act_dim = act_dim
+        self.net = MLP(in_dim, hidden, 2 * act_dim, members, activation, out_gain=0.01)
 
-    def forward(self, x: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-        return self.net(torch.cat([x, action], dim=-1)).squeeze(-1)
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, log_std = self.net(x).split(self.act_dim, dim=-1)
+        return mean, log_std.clamp(-20.0, 2.0)
 
 
 @torch.no_grad()
 def polyak_update(target: nn.Module, source: nn.Module, tau: float) -> None:
     """Target averaging ``theta' <- tau theta + (1 - tau) theta'`` of the parameters; float buffers are copied."""
-    for t, s in zip(target.parameters(), source.parameters(), strict=True):
-        t.lerp_(s, tau)
+    torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), tau)
     for t, s in zip(target.buffers(), source.buffers(), strict=True):
         if t.is_floating_point():
             t.copy_(s)

@@ -75,3 +75,12 @@ def make_noise(
     if kind == "ou":
         return OUNoise(shape, std, theta, generator)
     raise ValueError(f"unknown noise kind {kind!r}: expected gaussian or ou")
+
+
+def smoothed_target_action(
+    action: torch.Tensor, std: float, clip: float, generator: torch.Generator
+) -> torch.Tensor:
+    """TD3's target-policy smoothing: ``clip(a + clip(N(0, std^2), -clip, clip), -1, 1)`` for target actions
+    ``a [..., D]`` in the critic's ``[-1, 1]`` scale (``std`` and ``clip`` as fractions of the half-range)."""
+    eps = (std * torch.randn(action.shape, generator=generator)).clamp(-clip, clip).to(action.device)
+    return (action + eps).clamp(-1.0, 1.0)
