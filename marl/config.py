@@ -153,7 +153,9 @@ class HAPPOConfig(CentralPPOConfig):
 
 
 @dataclass
-class DDPGConfig(AlgoConfig):
+class OffPolicyConfig(AlgoConfig):
+    """Replay-based actor-critics (DDPG, TD3, SAC, MADDPG, MATD3)."""
+
     actor_lr: float = MISSING
     critic_lr: float = MISSING
     buffer_size: int = MISSING  # replay capacity (transitions)
@@ -162,10 +164,45 @@ class DDPGConfig(AlgoConfig):
     learning_starts: int = MISSING  # env steps of uniform random actions before learning
     train_freq: int = MISSING  # env steps (per copy) between updates
     gradient_steps: int = MISSING  # updates per train step
+    policy_delay: int = MISSING  # critic updates per actor update
+
+
+@dataclass
+class DDPGConfig(OffPolicyConfig):
     noise: str = MISSING  # gaussian | ou
     noise_std: float = MISSING  # exploration noise std, as a fraction of the action range half-width
     ou_theta: float = MISSING  # Ornstein-Uhlenbeck mean reversion
-    policy_delay: int = MISSING  # critic updates per actor update
+
+
+@dataclass
+class TD3Config(DDPGConfig):
+    target_noise: float = MISSING  # std of the target-policy smoothing noise (fraction of the half-range)
+    target_noise_clip: float = MISSING  # the smoothing noise is clipped to +-this
+
+
+@dataclass
+class SACConfig(OffPolicyConfig):
+    alpha: float = MISSING  # initial entropy temperature
+    autotune: bool = MISSING  # tune alpha towards target_entropy
+    alpha_lr: float = MISSING  # Adam learning rate of log(alpha)
+    target_entropy: float | None = MISSING  # null: -|A| (Box), target_entropy_scale * log|A| (Discrete)
+    target_entropy_scale: float = MISSING  # Discrete, target_entropy null: fraction of the maximum entropy log|A|
+
+
+@dataclass
+class MADDPGConfig(DDPGConfig):
+    """MADDPG: decentralized actors, a centralized critic per team on the global state and all agents' actions."""
+
+    # sum | mean of each team's members' rewards: the reward of its centralized critic; none: one critic unit per
+    # agent on its own reward (MADDPG's original per-agent critics)
+    team_reward: str = MISSING
+    gumbel_temperature: float = MISSING  # Discrete: temperature of the straight-through Gumbel-softmax
+
+
+@dataclass
+class MATD3Config(MADDPGConfig):
+    target_noise: float = MISSING  # as TD3 (Box actions)
+    target_noise_clip: float = MISSING
 
 
 @dataclass(frozen=True)
@@ -189,6 +226,10 @@ ALGOS: dict[str, AlgoInfo] = {
     "ippo": AlgoInfo(MultiPPOConfig, True, True, True, False),
     "mappo": AlgoInfo(CentralPPOConfig, True, True, True, True),
     "happo": AlgoInfo(HAPPOConfig, True, True, True, True, needs_per_agent=True),
+    "td3": AlgoInfo(TD3Config, False, False, True, False, turn_based=False),
+    "sac": AlgoInfo(SACConfig, False, True, True, False, turn_based=False),
+    "maddpg": AlgoInfo(MADDPGConfig, False, True, True, True, turn_based=False),
+    "matd3": AlgoInfo(MATD3Config, False, True, True, True, turn_based=False),
 }
 
 # -------------------------------------------------------------------------------------------------- logger
@@ -298,6 +339,12 @@ RANGES: dict[str, tuple[str, Any]] = {
     "algo.train_freq": ("ge1", None),
     "algo.gradient_steps": ("ge1", None),
     "algo.policy_delay": ("ge1", None),
+    "algo.target_noise": ("ge0", None),
+    "algo.target_noise_clip": ("ge0", None),
+    "algo.alpha": ("gt0", None),
+    "algo.alpha_lr": ("gt0", None),
+    "algo.target_entropy_scale": ("ge0", None),
+    "algo.gumbel_temperature": ("gt0", None),
     "env.workers": ("ge0", None),
     "env.preprocess.frame_stack": ("ge1", None),
 }
