@@ -375,7 +375,8 @@ def test_short_learning_smoke_run():
     for _ in range(400):
         metrics = ln.iteration()
     assert ln.env_steps == 400 and ln.iterations == 400
-    assert {"losses/qf_loss", "losses/actor_loss", "losses/qf_values", "charts/replay_mb"} == metrics.keys()
+    assert {"losses/qf_loss", "losses/actor_loss", "losses/qf_values", "charts/replay_mb",
+            "charts/replay_capacity_mb"} == metrics.keys()
     assert all(math.isfinite(v) for v in metrics.values())
     assert len(ln.pop_episodes()) == 2 and ln.episodes == []
     env.close()

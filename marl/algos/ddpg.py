@@ -321,8 +321,8 @@ class DDPG(Learner):
 
     def actor_loss(self, gs: _Group, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The actor's loss at inputs ``x [B, M, in]`` (the critic is frozen meanwhile) and extra metrics
-        (detached): DDPG's ``-Q_1(s, mu(s))``."""
-        return dpg_actor_loss(gs.critic(x, self._unit(gs, gs.actor(x)))[..., 0]), {}
+        (detached): DDPG's ``-Q_1(s, mu(s))`` (TD3: the first critic only)."""
+        return dpg_actor_loss(gs.critic(x, self._unit(gs, gs.actor(x)), first=True)[..., 0]), {}
 
     def _after_actor_step(self, gs: _Group, info: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """After each actor step (SAC: the temperature step); returns extra metrics."""
@@ -376,16 +376,16 @@ class DDPG(Learner):
                 out.setdefault(k, []).append(v)
         return {k: torch.stack(v).mean() for k, v in out.items()}
 
-    def replay_bytes(self) -> int:
-        """Memory the replay holds (preallocated, so the same from the first step)."""
-        return sum(b.nbytes for gs in self.groups.values() for b in gs.buffers)
+    def replay_buffers(self) -> list[ReplayBuffer]:
+        return [b for gs in self.groups.values() for b in gs.buffers]
 
     def iteration(self) -> dict[str, float]:
         """``train_freq`` env steps of all copies, then ``gradient_steps`` updates once past ``learning_starts``.
 
         Returns the means over updates and groups of ``losses/qf_loss``, ``losses/qf_values`` and
         ``losses/actor_loss`` (empty during warm-up; ``actor_loss`` only when an actor step happened; SAC adds
-        ``losses/alpha`` and ``losses/alpha_loss``), and ``charts/replay_mb``."""
+        ``losses/alpha`` and ``losses/alpha_loss``), ``charts/replay_mb`` (replay rows filled so far) and
+        ``charts/replay_capacity_mb`` (the bound: all rows filled)."""
         a = self.algo
         if self.last is None:
             self.reset_env(int(self.cfg.seed))
@@ -409,7 +409,9 @@ class DDPG(Learner):
             for k, v in self._update_all(self.updates % self.policy_delay == 0).items():
                 sums.setdefault(k, []).append(v)
         metrics = {k: float(torch.stack(v).mean()) for k, v in sums.items()}
-        metrics["charts/replay_mb"] = self.replay_bytes() / 2**20
+        bufs = self.replay_buffers()
+        metrics["charts/replay_mb"] = sum(b.filled_bytes for b in bufs) / 2**20
+        metrics["charts/replay_capacity_mb"] = sum(b.nbytes for b in bufs) / 2**20
         return metrics
 
     # ------------------------------------------------------------------ state

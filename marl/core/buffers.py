@@ -17,13 +17,15 @@ def minibatch_indices(n: int, num_minibatches: int, generator: torch.Generator) 
 class ReplayBuffer:
     """Fixed-capacity ring buffer of transitions, preallocated as ONE float32 table ``[capacity, F]`` (``F`` = the
     fields' sizes side by side), so ``add`` is one row write and ``sample`` one row gather however many fields there
-    are. ``data[k]`` is a view ``[capacity, *shape_k]`` of field ``k``. Memory: ``nbytes`` (fixed at construction)."""
+    are. ``data[k]`` is a view ``[capacity, *shape_k]`` of field ``k`` (rows past ``len`` are uninitialized and never
+    read). Memory: at most ``nbytes`` (the table is reserved, not touched, so a process's resident memory grows as
+    rows are filled: ``filled_bytes``)."""
 
     def __init__(self, capacity: int, shapes: dict[str, tuple[int, ...]], device: str = "cpu"):
         self.capacity, self.device = int(capacity), device
         self.shapes = {k: tuple(s) for k, s in shapes.items()}
         sizes = [math.prod(s) for s in self.shapes.values()]
-        self.table = torch.zeros((self.capacity, sum(sizes)), dtype=torch.float32, device=device)
+        self.table = torch.empty((self.capacity, sum(sizes)), dtype=torch.float32, device=device)
         self.slices, start = {}, 0
         for k, n in zip(self.shapes, sizes, strict=True):
             self.slices[k] = (start, n)
@@ -37,8 +39,13 @@ class ReplayBuffer:
 
     @property
     def nbytes(self) -> int:
-        """Bytes the buffer holds (preallocated: the same empty or full)."""
+        """Bytes of the full table (the bound on the buffer's memory)."""
         return self.table.numel() * self.table.element_size()
+
+    @property
+    def filled_bytes(self) -> int:
+        """Bytes of the rows filled so far."""
+        return self.size * self.table.shape[1] * self.table.element_size()
 
     def add(self, **batch: torch.Tensor) -> None:
         """Append ``B`` transitions: one ``[B, *shape_k]`` tensor per field (every field, in any order)."""

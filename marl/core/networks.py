@@ -203,22 +203,24 @@ class DeterministicActor(nn.Module):
 
 
 class QCritic(nn.Module):
-    """An ensemble of ``n_q`` Q functions (1 for DDPG; TD3 and SAC's twin critics: 2), all ``n_q x M`` nets in ONE
-    batched call: ``Q(x, a)``: ``[..., M, in]``, ``[..., M, D] -> [..., M, n_q]``. With ``n_out > 1`` (discrete SAC:
-    one value per action, no action input, ``act_dim=0``) -> ``[..., M, n_q, n_out]``."""
+    """An ensemble of ``n_q`` Q functions (1 for DDPG; TD3 and SAC's twin critics: 2):
+    ``Q(x, a)``: ``[..., M, in]``, ``[..., M, D] -> [..., M, n_q]``; ``first=True`` evaluates the first only
+    (``[..., M, 1]``: TD3's actor loss). With ``n_out > 1`` (discrete SAC: one value per action, no action input,
+    ``act_dim=0``) -> ``[..., M, n_q, n_out]``."""
 
     def __init__(self, in_dim: int, act_dim: int, hidden: Sequence[int], members: int = 1, activation: str = "relu",
                  n_q: int = 1, n_out: int = 1):
         super().__init__()
         self.n_q, self.n_out = n_q, n_out
-        self.net = MLP(in_dim + act_dim, hidden, n_out, members * n_q, activation, out_gain=1.0)
+        self.nets = nn.ModuleList(MLP(in_dim + act_dim, hidden, n_out, members, activation, out_gain=1.0)
+                                  for _ in range(n_q))
 
-    def forward(self, x: torch.Tensor, action: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, action: torch.Tensor | None = None, first: bool = False) -> torch.Tensor:
         h = x if action is None else torch.cat([x, action], dim=-1)
-        if self.n_q > 1:  # member m's k-th critic is net member m * n_q + k
-            h = h.unsqueeze(-2).expand(*h.shape[:-1], self.n_q, h.shape[-1]).reshape(*h.shape[:-2], -1, h.shape[-1])
-        out = self.net(h).reshape(*h.shape[:-2], -1, self.n_q, self.n_out)
-        return out.squeeze(-1) if self.n_out == 1 else out
+        nets = self.nets[:1] if first else self.nets
+        if self.n_out == 1:
+            return torch.stack([net(h).squeeze(-1) for net in nets], dim=-1)
+        return torch.stack([net(h) for net in nets], dim=-2)
 
 
 class SquashedGaussianActor(nn.Module):

@@ -128,8 +128,8 @@ class MADDPG(DDPG):
     def _ready(self) -> bool:
         return len(self.replay) > 0
 
-    def replay_bytes(self) -> int:
-        return self.replay.nbytes
+    def replay_buffers(self) -> list[ReplayBuffer]:
+        return [self.replay]
 
     # ------------------------------------------------------------------ learning
     def _critic_in(self, state: torch.Tensor, joint: torch.Tensor, units: torch.Tensor) -> torch.Tensor:
@@ -140,11 +140,6 @@ class MADDPG(DDPG):
         if self.unit_id:
             parts.append(self.eye[units].expand(b, r, self.units.U))
         return torch.cat(parts, dim=-1)
-
-    @staticmethod
-    def _joint_q(critic: QCritic, x: torch.Tensor) -> torch.Tensor:
-        """Critic ensemble values ``[B, R, K]`` of inputs ``[B, R, in]`` (rows as batch: one shared critic)."""
-        return critic(x.unsqueeze(-2)).squeeze(-2)
 
     def _policy_actions(self, batch: dict[str, torch.Tensor], key: str, target: bool) -> torch.Tensor:
         """Every agent's critic-form action ``[B, J]`` from its actor (or target actor) at ``batch[group/key]``:
@@ -170,7 +165,7 @@ class MADDPG(DDPG):
             joint2 = self._policy_actions(batch, "next_obs", target=True).unsqueeze(1)  # [B, 1, J]
             u = torch.arange(self.units.U, device=self.device)
             x2 = self._critic_in(batch["next_state"], joint2.expand(-1, self.units.U, -1), u)
-            next_q = clipped_double_q(self._joint_q(self.critic_target, x2))
+            next_q = clipped_double_q(self.critic_target(x2))
             return q_target(batch["reward"], next_q, batch["terminated"], self.gamma)
 
     def _stored_joint(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -182,7 +177,7 @@ class MADDPG(DDPG):
         old = self._stored_joint(batch).unsqueeze(1)  # [B, 1, J]
         new = self._policy_actions(batch, "obs", target=False).unsqueeze(1)  # [B, 1, J]
         joint = old * (1.0 - self.slot) + new * self.slot  # [B, N, J]: row i = replay actions, agent i's own new
-        q = self._joint_q(self.critic, self._critic_in(batch["state"], joint, self.unit_of))[..., 0]  # [B, N]
+        q = self.critic(self._critic_in(batch["state"], joint, self.unit_of), first=True)[..., 0]  # [B, N]
         loss, start = q.new_zeros(()), 0
         for name, gs in self.groups.items():
             n = gs.spec.n_agents
@@ -196,7 +191,7 @@ class MADDPG(DDPG):
         y = self.td_target_joint(batch)
         u = torch.arange(self.units.U, device=self.device)
         joint = self._stored_joint(batch).unsqueeze(1).expand(-1, self.units.U, -1)
-        q = self._joint_q(self.critic, self._critic_in(batch["state"], joint, u))  # [B, U, K]
+        q = self.critic(self._critic_in(batch["state"], joint, u))  # [B, U, K]
         qf_loss = q_loss(q, y)
         self._step(qf_loss, self.critic_optim, self.critic)
         metrics = {"losses/qf_loss": qf_loss.detach(), "losses/qf_values": q.detach().mean()}
