@@ -191,13 +191,20 @@ KILL_SETTINGS = {  # name: (run, final step, overrides of the resumed run)
     "ddpg-pendulum": (["env=pendulum", "algo=ddpg", "num_envs=2", "eval_episodes=1", "eval_every=0",
                        "checkpoint_every=0", "algo.learning_starts=64", "algo.batch_size=32", "algo.hidden=[32,32]",
                        "algo.noise=ou"], 512, []),
+    "sac-pendulum": (["env=pendulum", "algo=sac", "num_envs=2", "eval_episodes=1", "eval_every=0",
+                      "checkpoint_every=0", "algo.learning_starts=64", "algo.batch_size=32", "algo.hidden=[32,32]"],
+                     512, []),
+    "maddpg-simple_spread": (["env=simple_spread", "algo=maddpg", "num_envs=2", "eval_episodes=2", "eval_every=0",
+                              "checkpoint_every=0", "algo.learning_starts=64",
+                              "algo.batch_size=32", "algo.hidden=[32,32]"], 512, []),
 }
 
 
 @pytest.mark.parametrize("name", list(KILL_SETTINGS))
 def test_sigkill_resume_rebuilds_episodes_in_progress(name: str, tmp_path: Path) -> None:
     """Killed after a checkpoint taken mid-episode and resumed: the metrics of a run that never checkpointed, for a
-    parallel env, the subprocess backend, a turn-based game with an opponent pool, and off-policy DDPG."""
+    parallel env, the subprocess backend, a turn-based game with an opponent pool, and off-policy DDPG, SAC and MADDPG
+    (their replay buffers are in the checkpoint)."""
     args, final, resume_args = KILL_SETTINGS[name]
     res = run_cli_inprocess([*args, f"total_steps={final}", f"run_dir={tmp_path / 'straight'}"], tmp_path)
     assert res.returncode == 0, res

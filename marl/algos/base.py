@@ -132,15 +132,19 @@ def check_capabilities(cfg: DictConfig, spec: EnvSpec) -> None:
         box = isinstance(g.action_space, spaces.Box)
         if box and not info.continuous:
             raise ConfigError(f"algo={name} cannot act in the continuous (Box) action space of group '{g.name}'",
-                              "pick an algorithm for continuous actions (ppo, ippo, mappo, happo, ddpg)")
+                              "pick an algorithm for continuous actions (ppo, ippo, mappo, happo, ddpg, td3, sac, "
+                              "maddpg, matd3)")
         if not box and not info.discrete:
             raise ConfigError(
                 f"algo={name} needs continuous (Box) actions, but env '{cfg.env.name}' group '{g.name}' has "
                 f"{type(g.action_space).__name__} actions (a deterministic policy cannot output a discrete choice)",
-                "use algo=ppo (or a2c / reinforce) for discrete actions, or an env with continuous actions",
+                "use algo=ppo (or a2c / reinforce; off-policy: sac, maddpg, matd3) for discrete actions, or an env "
+                "with continuous actions",
             )
     if spec.turn_based and not info.turn_based:
-        raise ConfigError(f"algo={name} does not support turn-based (AEC) envs like '{cfg.env.name}'",
+        why = ("" if info.on_policy else ": its replay stores one-step transitions, while in a turn-based game the "
+               "reward for a move arrives during the other players' moves and the next state is the agent's next turn")
+        raise ConfigError(f"algo={name} does not support turn-based (AEC) envs like '{cfg.env.name}'{why}",
                           "use algo=ppo, ippo or mappo for turn-based games")
 
 

@@ -88,6 +88,9 @@ class DDPG(Learner):
         self.gamma, self.tau, self.batch_size = float(a.gamma), float(a.tau), int(a.batch_size)
         self.learning_starts, self.policy_delay = int(a.learning_starts), int(a.policy_delay)
         self.max_grad_norm = float(a.max_grad_norm)
+        self.train_freq, self.gradient_steps = int(a.train_freq), int(a.gradient_steps)  # ${num_envs}: parsed once
+        self.target_noise = float(a.get("target_noise", 0.0))  # TD3 / MATD3's smoothing (others: unused)
+        self.target_noise_clip = float(a.get("target_noise_clip", 0.0))
         self.updates = 0  # critic updates so far (drives policy_delay)
         self.groups = {g.name: self._build_group(g) for g in self.spec.groups}
 
@@ -386,10 +389,9 @@ class DDPG(Learner):
         ``losses/actor_loss`` (empty during warm-up; ``actor_loss`` only when an actor step happened; SAC adds
         ``losses/alpha`` and ``losses/alpha_loss``), ``charts/replay_mb`` (replay rows filled so far) and
         ``charts/replay_capacity_mb`` (the bound: all rows filled)."""
-        a = self.algo
         if self.last is None:
             self.reset_env(int(self.cfg.seed))
-        for _ in range(a.train_freq):
+        for _ in range(self.train_freq):
             last = self.last
             actions = {name: self._explore(name, gs, last) for name, gs in self.groups.items()}
             out = self.env.step(to_env_actions(actions, self.spec))
@@ -404,7 +406,7 @@ class DDPG(Learner):
         if self.env_steps < self.learning_starts or not self._ready():
             return {}
         sums: dict[str, list[torch.Tensor]] = {}
-        for _ in range(a.gradient_steps):
+        for _ in range(self.gradient_steps):
             self.updates += 1
             for k, v in self._update_all(self.updates % self.policy_delay == 0).items():
                 sums.setdefault(k, []).append(v)

@@ -25,7 +25,7 @@ class TD3(DDPG):
         batch ``[B, M, ...]`` -> ``[B, M]``."""
         with torch.no_grad():
             x2 = self._features(gs, batch["next_obs"], batch["agent"])
-            a2 = smoothed_target_action(self._unit(gs, gs.actor_target(x2)), self.algo.target_noise,
-                                        self.algo.target_noise_clip, self.gen)
+            a2 = smoothed_target_action(self._unit(gs, gs.actor_target(x2)), self.target_noise, self.target_noise_clip,
+                                        self.gen)
             next_q = clipped_double_q(gs.critic_target(x2, a2))
             return q_target(batch["reward"], next_q, batch["terminated"], self.gamma)

@@ -153,7 +153,7 @@ class MADDPG(DDPG):
             else:
                 a = self._unit(gs, out)
                 if target and self.smoothing:
-                    a = smoothed_target_action(a, self.algo.target_noise, self.algo.target_noise_clip, self.gen)
+                    a = smoothed_target_action(a, self.target_noise, self.target_noise_clip, self.gen)
             if target:
                 a = a * batch[f"{name}/goes_on"].unsqueeze(-1)
             parts.append(a.flatten(1))

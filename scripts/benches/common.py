@@ -36,7 +36,9 @@ def train_job(env: str, algo: str, seed: int, steps: int, overrides: list[str], 
     ]
     log = open(run_dir.parent / f"{run_dir.name}.log", "a")
     t0 = time.perf_counter()
-    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "WANDB_MODE": "disabled"})
+    env = {**os.environ, "WANDB_MODE": "disabled",  # this checkout's marl, whatever the venv has installed
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
     log.close()
