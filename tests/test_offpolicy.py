@@ -361,7 +361,7 @@ def test_np_actions_sent_to_the_env_are_valid_for_every_new_algo():
         env = GymVec("Pendulum-v1", 2)
         seen = []
         orig = env.step
-        env.step = lambda actions, orig=orig: (seen.append(actions["agent"].copy()), orig(actions))[1]
+        env.step = lambda actions, orig=orig, seen=seen: (seen.append(actions["agent"].copy()), orig(actions))[1]
         ln = learner(algo, env, learning_starts=4, batch_size=4, hidden=[8])
         for _ in range(8):
             ln.iteration()
