@@ -368,3 +368,27 @@ def test_np_actions_sent_to_the_env_are_valid_for_every_new_algo():
         a = np.concatenate(seen)
         assert a.shape == (16, 1, 1) and np.all(np.abs(a) <= 2.0)
         env.close()
+
+
+# ---------------------------------------------------------------------------------------------- API, backend, matches
+@pytest.mark.parametrize("algo,env,backend", [("td3", "pendulum", "inprocess"), ("sac", "pendulum", "subprocess"),
+                                              ("maddpg", "simple_spread", "subprocess"),
+                                              ("matd3", "simple_adversary", "inprocess")])
+def test_python_api_backend_and_rendered_match(algo, env, backend, tmp_path, capsys):
+    """Train through ``marl.train.run`` (the Python API) on either backend, then play a rendered, evaluated match of
+    the saved policy with scripts/evaluate.py."""
+    from test_evaluate import load_script
+
+    from marl.train import run
+
+    run_dir = tmp_path / "run"
+    cfg = resolve_env_config(env)
+    cfg.merge_with({"backend": backend, "workers": 1})
+    run({"env": cfg, "algo": {"name": algo, "learning_starts": 32, "batch_size": 16, "hidden": [16]},
+         "num_envs": 2, "seed": 0, "total_steps": 96, "progress": False, "eval_every": 0, "eval_episodes": 2,
+         "run_dir": str(run_dir), "threads": 1})
+    video = tmp_path / "match.gif"
+    code = load_script("evaluate").main([f"run={run_dir}", "episodes=2", "render=rgb_array", f"video={video}"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert video.stat().st_size > 1000 and "return" in out.out
