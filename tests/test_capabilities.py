@@ -66,3 +66,6 @@ def test_flags_cover_every_algorithm_config():
         assert info.schema.__dataclass_fields__["name"] is not None, name
     assert not ALGOS["ddpg"].discrete and ALGOS["ddpg"].continuous and not ALGOS["ddpg"].on_policy
     assert ALGOS["mappo"].centralized_critic and ALGOS["happo"].needs_per_agent and not ALGOS["ippo"].centralized_critic
+    assert not ALGOS["td3"].discrete and ALGOS["sac"].discrete and ALGOS["sac"].continuous
+    assert all(ALGOS[a].centralized_critic and ALGOS[a].discrete and not ALGOS[a].turn_based
+               for a in ("maddpg", "matd3"))
