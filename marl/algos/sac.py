@@ -16,6 +16,7 @@ import math
 import torch
 from gymnasium import spaces
 
+from marl.adapters.base import GroupSpec
 from marl.algos.ddpg import DDPG, _Group
 from marl.core.distributions import gumbel_softmax_st, squashed_gaussian_sample
 from marl.core.losses import (
@@ -45,10 +46,11 @@ class SAC(DDPG):
     def _has_actor_target(self) -> bool:
         return False
 
-    def _make_noise(self, gs: _Group):
-        return None
+    def _make_noise(self, gs: _Group) -> None:
+        return None  # exploration is the policy's own sampling
 
-    def _build_group(self, g):
+    def _build_group(self, g: GroupSpec) -> _Group:
+        """DDPG's group plus the temperature: ``log_alpha`` (one per group), its optimizer and target entropy."""
         gs = super()._build_group(g)
         a = self.algo
         if a.target_entropy is not None:
