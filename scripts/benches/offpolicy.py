@@ -221,7 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--steps", type=int, default=None, help="override every case's budget (a smaller run)")
     ap.add_argument("--out", default=None, help="run directory root (default: a temp dir)")
-    ap.add_argument("--report", action="store_true", help="summarize finished runs under --out, run nothing")
+    ap.add_argument("--report", action="store_true",
+                    help="summarize finished runs (and a --speed comparison) under --out, run nothing")
     ap.add_argument("--speed", action="store_true", help="the side-by-side speed comparison with SB3")
     ap.add_argument("--speed-steps", type=int, default=5_000)
     ap.add_argument("--speed-rounds", type=int, default=2)
@@ -231,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(args.out or tempfile.mkdtemp(prefix="marl_bench_offpolicy_"))
     path = BENCH_DIR / "offpolicy.json"
     data = json.loads(path.read_text()) if path.exists() else {"results": {}}
+    new: dict[str, dict] = {}  # cases run (or summarized) by this invocation
     for name in filter(None, args.cases.split(",")):
         if args.steps:
             env, algo, _, target, over, comp = CASES[name]
@@ -238,9 +240,16 @@ def main(argv: list[str] | None = None) -> int:
             name = f"{name}@{args.steps // 1000}k"
         res = run_case(name, args.seeds, root, args.report)
         if res is not None:
-            data["results"][name] = res
-    if args.speed:
+            new[name] = res
+    speed_file = root / "speed.json"  # so that --report can pick up a speed comparison run under --out
+    if args.speed and not args.report:
         data["speed"] = speed_part(args.speed_steps, 1000, args.speed_rounds, args.sb3_python, args.sb3_pythonpath)
+        speed_file.write_text(json.dumps(data["speed"], indent=2))
+    elif args.report and speed_file.exists():
+        data["speed"] = json.loads(speed_file.read_text())
+    if path.exists():  # results other invocations wrote meanwhile are kept
+        data["results"] = json.loads(path.read_text())["results"]
+    data["results"].update(new)
     data["machine"] = machine()
     write("offpolicy", data, markdown(data))
     return 0
