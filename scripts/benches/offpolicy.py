@@ -144,7 +144,7 @@ def run_case(name: str, seeds: list[int], root: Path, report: bool) -> dict | No
     per_seed = []
     for seed in seeds:
         run_dir = root / f"{name}_s{seed}"
-        if report and not (run_dir / "metrics.csv").exists():
+        if report and not (run_dir / "checkpoints" / "final.pt").exists():  # not run, or not finished
             continue
         job = finished_job(run_dir) if report else train_job(env, algo, seed, steps, [*over, "eval_every=0"], run_dir)
         rows = job["rows"]
