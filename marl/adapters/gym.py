@@ -114,15 +114,15 @@ class GymVecEnv:
                        terminated={AGENT: term[:, None].copy()}, truncated=trunc, done=done,
                        final_obs={AGENT: final_obs}, final_state=final_obs.reshape(e, -1).copy(), episodes=episodes)
 
-    def reset(self, seed: int | None = None) -> StepOut:
-        """Reset every copy; copy ``e`` is seeded with ``seed + e``."""
+    def reset(self, seed: int | None = None, group_size: int = 1) -> StepOut:
+        """Reset every copy; copy ``e`` is seeded with ``seed + e // group_size``."""
         seed, self.seed = (self.seed if seed is None else seed), None
-        raw, _ = self.vec.reset(seed=self._seeds(seed, np.zeros(self.num_envs, np.int64)))
-        self.history.reset(seed)
+        raw, _ = self.vec.reset(seed=self._seeds(seed, np.zeros(self.num_envs, np.int64), group_size))
+        self.history.reset(seed, group_size)
         return self._first(raw)
 
-    def _seeds(self, seed: int | None, episode: np.ndarray) -> list[int | None]:
-        return [episode_seed(seed, e, int(k)) for e, k in enumerate(episode)]
+    def _seeds(self, seed: int | None, episode: np.ndarray, group_size: int = 1) -> list[int | None]:
+        return [episode_seed(seed, e // group_size, int(k)) for e, k in enumerate(episode)]
 
     def _first(self, raw: np.ndarray) -> StepOut:
         """The StepOut of fresh episodes (observations ``raw``), with the episode statistics cleared."""
@@ -144,7 +144,8 @@ class GymVecEnv:
             self.history.record({AGENT: act[:, None]}, done)
             final_obs = np.where(done[:, None, None], self._obs(raw), 0.0).astype(np.float32)
             if done.any():  # each finished copy starts its next episode, with that episode's seed
-                seeds = [episode_seed(self.history.seed, e, int(self.history.episode[e])) if d else None
+                seeds = [episode_seed(self.history.seed, e // self.history.group, int(self.history.episode[e]))
+                         if d else None
                          for e, d in enumerate(done)]
                 raw, _ = self.vec.reset(seed=seeds, options={"reset_mask": done.copy()})
         except Exception as err:
@@ -166,9 +167,9 @@ class GymVecEnv:
         actions (:class:`NotRestorable` when that cannot be done)."""
         self.seed = None
         ps = plans(state, self.num_envs)
-        raw, _ = self.vec.reset(seed=self._seeds(state["seed"], state["episode"].numpy()))
+        raw, _ = self.vec.reset(seed=self._seeds(state["seed"], state["episode"].numpy(), int(state.get("group", 1))))
         out = self._first(raw)
-        self.vec.set_attr("replay_actions", [acts[AGENT][:, 0] for _, _, acts in ps])
+        self.vec.set_attr("replay_actions", [acts[AGENT][:, 0] for _, _, acts, _ in ps])
         for e, (last, rewards, ended) in enumerate(self.vec.call("replay")):
             if ended:
                 raise NotRestorable(f"copy {e}'s episode ended while its {len(rewards)} recorded actions were "
