@@ -153,6 +153,58 @@ class HAPPOConfig(CentralPPOConfig):
 
 
 @dataclass
+class GRPOConfig(AlgoConfig):
+    """GRPO: no critic; group-relative advantages over ``group_size`` env copies reset with the same seed."""
+
+    num_steps: int = MISSING  # rows per copy and iteration, at least: whole rounds are collected until this many
+    group_size: int = MISSING  # G: env copies per group (reset with the same seed); must divide num_envs
+    grpo_advantage: str = MISSING  # episode | step: the episode's return, or the reward-to-go per step index
+    clip_coef: float = MISSING  # epsilon of the clipped surrogate
+    update_epochs: int = MISSING  # passes over each rollout
+    num_minibatches: int = MISSING  # minibatches per epoch
+    target_kl: float | None = MISSING  # stop the epoch loop early above this approx KL (null: off)
+    kl_coef: float = MISSING  # weight of the KL term to the reference policy (0: none)
+    ref_update_every: int = MISSING  # iterations between refreshes of the reference policy (0: the initial policy)
+    ent_coef: float = MISSING  # entropy bonus coefficient
+    anneal_lr: bool = MISSING  # linearly decay lr to 0 over total_steps
+    log_std_init: float = MISSING  # initial log std of Gaussian policies
+    conv: list[list[int]] | None = MISSING  # conv layers of the actor (as OnPolicyConfig.conv)
+    symmetric: bool = MISSING  # mirror-equivariant actor (env.symmetry)
+    team_reward: str = MISSING  # sum | mean: a team's group statistic on its team reward; none: per agent
+
+
+@dataclass
+class TRPOConfig(AlgoConfig):
+    """TRPO: the natural-gradient actor step under a KL bound; ``lr`` is the critic's (the actor has no optimizer)."""
+
+    num_steps: int = MISSING  # rollout length T per env copy and iteration
+    gae_lambda: float = MISSING  # GAE lambda
+    ent_coef: float = MISSING  # entropy bonus in the surrogate
+    norm_adv: bool = MISSING  # normalize advantages over the batch
+    normalize_reward: bool = MISSING  # scale rewards by the running std of the discounted return
+    anneal_lr: bool = MISSING  # linearly decay the critic lr to 0 over total_steps
+    log_std_init: float = MISSING  # initial log std of Gaussian policies
+    conv: list[list[int]] | None = MISSING  # conv layers (as OnPolicyConfig.conv)
+    symmetric: bool = MISSING  # mirror-equivariant actor and local critic (env.symmetry)
+    max_kl: float = MISSING  # trust region: mean KL(pi_old || pi) of an accepted step is at most this
+    cg_iters: int = MISSING  # conjugate-gradient iterations for F^-1 g
+    cg_damping: float = MISSING  # added to the Fisher-vector product (F + damping I) for stability
+    backtrack_iters: int = MISSING  # line-search trials (step fractions 1, coef, coef^2, ...)
+    backtrack_coef: float = MISSING  # line-search shrink factor in (0, 1)
+    update_epochs: int = MISSING  # critic passes over each rollout
+    num_minibatches: int = MISSING  # critic minibatches per pass
+
+
+@dataclass
+class HATRPOConfig(TRPOConfig):
+    """HATRPO: TRPO's keys plus the centralized critic's (as MAPPO); needs ``sharing: per_agent``."""
+
+    value_norm: bool = MISSING  # running mean/std of return targets, per value unit (Yu et al. 2022)
+    critic_hidden: list[int] | None = MISSING  # critic hidden sizes (null: same as hidden)
+    team_reward: str = MISSING  # sum | mean | none (as CentralPPOConfig.team_reward)
+
+
+@dataclass
 class DDPGConfig(AlgoConfig):
     actor_lr: float = MISSING
     critic_lr: float = MISSING
@@ -189,6 +241,9 @@ ALGOS: dict[str, AlgoInfo] = {
     "ippo": AlgoInfo(MultiPPOConfig, True, True, True, False),
     "mappo": AlgoInfo(CentralPPOConfig, True, True, True, True),
     "happo": AlgoInfo(HAPPOConfig, True, True, True, True, needs_per_agent=True),
+    "grpo": AlgoInfo(GRPOConfig, True, True, True, False),
+    "trpo": AlgoInfo(TRPOConfig, True, True, True, False),
+    "hatrpo": AlgoInfo(HATRPOConfig, True, True, True, True, needs_per_agent=True),
 }
 
 # -------------------------------------------------------------------------------------------------- logger
@@ -298,6 +353,13 @@ RANGES: dict[str, tuple[str, Any]] = {
     "algo.train_freq": ("ge1", None),
     "algo.gradient_steps": ("ge1", None),
     "algo.policy_delay": ("ge1", None),
+    "algo.group_size": ("ge1", None),
+    "algo.ref_update_every": ("ge0", None),
+    "algo.max_kl": ("gt0", None),
+    "algo.cg_iters": ("ge1", None),
+    "algo.cg_damping": ("ge0", None),
+    "algo.backtrack_iters": ("ge1", None),
+    "algo.backtrack_coef": ("unit_open_closed", None),
     "env.workers": ("ge0", None),
     "env.preprocess.frame_stack": ("ge1", None),
 }
@@ -313,6 +375,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "algo.returns": ("gae", "nstep"),
     "algo.noise": ("gaussian", "ou"),
     "algo.team_reward": ("sum", "mean", "none"),
+    "algo.grpo_advantage": ("episode", "step"),
 }
 
 
