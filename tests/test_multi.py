@@ -148,7 +148,7 @@ def train_exclusive(algo: str, seed: int, **over) -> float:
 
 
 @pytest.mark.parametrize("seed", [0, 1])
-@pytest.mark.parametrize("algo", ["ippo", "happo"])
+@pytest.mark.parametrize("algo", ["ippo", "happo", "hatrpo"])
 def test_exclusive_game_per_agent_policies_learn_to_differ(algo, seed):
     assert train_exclusive(algo, seed, sharing="per_agent") >= 0.95
 
