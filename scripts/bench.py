@@ -1,5 +1,6 @@
 """Benchmarks (not timed tests): `python scripts/bench.py SECTION [options]`, SECTION one of
-learning | adapters | multiagent | games. Each writes benchmarks/<name>.json and .md; `--help` per section."""
+learning | adapters | multiagent | games | policy_family.
+Each writes benchmarks/<name>.json and .md; `--help` per section."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 SECTIONS = {"learning": "benches.learning", "adapters": "benches.adapters", "multiagent": "benches.multiagent",
-            "games": "benches.games"}
+            "games": "benches.games", "policy_family": "benches.policy_family"}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,7 +10,8 @@ until it holds at least ``num_steps`` rows per copy: with fixed-length episodes 
 longest episode. Every row stepped counts as an env step (the masked ones too).
 
 Advantages (``grpo_advantage``): ``episode`` gives every step of an episode ``(R_i - mean(R_group)) /
-(std(R_group) + eps)`` with ``R_i`` its undiscounted return; ``step`` normalizes the discounted reward-to-go
+(std(R_group) + eps)`` with ``R_i`` its undiscounted return (population std; the group of a unit is its copies in
+which it acted: a seat played by a self-play pool opponent is left out); ``step`` normalizes the discounted reward-to-go
 (``gamma``) of the entries at each step index of the round over the group's copies acting there. Multi-agent: per
 value unit — per team on a team reward (``team_reward: sum | mean``), else per agent (in turn-based games each
 player's own outcome). The loss is PPO's clipped surrogate plus ``kl_coef`` times :func:`marl.core.losses.
@@ -135,7 +136,10 @@ class GRPO(OnPolicyLearner):
             rid = self._round_of.to(self.device)
             n = int(rid.max()) + 1
             ret = torch.zeros(n, E, U, device=self.device).index_add_(0, rid, reward)  # [n, E, U] episode returns
-            adv = group_normalize(ret.view(n, E // G, G, U), dim=2).view(n, E, U)[rid]
+            # the units that acted in the episode (a seat played by a pool opponent is no answer of the learner's)
+            acted = torch.zeros(n, E, U, device=self.device).index_add_(0, rid, acting.float()) > 0
+            adv = group_normalize(ret.view(n, E // G, G, U), dim=2, mask=acted.view(n, E // G, G, U))
+            adv = adv.view(n, E, U)[rid]
             return torch.where(acting, adv, torch.zeros_like(adv))
         done = buf.done[:R].unsqueeze(-1) | terminated | left
         rtg = discounted_returns(reward, torch.zeros_like(reward), terminated, done, self.algo.gamma, acting)

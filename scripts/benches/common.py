@@ -36,7 +36,10 @@ def train_job(env: str, algo: str, seed: int, steps: int, overrides: list[str], 
     ]
     log = open(run_dir.parent / f"{run_dir.name}.log", "a")
     t0 = time.perf_counter()
-    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "WANDB_MODE": "disabled"})
+    # this checkout's marl, not whichever one is installed (a benchmark run from a git worktree)
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
+                            env={**os.environ, "WANDB_MODE": "disabled", "PYTHONPATH": path})
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
     log.close()

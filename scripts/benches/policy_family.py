@@ -1,0 +1,141 @@
+"""The rest of the policy-gradient family: TRPO, GRPO and HATRPO against PPO / MAPPO run alongside, 3 seeds.
+
+`python scripts/bench.py policy_family [--cases trpo_cartpole,...] [--seeds 0 1 2] [--jobs 2] [--out DIR]`
+-> benchmarks/policy_family.{json,md}. A run with some ``--cases`` / ``--seeds`` replaces those entries and keeps the
+others. Targets (from the issue): CartPole TRPO >= 475 at 100k, GRPO >= 475 (the budget it needs is reported, with
+its group size); Pendulum TRPO >= -300 at 200k; simple_spread GRPO and HATRPO against MAPPO at 300k and 1M (team
+return, env steps/s); connect four GRPO self-play vs random at 200k. PPO / MAPPO cases give the wall time per env
+step of the same run (the machine's load shifts every figure, so compare within one table).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from benches.common import BENCH_DIR, finished_job, first_step_reaching, last, machine, train_job, write
+from benches.learning import CASES as SINGLE
+
+OUT = BENCH_DIR / "policy_family.json"
+RETURN = "charts/recent_return"  # mean return of the last 20 training episodes
+MPE = ["eval_every=100000", "eval_episodes=50"]
+# connect four: the games bench's self-play settings (a wide ReLU MLP, 3/4 of the copies against the pool of
+# snapshots and scripted baselines), evaluated against random
+C4 = ["num_envs=16", "algo.ent_coef=0.01", "algo.lr=5e-4", "algo.hidden=[256,256]", "algo.activation=relu",
+      "selfplay.pool_fraction=0.75", "selfplay.baselines=[heuristic,random]", "selfplay.baseline_prob=0.8",
+      "selfplay.snapshot_every=50000", "selfplay.eval_opponents=[random]", "eval_every=50000", "eval_episodes=200"]
+
+# name: (env, algo, steps, metric, target, overrides)
+CASES: dict[str, tuple[str, str, int, str, float, list[str]]] = {
+    "trpo_cartpole": ("cartpole", "trpo", 100_000, RETURN, 475.0, ["num_envs=8", "eval_every=0"]),
+    "grpo_cartpole": ("cartpole", "grpo", 300_000, RETURN, 475.0, ["num_envs=16", "eval_every=0"]),
+    "ppo_cartpole": ("cartpole", "ppo", 100_000, RETURN, 475.0, [*SINGLE["ppo_cartpole"][5], "eval_every=0"]),
+    "trpo_pendulum": ("pendulum", "trpo", 200_000, RETURN, -300.0, [
+        "num_envs=4", "algo.num_steps=1024", "algo.num_minibatches=64", "algo.gamma=0.9", "algo.normalize_obs=true",
+        "algo.normalize_reward=true", "algo.log_std_init=-0.5", "algo.max_kl=0.02", "eval_every=0"]),
+    "grpo_simple_spread": ("simple_spread", "grpo", 300_000, "eval/return", float("-inf"), MPE),
+    "hatrpo_simple_spread": ("simple_spread", "hatrpo", 300_000, "eval/return", float("-inf"), MPE),
+    "mappo_simple_spread": ("simple_spread", "mappo", 300_000, "eval/return", float("-inf"), MPE),
+    "grpo_simple_spread_1m": ("simple_spread", "grpo", 1_000_000, "eval/return", float("-inf"), MPE),
+    "hatrpo_simple_spread_1m": ("simple_spread", "hatrpo", 1_000_000, "eval/return", float("-inf"), MPE),
+    "mappo_simple_spread_1m": ("simple_spread", "mappo", 1_000_000, "eval/return", float("-inf"), MPE),
+    "grpo_connect_four": ("connect_four", "grpo", 200_000, "eval/random/win_rate", 0.95, C4),
+    "ppo_connect_four": ("connect_four", "ppo", 200_000, "eval/random/win_rate", 0.95, [*C4, "algo.num_steps=128"]),
+}
+
+
+def summarize(name: str, seed: int, job: dict) -> dict:
+    env, algo, steps, metric, target, _ = CASES[name]
+    rows = job["rows"]
+    end = rows[-1]["global_step"] if rows else float("nan")
+    return {
+        "seed": seed,
+        "final": last(rows, metric),
+        "eval_return": last(rows, "eval/return"),
+        "first_step_at_target": first_step_reaching(rows, metric, target) if target > float("-inf") else None,
+        "evals": {int(r["global_step"]): r[metric] for r in rows if metric.startswith("eval/") and metric in r},
+        "env_steps": end,
+        "sps": last(rows, "charts/SPS"),
+        "wall_s": round(job["wall_s"], 1),
+        "us_per_step": round(1e6 * job["wall_s"] / end, 1) if rows else None,
+        "peak_rss_mb": round(job["peak_rss_mb"], 1),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="bench.py policy_family")
+    ap.add_argument("--cases", default=",".join(c for c in CASES if not c.endswith("_1m")))
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--jobs", type=int, default=1, help="training runs at a time")
+    ap.add_argument("--out", default=None, help="run directory root (default: a temp dir)")
+    ap.add_argument("--report", action="store_true", help="summarize finished runs under --out, run nothing")
+    args = ap.parse_args(argv)
+    root = Path(args.out or tempfile.mkdtemp(prefix="marl_bench_policy_family_"))
+    results = json.loads(OUT.read_text())["results"] if OUT.exists() else {}
+    todo = [(n, s) for n in args.cases.split(",") for s in args.seeds]
+
+    def one(item: tuple[str, int]) -> tuple[str, dict | None]:
+        name, seed = item
+        env, algo, steps, _, _, over = CASES[name]
+        run_dir = root / f"{name}_s{seed}"
+        if args.report:
+            if not (run_dir / "metrics.csv").exists():
+                return name, None
+            job = finished_job(run_dir)
+        else:
+            job = train_job(env, algo, seed, steps, over, run_dir)
+        out = summarize(name, seed, job)
+        print(name, out, flush=True)
+        return name, out
+
+    with ThreadPoolExecutor(max(1, args.jobs)) as pool:
+        done = list(pool.map(one, todo))
+    for name, out in done:
+        if out is None:
+            continue
+        env, algo, steps, metric, target, over = CASES[name]
+        r = results.setdefault(name, {"env": env, "algo": algo, "steps": steps, "metric": metric,
+                                      "target": None if target == float("-inf") else target, "overrides": over,
+                                      "seeds": []})
+        r["seeds"] = sorted([s for s in r["seeds"] if s["seed"] != out["seed"]] + [out], key=lambda s: s["seed"])
+        finals = [s["final"] for s in r["seeds"] if s["final"] is not None]
+        r["mean"], r["min"] = statistics.fmean(finals), min(finals)
+        r["met"] = None if r["target"] is None else all(f >= r["target"] for f in finals)
+    write("policy_family", {"machine": machine(), "results": results}, markdown(results, args.seeds))
+    return 0
+
+
+def markdown(results: dict, seeds: list[int]) -> str:
+    rows = ["| case | env steps | metric | target | mean | per seed | met | first step at target | SPS | "
+            "µs / env step (wall) |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, r in results.items():
+        ss = r["seeds"]
+        per = ", ".join(f"s{s['seed']}: {s['final']:.3g}" for s in ss)
+        first = ", ".join("-" if s["first_step_at_target"] is None else f"{s['first_step_at_target']:,.0f}" for s in ss)
+        sps = statistics.fmean(s["sps"] for s in ss)
+        us = statistics.fmean(s["us_per_step"] for s in ss)
+        met = "-" if r["met"] is None else ("yes" if r["met"] else "no")
+        target = "-" if r["target"] is None else f"{r['target']:g}"
+        rows.append(f"| {name} | {r['steps']:,} | {r['metric']} | {target} | {r['mean']:.3g} | {per} | {met} | "
+                    f"{first} | {sps:.0f} | {us:.0f} |")
+    evals = []
+    for name, r in results.items():
+        for s in r["seeds"]:
+            if s["evals"]:
+                evals.append(f"| {name} | s{s['seed']} | " + ", ".join(f"{k:,}: {v:.3g}" for k, v in s["evals"].items())
+                             + " |")
+    md = ("# Policy-gradient family: TRPO, GRPO, HATRPO\n\n"
+          "`python scripts/bench.py policy_family` (cases and overrides: scripts/benches/policy_family.py and "
+          "policy_family.json). `charts/recent_return`: mean return of the last 20 training episodes at the end; "
+          "`eval/...`: deterministic evaluation (simple_spread: 50 episodes, team return; connect four: 200 games "
+          "vs random, seats alternating). GRPO counts every env step it takes, the masked steps of copies waiting "
+          "for their group included. Runs shared 2 CPU cores with other jobs: SPS and µs per step compare only "
+          "within this table.\n\n" + "\n".join(rows) + "\n")
+    if evals:
+        md += "\n## Evaluations during training\n\n| case | seed | env steps: value |\n|---|---|---|\n"
+        md += "\n".join(evals) + "\n"
+    return md + f"\nMachine: {machine()}\n"
