@@ -31,8 +31,10 @@ C4 = ["num_envs=16", "algo.ent_coef=0.01", "algo.lr=5e-4", "algo.hidden=[256,256
 
 # name: (env, algo, steps, metric, target, overrides)
 CASES: dict[str, tuple[str, str, int, str, float, list[str]]] = {
-    "trpo_cartpole": ("cartpole", "trpo", 100_000, RETURN, 475.0, ["num_envs=8", "eval_every=0"]),
-    "grpo_cartpole": ("cartpole", "grpo", 300_000, RETURN, 475.0, ["num_envs=16", "eval_every=0"]),
+    # gamma 0.98: with 0.99 TRPO reached 500 as early but fell back to 300-450 late in some seeds (tuning runs)
+    "trpo_cartpole": ("cartpole", "trpo", 100_000, RETURN, 475.0, ["num_envs=8", "algo.gamma=0.98", "eval_every=0"]),
+    # 16 copies = 2 groups of 8 per round
+    "grpo_cartpole": ("cartpole", "grpo", 200_000, RETURN, 475.0, ["num_envs=16", "eval_every=0"]),
     "ppo_cartpole": ("cartpole", "ppo", 100_000, RETURN, 475.0, [*SINGLE["ppo_cartpole"][5], "eval_every=0"]),
     "trpo_pendulum": ("pendulum", "trpo", 200_000, RETURN, -300.0, [
         "num_envs=4", "algo.num_steps=1024", "algo.num_minibatches=64", "algo.gamma=0.9", "algo.normalize_obs=true",
