@@ -29,6 +29,9 @@ CASES = [
         for a in ("ippo", "mappo", "happo")
     ],
     ("mappo-connect_four", ["env=connect_four", "algo=mappo", *TINY_PPO], "losses/policy_loss"),
+    ("grpo-cartpole", ["env=cartpole", "algo=grpo", "algo.group_size=2", *TINY_PPO], "losses/ref_kl"),
+    ("trpo-pendulum", ["env=pendulum", "algo=trpo", *TINY_PPO], "losses/tr_accepted"),
+    ("hatrpo-simple_spread", ["env=simple_spread", "algo=hatrpo", *TINY_PPO], "losses/tr_accepted"),
 ]
 
 

@@ -3,6 +3,8 @@ gradient, the Fisher-vector product, the KL bound of an accepted step, a rejecte
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -290,3 +292,21 @@ def test_hatrpo_with_one_agent_equals_trpo():
 def test_hatrpo_refuses_shared_parameters():
     with pytest.raises(ConfigError, match="HATRPO needs per-agent policies"):
         learner_for("hatrpo", "simple_spread", sharing="shared")
+
+
+@pytest.mark.parametrize("setting", [["env=cartpole", "algo=grpo", "algo.group_size=2"],
+                                     ["env=simple_spread", "algo=hatrpo"]], ids=["grpo", "hatrpo"])
+def test_checkpoints_do_not_change_the_run(setting, tiny_cfg):
+    """Same seed, with and without periodic checkpoints: the same metrics (GRPO's round seeds, the reference policy
+    and the trust-region steps are all in the state)."""
+    from conftest import read_rows
+
+    from marl.train import run
+
+    runs = []
+    for every in (0, 200):
+        cfg = tiny_cfg(*setting, "algo.update_epochs=2", "algo.num_minibatches=2", "total_steps=600",
+                       f"checkpoint_every={every}")
+        run(cfg)
+        runs.append(read_rows(Path(cfg.run_dir) / "metrics.csv"))
+    assert len(runs[0]) > 3 and runs[0] == runs[1]

@@ -36,17 +36,23 @@ class HATRPO(TRPO):
             with torch.no_grad():
                 old = pol.agent(k, batch.obs[g], batch.mask[g])
 
-            def loss_fn(g=g, k=k, pol=pol, acting=acting):
+            def terms(g=g, k=k, pol=pol, acting=acting) -> tuple[torch.Tensor, torch.Tensor]:
+                """Agent k's weighted surrogate loss and mean entropy."""
                 d = pol.agent(k, batch.obs[g], batch.mask[g])
                 pg, _ = self.pg_loss(d.log_prob(batch.action[g][:, k : k + 1]), batch.logp_old[g][:, k : k + 1],
                                      batch.adv[g][:, k : k + 1], acting, batch.weight[:, None])
-                return pg - self.algo.ent_coef * losses.entropy_bonus(d.entropy(), acting)
+                return pg, losses.entropy_bonus(d.entropy(), acting)
+
+            def loss_fn(terms=terms):
+                pg, ent = terms()
+                return pg - self.algo.ent_coef * ent
 
             def kl_fn(g=g, k=k, pol=pol, acting=acting, old=old):
                 return losses.masked_mean(losses.kl_divergence(old, pol.agent(k, batch.obs[g], batch.mask[g])), acting)
 
             with torch.no_grad():
-                st = {"policy_loss": float(loss_fn())}
+                pg, ent = terms()
+                st = {"policy_loss": float(pg), "entropy": float(ent)}
             stats.append({**st, **self.tr_step(pol.agent_parameters(k), loss_fn, kl_fn)})
             update_weight(batch, pol, g, k)
         out = mean_stats(stats) if stats else {}
