@@ -119,7 +119,7 @@ def markdown(results: dict, seeds: list[int]) -> str:
         per = ", ".join(f"s{s['seed']}: {s['final']:.3g}" for s in ss)
         first = ", ".join("-" if s["first_step_at_target"] is None else f"{s['first_step_at_target']:,.0f}" for s in ss)
         sps = statistics.fmean(s["sps"] for s in ss)
-        us = statistics.fmean(s["us_per_step"] for s in ss)
+        us = statistics.fmean(s["us_per_step"] for s in ss)  # nan where a run's timing record was lost
         met = "-" if r["met"] is None else ("yes" if r["met"] else "no")
         target = "-" if r["target"] is None else f"{r['target']:g}"
         rows.append(f"| {name} | {r['steps']:,} | {r['metric']} | {target} | {r['mean']:.3g} | {per} | {met} | "
@@ -135,8 +135,9 @@ def markdown(results: dict, seeds: list[int]) -> str:
           "policy_family.json). `charts/recent_return`: mean return of the last 20 training episodes at the end; "
           "`eval/...`: deterministic evaluation (simple_spread: 50 episodes, team return; connect four: 200 games "
           "vs random, seats alternating). GRPO counts every env step it takes, the masked steps of copies waiting "
-          "for their group included. Runs shared 2 CPU cores with other jobs: SPS and µs per step compare only "
-          "within this table.\n\n" + "\n".join(rows) + "\n")
+          "for their group included. The runs shared 2 CPU cores with other jobs under a load that changed during the "
+          "session (load average 7-12), so SPS and µs per step are indicative only, even across cases; the "
+          "speed comparison with PPO measured interleaved in one process is in the issue report.\n\n" + "\n".join(rows) + "\n")
     if evals:
         md += "\n## Evaluations during training\n\n| case | seed | env steps: value |\n|---|---|---|\n"
         md += "\n".join(evals) + "\n"
