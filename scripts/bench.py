@@ -8,7 +8,7 @@ import importlib
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]  # benches, this marl
 
 SECTIONS = {"learning": "benches.learning", "adapters": "benches.adapters", "multiagent": "benches.multiagent",
             "games": "benches.games", "policy_family": "benches.policy_family"}

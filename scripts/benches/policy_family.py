@@ -68,6 +68,46 @@ def summarize(name: str, seed: int, job: dict) -> dict:
     }
 
 
+def speed(rounds: int = 6, steps: int = 4000) -> dict[str, dict[str, float]]:
+    """Wall time per env step of PPO (the learning bench's CartPole case), TRPO and GRPO (this bench's CartPole
+    overrides) in one process, interleaved ``rounds`` times ``steps`` env steps each, so that the machine's load
+    falls on all three alike. Early training: short episodes (GRPO's masked waiting steps included)."""
+    import time
+
+    import torch
+
+    from marl.config import compose
+    from marl.train import build, make_learner
+
+    torch.set_num_threads(1)
+
+    def algo_values(over: list[str]) -> dict:
+        vals = {}
+        for o in over:
+            if o.startswith("algo."):
+                k, v = o[len("algo."):].split("=")
+                vals[k] = v == "true" if v in ("true", "false") else (float(v) if any(c in v for c in ".e") else int(v))
+        return vals
+
+    learners, used = {}, {}
+    for name in ("ppo_cartpole", "trpo_cartpole", "grpo_cartpole"):
+        _, algo, _, _, _, over = CASES[name]
+        num_envs = next(int(o.split("=")[1]) for o in over if o.startswith("num_envs="))
+        cfg = compose({"env": {"name": "cartpole"}, "algo": {"name": algo, **algo_values(over)},
+                       "num_envs": num_envs, "seed": 0, "total_steps": 10**7})
+        learners[algo] = make_learner(cfg, build(cfg), "cpu")
+        learners[algo].reset_env(0)
+        used[algo] = [0.0, 0]
+    for _ in range(rounds):
+        for algo, learner in learners.items():
+            s0, t0 = learner.env_steps, time.perf_counter()
+            while learner.env_steps - s0 < steps:
+                learner.iteration()
+            used[algo][0] += time.perf_counter() - t0
+            used[algo][1] += learner.env_steps - s0
+    return {a: {"env_steps": n, "us_per_step": 1e6 * t / n} for a, (t, n) in used.items()}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="bench.py policy_family")
     ap.add_argument("--cases", default=",".join(c for c in CASES if not c.endswith("_1m")))
@@ -75,9 +115,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=1, help="training runs at a time")
     ap.add_argument("--out", default=None, help="run directory root (default: a temp dir)")
     ap.add_argument("--report", action="store_true", help="summarize finished runs under --out, run nothing")
+    ap.add_argument("--speed", action="store_true", help="only measure the interleaved CartPole wall time per step")
     args = ap.parse_args(argv)
     root = Path(args.out or tempfile.mkdtemp(prefix="marl_bench_policy_family_"))
-    results = json.loads(OUT.read_text())["results"] if OUT.exists() else {}
+    stored = json.loads(OUT.read_text()) if OUT.exists() else {}
+    results, timing = stored.get("results", {}), stored.get("speed", {})
+    if args.speed:
+        timing = speed()
+        write("policy_family", {"machine": machine(), "results": results, "speed": timing},
+              markdown(results, timing))
+        return 0
     todo = [(n, s) for n in args.cases.split(",") for s in args.seeds]
 
     def one(item: tuple[str, int]) -> tuple[str, dict | None]:
@@ -107,11 +154,11 @@ def main(argv: list[str] | None = None) -> int:
         finals = [s["final"] for s in r["seeds"] if s["final"] is not None]
         r["mean"], r["min"] = statistics.fmean(finals), min(finals)
         r["met"] = None if r["target"] is None else all(f >= r["target"] for f in finals)
-    write("policy_family", {"machine": machine(), "results": results}, markdown(results, args.seeds))
+    write("policy_family", {"machine": machine(), "results": results, "speed": timing}, markdown(results, timing))
     return 0
 
 
-def markdown(results: dict, seeds: list[int]) -> str:
+def markdown(results: dict, timing: dict) -> str:
     rows = ["| case | env steps | metric | target | mean | per seed | met | first step at target | SPS | "
             "µs / env step (wall) |", "|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in results.items():
@@ -128,19 +175,24 @@ def markdown(results: dict, seeds: list[int]) -> str:
     for name, r in results.items():
         for s in r["seeds"]:
             if s["evals"]:
-                evals.append(f"| {name} | s{s['seed']} | " + ", ".join(f"{k:,}: {v:.3g}" for k, v in s["evals"].items())
-                             + " |")
+                points = ", ".join(f"{int(k):,}: {v:.3g}" for k, v in s["evals"].items())  # JSON keys: str
+                evals.append(f"| {name} | s{s['seed']} | {points} |")
     md = ("# Policy-gradient family: TRPO, GRPO, HATRPO\n\n"
           "`python scripts/bench.py policy_family` (cases and overrides: scripts/benches/policy_family.py and "
           "policy_family.json). `charts/recent_return`: mean return of the last 20 training episodes at the end; "
           "`eval/...`: deterministic evaluation (simple_spread: 50 episodes, team return; connect four: 200 games "
           "vs random, seats alternating). GRPO counts every env step it takes, the masked steps of copies waiting "
           "for their group included. The runs shared 2 CPU cores with other jobs under a load that changed during the "
-          "session (load average 7-12), so SPS and µs per step are indicative only, even across cases; the "
-          "speed comparison with PPO measured interleaved in one process is in the issue report.\n\n" + "\n".join(rows) + "\n")
+          "session (load average 7-12), so SPS and µs per step are indicative only, even across cases; see the "
+          "interleaved speed table below for a comparison with PPO.\n\n" + "\n".join(rows) + "\n")
     if evals:
         md += "\n## Evaluations during training\n\n| case | seed | env steps: value |\n|---|---|---|\n"
         md += "\n".join(evals) + "\n"
+    if timing:
+        md += ("\n## Wall time per env step, CartPole, interleaved in one process (`--speed`)\n\n"
+               "| algo | env steps | µs / env step |\n|---|---|---|\n"
+               + "\n".join(f"| {a} | {t['env_steps']:,} | {t['us_per_step']:.0f} |" for a, t in timing.items())
+               + "\n")
     partial = [f"- {n}: s{s['seed']} stopped at {s['env_steps']:,.0f} of {r['steps']:,} steps"
                for n, r in results.items() for s in r["seeds"] if s["env_steps"] < r["steps"]]
     if partial:
