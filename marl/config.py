@@ -252,6 +252,7 @@ class TrainConfig:
     algo: Any = MISSING  # one of the ALGOS schemas, chosen by algo.name
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     selfplay: SelfPlayConfig = field(default_factory=SelfPlayConfig)
+    preset: str = MISSING  # the tuned preset applied (configs/preset/<name>.yaml, by default <env>_<algo>), or none
     seed: int = MISSING
     total_steps: int = MISSING  # env steps (one step of all E copies counts E)
     num_envs: int = MISSING  # env copies E
@@ -426,19 +427,35 @@ def cpu_count() -> int:
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
+# hydra.output_subdir in configs/config.yaml: Hydra's .hydra/ record in the job dirs of a sweep (marl's sweep summary
+# reads it); none for a single run, whose Hydra dir is "." (the run makes its own directory: marl.rundir)
+OmegaConf.register_new_resolver("marl_job_subdir", lambda mode: ".hydra" if str(mode).endswith("MULTIRUN") else None,
+                                replace=True)
+
 
 def compose(values: Mapping[str, Any] | None = None, overrides: Sequence[str] = ()) -> DictConfig:
-    """The validated config that ``scripts/train.py env=E algo=A OVERRIDES`` composes, with ``values`` on top.
+    """The validated config that ``scripts/train.py env=E algo=A [preset=P] OVERRIDES`` composes, with ``values`` on
+    top.
 
     ``values`` is a nested dict such as ``{"env": {"name": "cartpole"}, "algo": {"name": "ppo", "lr": 1e-3}}``;
-    E and A are its ``env.name`` and ``algo.name`` (the CLI's defaults where absent). An env with no YAML of its
-    name starts from ``env=custom`` and needs its own ``env.entry_point``.
+    E and A are its ``env.name`` and ``algo.name`` (the CLI's defaults where absent), P its ``preset`` (default: the
+    tuned ``configs/preset/<E>_<A>.yaml`` where one exists; ``"none"``: no preset). An env with no YAML of its name
+    starts from ``env=custom`` and needs its own ``env.entry_point``.
     """
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
     user = OmegaConf.create(dict(values or {}))
     groups = []
+    if user.get("preset") is not None:
+        preset = str(user.pop("preset"))
+        shipped = sorted(p.stem for p in (CONFIG_DIR / "preset").glob("*.yaml"))
+        if preset not in shipped:
+            close = difflib.get_close_matches(preset, shipped, n=1)
+            raise ConfigError(f"unknown preset '{preset}' (no configs/preset/{preset}.yaml)",
+                              (f"did you mean '{close[0]}'? " if close else "")
+                              + f"choose one of: {', '.join(shipped)}")
+        groups.append(f"preset={preset}")
     env, algo = user.get("env") or {}, user.get("algo") or {}
     if "name" in algo:
         if algo["name"] not in ALGOS:
