@@ -31,6 +31,7 @@ from marl.config import ALGOS, compose, resolve_device, validate
 from marl.errors import CheckpointError, ConfigError, MarlError, TrainingError
 from marl.evaluate import render_episodes, run_episodes, summarize
 from marl.logging import RunLogger
+from marl.rundir import LOG, ConsoleLog, RunLock, check_fresh, default_run_dir, has_checkpoint, has_run
 from marl.selfplay import attach_pool
 
 EVAL_SEED_OFFSET = 1_000_000
@@ -60,14 +61,24 @@ def make_learner(cfg: DictConfig, env, device: str) -> Learner:
 def _resolve_resume(cfg: DictConfig, explicit_total_steps: bool, explicit_keys: tuple[str, ...] = ()
                     ) -> tuple[DictConfig, Path, dict | None, Path | None]:
     """For ``resume=...``: the stored config (with this call's run-control keys and explicitly given overrides) and
-    the checkpoint payload. Another ``env=`` or ``algo=`` than the stored one is refused."""
+    the checkpoint payload. Another ``env=`` or ``algo=`` than the stored one, another ``run_dir``, a ``preset``, a
+    finished run or a ``total_steps`` below the steps reached are refused. A new run: its directory, checked."""
     if not cfg.resume:
-        run_dir = Path(cfg.run_dir or "outputs/run")
-        if (run_dir / "metrics.csv").exists() or (run_dir / ckpt.CKPT_DIR).exists():
-            raise ConfigError(f"run directory '{run_dir}' already holds a run; it is never overwritten",
-                              f"pass resume={run_dir} to continue it, or choose another run_dir")
+        run_dir = Path(cfg.run_dir) if cfg.run_dir else default_run_dir(cfg)
+        check_fresh(run_dir)
         return cfg, run_dir, None, None
+    given = Path(cfg.resume)
+    if given.is_dir() and has_run(given) and not has_checkpoint(given):
+        raise CheckpointError(f"run directory '{given}' holds a run that ended before its first checkpoint: there is "
+                              "nothing to resume",
+                              f"start it again with its command and run_dir={given} (a run directory without a "
+                              "checkpoint is reused), or with a smaller checkpoint_every")
     path = ckpt.find_latest(cfg.resume)
+    run_dir = path.parent.parent if path.parent.name == ckpt.CKPT_DIR else given
+    if cfg.run_dir and Path(cfg.run_dir).resolve() != run_dir.resolve():
+        raise ConfigError(f"resume={cfg.resume} continues that run in its own directory '{run_dir}', not in "
+                          f"run_dir={cfg.run_dir}",
+                          "drop run_dir=, or copy the run directory where you want it and resume the copy")
     payload = ckpt.load(path)
     stored = validate(OmegaConf.create(payload["config"]))
     for key in RUN_CONTROL:
@@ -78,16 +89,26 @@ def _resolve_resume(cfg: DictConfig, explicit_total_steps: bool, explicit_keys: 
         if key in ("resume", "run_dir", "total_steps", *RUN_CONTROL):
             continue
         if key in ("env", "algo"):
-            given, was = cfg[key].name, stored[key].name
-            if given != was:
-                raise CheckpointError(f"checkpoint '{path}' was trained with {key}={was}, not {key}={given}",
-                                      f"drop {key}={given} to resume the run as it was, or start a new run")
+            given_name, was = cfg[key].name, stored[key].name
+            if given_name != was:
+                raise CheckpointError(f"checkpoint '{path}' was trained with {key}={was}, not {key}={given_name}",
+                                      f"drop {key}={given_name} to resume the run as it was, or start a new run")
+        elif key == "preset":
+            raise ConfigError(f"preset= does not apply with resume=: the run goes on with its own config (preset "
+                              f"{stored.preset})", "drop preset=; give the keys to change instead (e.g. algo.lr=1e-4)")
         elif key == "logger":
             stored.logger = cfg.logger
         else:  # e.g. algo.lr=1e-4 or env.backend=subprocess: applied to the resumed run
             OmegaConf.update(stored, key, OmegaConf.select(cfg, key), merge=False)
     stored = validate(stored)
-    run_dir = path.parent.parent if path.parent.name == ckpt.CKPT_DIR else Path(cfg.resume)
+    reached = int(payload["meta"]["env_steps"])
+    if reached >= stored.total_steps:
+        if explicit_total_steps and stored.total_steps < reached:
+            raise CheckpointError(f"total_steps={stored.total_steps} is below the {reached} env steps run "
+                                  f"'{run_dir}' has reached", f"pass total_steps above {reached} to train it further")
+        raise CheckpointError(f"run '{run_dir}' is finished: it reached {reached} of its {stored.total_steps} env "
+                              "steps",
+                              f"pass total_steps=<more than {reached}> with resume= to train it further")
     stored.run_dir = str(run_dir)
     return stored, run_dir, payload, path
 
@@ -134,19 +155,33 @@ def run(cfg: DictConfig | dict, explicit_total_steps: bool = False, explicit_key
     ``cfg``: a complete config (a DictConfig, as ``scripts/train.py`` or :func:`marl.config.compose` gives), or a
     dict of values composed with ``configs/`` exactly as the CLI would (:func:`marl.config.compose`).
     With ``resume`` the run's stored config is used; ``total_steps`` given explicitly (``explicit_total_steps``)
-    extends or shortens it, progress / debug / device / threads come from this call, and the other keys the user
-    gave explicitly (``explicit_keys``, e.g. ``algo.lr``) override the stored values.
+    extends it, progress / debug / device / threads come from this call, and the other keys the user gave
+    explicitly (``explicit_keys``, e.g. ``algo.lr``) override the stored values. The run directory (``run_dir``,
+    else :func:`marl.rundir.default_run_dir`) is created, and locked, only once the run is about to train; its
+    ``train.log`` gets what the console shows, the error that ends a run included.
     """
     cfg = validate(cfg) if isinstance(cfg, DictConfig) else compose(cfg)
-    cfg, run_dir, payload, ckpt_path = _resolve_resume(cfg, explicit_total_steps, tuple(explicit_keys))
+    console = ConsoleLog()
+    console.start()
+    try:
+        return _run(cfg, explicit_total_steps, tuple(explicit_keys), console)
+    except MarlError as err:
+        console.note(f"error: {err}")
+        raise
+    finally:
+        console.stop()
+
+
+def _run(cfg: DictConfig, explicit_total_steps: bool, explicit_keys: tuple[str, ...], console: ConsoleLog
+         ) -> dict[str, float]:
+    cfg, run_dir, payload, ckpt_path = _resolve_resume(cfg, explicit_total_steps, explicit_keys)
     device = resolve_device(cfg.device)
     torch.set_num_threads(cfg.threads or 1)
     seed_everything(cfg.seed)
-    run_dir.mkdir(parents=True, exist_ok=True)
-
+    print(f"preset: {describe_preset(cfg.preset)}")
     env = build(cfg)
     print(f"teams: {env.spec.describe_teams()}")
-    logger = None
+    logger, lock = None, RunLock(run_dir)
     try:
         learner = make_learner(cfg, env, device)
         pool = attach_pool(cfg, learner)
@@ -156,20 +191,41 @@ def run(cfg: DictConfig | dict, explicit_total_steps: bool = False, explicit_key
             learner.load_state_dict(payload["learner"])
             if pool is not None and "opponents" in payload["learner"]:
                 pool.load_state_dict(payload["learner"]["opponents"])
-        # written only once the checkpoint is known to fit: a refused resume leaves the run's files untouched
+        # from here on the run writes: a refused command leaves no directory, and an existing run's files untouched
+        lock.acquire()
+        if payload is None:
+            check_fresh(run_dir, clean=True)
+        console.open(run_dir / LOG, append=payload is not None)
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(_resolved(cfg, env.spec), resolve=True))
         logger = RunLogger(run_dir, cfg, resume=payload is not None)
-        if payload is not None:
-            logger.truncate_after(learner.env_steps)
         if payload is None:
+            print(f"run dir: {run_dir}")
             learner.reset_env(cfg.seed)
         else:
+            print(f"resumed from step {learner.env_steps} of {cfg.total_steps} ({ckpt_path}); run dir: {run_dir}")
+            logger.truncate_after(learner.env_steps)
             learner.restore_env(payload["learner"].get("env", {}), env_seed(cfg.seed, learner.iterations))
-        return _loop(cfg, learner, logger, run_dir)
+        try:
+            final = _loop(cfg, learner, logger, run_dir)
+        except KeyboardInterrupt:
+            print(f"interrupted: checkpoint written under {run_dir}/checkpoints; resume with resume={run_dir}",
+                  file=sys.stderr)
+            raise
+        ret = final.get("eval/return")
+        print(f"done: {run_dir}" + (f"\nfinal eval/return: {ret:.3f}" if ret is not None else ""))
+        return final
     finally:
         if logger is not None:
             logger.close()
         env.close()
+        lock.release()
+
+
+def describe_preset(name: str) -> str:
+    """The start-up line's account of the preset: its file, or that none applies."""
+    if name == "none":
+        return "none (configs/algo and configs/env values as they are)"
+    return f"{name} (configs/preset/{name}.yaml; preset=none runs without it)"
 
 
 def _resolved(cfg: DictConfig, spec: EnvSpec) -> DictConfig:
@@ -319,3 +375,4 @@ def _checkpoint(cfg: DictConfig, learner: Learner, run_dir: Path, spec: EnvSpec)
     """Save (the env copies go on untouched) and prune old periodic checkpoints."""
     ckpt.save(run_dir / ckpt.CKPT_DIR / f"step_{learner.env_steps:012d}.pt", _learner_state(learner), cfg, spec)
     ckpt.prune(run_dir)
+
