@@ -433,6 +433,15 @@ OmegaConf.register_new_resolver("marl_job_subdir", lambda mode: ".hydra" if str(
                                 replace=True)
 
 
+def check_preset(name: str) -> None:
+    """A preset asked for by name must exist (Hydra skips a missing one silently: its default is optional)."""
+    shipped = sorted(p.stem for p in (CONFIG_DIR / "preset").glob("*.yaml"))
+    if name not in shipped:
+        close = difflib.get_close_matches(name, shipped, n=1)
+        raise ConfigError(f"unknown preset '{name}' (no configs/preset/{name}.yaml)",
+                          (f"did you mean '{close[0]}'? " if close else "") + f"choose one of: {', '.join(shipped)}")
+
+
 def compose(values: Mapping[str, Any] | None = None, overrides: Sequence[str] = ()) -> DictConfig:
     """The validated config that ``scripts/train.py env=E algo=A [preset=P] OVERRIDES`` composes, with ``values`` on
     top.
@@ -449,12 +458,7 @@ def compose(values: Mapping[str, Any] | None = None, overrides: Sequence[str] = 
     groups = []
     if user.get("preset") is not None:
         preset = str(user.pop("preset"))
-        shipped = sorted(p.stem for p in (CONFIG_DIR / "preset").glob("*.yaml"))
-        if preset not in shipped:
-            close = difflib.get_close_matches(preset, shipped, n=1)
-            raise ConfigError(f"unknown preset '{preset}' (no configs/preset/{preset}.yaml)",
-                              (f"did you mean '{close[0]}'? " if close else "")
-                              + f"choose one of: {', '.join(shipped)}")
+        check_preset(preset)
         groups.append(f"preset={preset}")
     env, algo = user.get("env") or {}, user.get("algo") or {}
     if "name" in algo:

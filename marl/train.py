@@ -61,8 +61,8 @@ def make_learner(cfg: DictConfig, env, device: str) -> Learner:
 def _resolve_resume(cfg: DictConfig, explicit_total_steps: bool, explicit_keys: tuple[str, ...] = ()
                     ) -> tuple[DictConfig, Path, dict | None, Path | None]:
     """For ``resume=...``: the stored config (with this call's run-control keys and explicitly given overrides) and
-    the checkpoint payload. Another ``env=`` or ``algo=`` than the stored one, another ``run_dir``, a ``preset``, a
-    finished run or a ``total_steps`` below the steps reached are refused. A new run: its directory, checked."""
+    the checkpoint payload. Another ``env=`` or ``algo=`` than the stored one, another ``run_dir`` and a ``preset``
+    are refused. A new run: its directory, checked."""
     if not cfg.resume:
         run_dir = Path(cfg.run_dir) if cfg.run_dir else default_run_dir(cfg)
         check_fresh(run_dir)
@@ -101,16 +101,20 @@ def _resolve_resume(cfg: DictConfig, explicit_total_steps: bool, explicit_keys: 
         else:  # e.g. algo.lr=1e-4 or env.backend=subprocess: applied to the resumed run
             OmegaConf.update(stored, key, OmegaConf.select(cfg, key), merge=False)
     stored = validate(stored)
-    reached = int(payload["meta"]["env_steps"])
-    if reached >= stored.total_steps:
-        if explicit_total_steps and stored.total_steps < reached:
-            raise CheckpointError(f"total_steps={stored.total_steps} is below the {reached} env steps run "
-                                  f"'{run_dir}' has reached", f"pass total_steps above {reached} to train it further")
-        raise CheckpointError(f"run '{run_dir}' is finished: it reached {reached} of its {stored.total_steps} env "
-                              "steps",
-                              f"pass total_steps=<more than {reached}> with resume= to train it further")
     stored.run_dir = str(run_dir)
     return stored, run_dir, payload, path
+
+
+def _check_steps_left(cfg: DictConfig, reached: int, run_dir: Path, explicit_total_steps: bool) -> None:
+    """A resume must have steps left to train: a finished run, or a ``total_steps`` given below the steps reached,
+    is refused."""
+    if reached < cfg.total_steps:
+        return
+    if explicit_total_steps and cfg.total_steps < reached:
+        raise CheckpointError(f"total_steps={cfg.total_steps} is below the {reached} env steps run '{run_dir}' has "
+                              "reached", f"pass total_steps above {reached} to train it further")
+    raise CheckpointError(f"run '{run_dir}' is finished: it reached {reached} of its {cfg.total_steps} env steps",
+                          f"pass total_steps=<more than {reached}> with resume= to train it further")
 
 
 def _finite(metrics: dict[str, float]) -> None:
@@ -188,6 +192,7 @@ def _run(cfg: DictConfig, explicit_total_steps: bool, explicit_keys: tuple[str, 
         _check_eval_opponents(cfg, env.spec)
         if payload is not None:
             ckpt.check_compatible(payload, cfg.env.name, cfg.algo.name, env.spec, ckpt_path)
+            _check_steps_left(cfg, int(payload["meta"]["env_steps"]), run_dir, explicit_total_steps)
             learner.load_state_dict(payload["learner"])
             if pool is not None and "opponents" in payload["learner"]:
                 pool.load_state_dict(payload["learner"]["opponents"])

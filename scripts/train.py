@@ -15,6 +15,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from marl.config import check_preset
 from marl.errors import MarlError
 from marl.train import run
 
@@ -33,6 +34,8 @@ def main(cfg: DictConfig) -> float | None:
         cfg.run_dir = hc.runtime.output_dir
     keys = [o.split("=", 1)[0].lstrip("+~") for o in hc.overrides.task]
     try:
+        if "preset" in keys:
+            check_preset(hc.runtime.choices.get("preset"))
         final = run(cfg, explicit_total_steps="total_steps" in keys, explicit_keys=keys)
     except MarlError as e:
         if cfg.get("debug", False):
