@@ -22,6 +22,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
+import marl
 from marl import checkpoint as ckpt
 from marl.adapters.base import EnvSpec
 from marl.adapters.registry import make_vec_env
@@ -381,3 +382,5 @@ def _checkpoint(cfg: DictConfig, learner: Learner, run_dir: Path, spec: EnvSpec)
     ckpt.save(run_dir / ckpt.CKPT_DIR / f"step_{learner.env_steps:012d}.pt", _learner_state(learner), cfg, spec)
     ckpt.prune(run_dir)
 
+
+sys.modules[__name__].__class__ = marl.ApiModule  # marl.train(...) is the Python API (marl.api.train)
