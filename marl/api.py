@@ -83,7 +83,9 @@ def train(env: str | None = None, algo: str | None = None, **overrides: Any) -> 
 
 
 class Policy:
-    """A trained policy acting on raw env observations (:func:`load`); ``agents`` are the env's agents."""
+    """A trained policy acting on env observations (:func:`load`); ``agents`` are the env's agents. Observations are
+    what the configured env gives: for a run with ``env.preprocess`` or ``env.pad``, the env with those wrappers
+    (:func:`marl.adapters.registry.make_env` builds it from ``policy.cfg.env``)."""
 
     def __init__(self, learner: Learner, cfg: DictConfig, env: Any):
         self.learner, self.cfg, self.spec = learner, cfg, env.spec
