@@ -145,7 +145,7 @@ def run(cfg: DictConfig | dict, explicit_total_steps: bool = False, explicit_key
         _check_eval_opponents(cfg, env.spec)
         if payload is not None:
             ckpt.check_compatible(payload, cfg.env.name, cfg.algo.name, env.spec, ckpt_path)
-            learner.load_state_dict(payload["learner"])
+            ckpt.load_learner(learner, payload, ckpt_path, cfg)
             if pool is not None and "opponents" in payload["learner"]:
                 pool.load_state_dict(payload["learner"]["opponents"])
         # written only once the checkpoint is known to fit: a refused resume leaves the run's files untouched
@@ -272,7 +272,7 @@ def _check_eval_opponents(cfg: DictConfig, spec) -> None:
 def _record_video(cfg: DictConfig, learner: Learner, run_dir: Path, max_frames: int = 500) -> Path | None:
     """One deterministic evaluation episode rendered by the env itself, as ``run_dir/videos/eval_<step>.gif``.
     A renderer that fails only costs the video (a warning), never the run."""
-    from marl.matches import write_video  # marl.matches imports this module
+    from marl.matches import env_fps, write_video  # marl.matches imports this module
 
     try:
         env = build(cfg, num_envs=1, seed=cfg.seed + EVAL_SEED_OFFSET, render_mode="rgb_array")
@@ -282,7 +282,7 @@ def _record_video(cfg: DictConfig, learner: Learner, run_dir: Path, max_frames: 
             env.close()
         if not frames or any(not isinstance(f, np.ndarray) for f in frames):
             raise ValueError("the env's renderer returned no rgb_array frames")
-        return write_video(frames, run_dir / "videos" / f"eval_{learner.env_steps}.gif")
+        return write_video(frames, run_dir / "videos" / f"eval_{learner.env_steps}.gif", fps=env_fps(cfg.env))
     except Exception as err:  # noqa: BLE001 - a missing video must not end a finished training run
         print(f"warning: no evaluation video ({type(err).__name__}: {err})", file=sys.stderr)
         return None
