@@ -172,7 +172,16 @@ def _loop(cfg: DictConfig, learner: Learner, logger: RunLogger, run_dir: Path) -
         interrupted["flag"] = True
 
     old_handler = signal.signal(signal.SIGINT, on_sigint)
-    bar = tqdm(total=cfg.total_steps, initial=learner.env_steps, disable=not cfg.progress, unit="step",
+    total = cfg.total_steps
+    if ALGOS[cfg.algo.name].on_policy:  # whole rollouts of num_steps x num_envs env steps
+        per = int(cfg.algo.num_steps) * int(cfg.num_envs)
+        total = math.ceil(cfg.total_steps / per) * per
+        if total != cfg.total_steps:
+            print(f"note: total_steps={cfg.total_steps} is rounded up to {total}, a whole number of rollouts of "
+                  f"algo.num_steps x num_envs = {cfg.algo.num_steps} x {cfg.num_envs} env steps", file=sys.stderr)
+    opponents = eval_opponents(cfg, spec)  # turn-based games: the bar shows the win rates of the last evaluation
+    shown: dict[str, str] = {f"win_{name}": "-" for name in opponents}
+    bar = tqdm(total=total, initial=learner.env_steps, disable=not cfg.progress, unit="step",
                dynamic_ncols=True, desc=f"{cfg.algo.name}/{cfg.env.name}")
     final: dict[str, float] = {}
     t0, s0 = time.perf_counter(), learner.env_steps
@@ -198,8 +207,12 @@ def _loop(cfg: DictConfig, learner: Learner, logger: RunLogger, run_dir: Path) -
             logger.log(learner.env_steps, metrics)
             final = metrics
             bar.update(learner.env_steps - bar.n)
-            recent = f"{np.mean(learner.recent_returns):.2f}" if learner.recent_returns else "-"
-            bar.set_postfix(sps=f"{sps:.0f}", ret=recent, refresh=False)
+            if opponents:
+                shown |= {f"win_{n}": f"{metrics[f'eval/{n}/win_rate']:.0%}" for n in opponents
+                          if f"eval/{n}/win_rate" in metrics}
+            else:
+                shown["ret"] = f"{np.mean(learner.recent_returns):.2f}" if learner.recent_returns else "-"
+            bar.set_postfix(sps=f"{sps:.0f}", **shown, refresh=False)
             if learner.env_steps >= next_ckpt and learner.env_steps < cfg.total_steps:
                 _checkpoint(cfg, learner, run_dir, spec)
                 next_ckpt = _next_mark(learner.env_steps, cfg.checkpoint_every)

@@ -47,7 +47,13 @@ def main(cfg: DictConfig) -> float | None:
               file=sys.stderr)
         sys.exit(130)
     ret = final.get("eval/return")
-    print(f"run dir: {run_dir}\nfinal eval/return: {ret:.3f}" if ret is not None else f"run dir: {run_dir}")
+    wins = [k.split("/")[1] for k in final if k.startswith("eval/") and k.endswith("/win_rate") and k.count("/") == 2]
+    if wins:  # a turn-based game: how it fares against the evaluation opponents, not a zero-sum return
+        print(f"run dir: {run_dir}\nfinal evaluation: " + "; ".join(
+            f"vs {n}: win {final[f'eval/{n}/win_rate']:.1%}, draw {final[f'eval/{n}/draw_rate']:.1%}, "
+            f"loss {final[f'eval/{n}/loss_rate']:.1%}" for n in wins))
+    else:
+        print(f"run dir: {run_dir}\nfinal eval/return: {ret:.3f}" if ret is not None else f"run dir: {run_dir}")
     return ret
 
 
