@@ -229,7 +229,11 @@ def check_episode(env: AECEnv | ParallelEnv, steps: int = 100, seed: int = 0) ->
         space = env.action_space(agent)
         space.seed(int(rng.integers(2**31)))
         mask = obs.get("action_mask") if isinstance(obs, dict) else (info or {}).get("action_mask")
-        return space.sample(np.asarray(mask, np.int8)) if mask is not None else space.sample()
+        if mask is None:
+            return space.sample()
+        if isinstance(mask, tuple):  # MultiDiscrete: one mask per sub-action, as gymnasium's sample takes it
+            return space.sample(tuple(np.asarray(m, np.int8) for m in mask))
+        return space.sample(np.asarray(mask, np.int8))
 
     if isinstance(env, AECEnv):
         env.reset(seed=seed)
