@@ -248,7 +248,7 @@ def _evaluate(cfg: DictConfig, learner: Learner, eval_env) -> dict[str, float]:
     spec = learner.spec
     opponents = eval_opponents(cfg, spec)
     if not opponents:
-        return summarize(run_episodes(learner, eval_env, cfg.eval_episodes, seed=seed))
+        return summarize(run_episodes(learner, eval_env, cfg.eval_episodes, seed=seed), teams=spec.teams)
     from marl.matches import duel_summary, play_matches  # marl.matches imports this module
     from marl.opponents import PolicyPlayer, make_baseline
 
