@@ -1,15 +1,21 @@
-"""Typed config schemas and validation.
+"""Typed config schemas, validation, and composition of ``configs/`` for the Python API.
 
-Hydra composes ``configs/`` into a DictConfig; :func:`validate` checks it against the dataclasses below, so an
-unknown key, a wrong type or an out-of-range value stops the run before training with a message naming the key and
-the valid choices. Every field is documented here (the YAML files repeat the user-facing ones).
+The values live in one place, the YAMLs under ``configs/`` (``config.yaml``, ``env/``, ``algo/``, ``logger/``);
+the dataclasses below hold types, docs and validation, and no competing values: a key a YAML sets is ``MISSING``
+here, so a YAML lacking it fails loudly. Only optional env keys (a user's own env YAML may leave them out) and the
+logger switches (off unless a logger option turns them on) keep a default here; the shipped YAMLs agree with them
+(``tests/test_defaults.py``). Hydra composes ``configs/`` into a DictConfig (the CLI, or :func:`compose` from
+Python); :func:`validate` checks it against the schemas, so an unknown key, a wrong type or an out-of-range value
+stops the run before training with a message naming the key and the valid choices.
 """
 
 from __future__ import annotations
 
 import difflib
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
 from typing import Any
 
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -56,6 +62,10 @@ class EnvConfig:
     max_episode_steps: int | None = None  # gymnasium only: override the time limit
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     symmetry: SymmetryConfig = field(default_factory=SymmetryConfig)  # a mirror symmetry (connect_four), or none
+    # who shares a reward objective: {team: [agents or patterns like adversary_*]}; null: inferred from agent-name
+    # prefixes (adversary_0 / agent_0; player_* agents are each their own team). One team = a cooperative env.
+    # Independent of the policy groups (one shared policy may serve agents of several teams).
+    teams: dict[str, list[str]] | None = None
 
 
 # --------------------------------------------------------------------------------------------------- algos
@@ -63,97 +73,99 @@ class EnvConfig:
 
 @dataclass
 class AlgoConfig:
-    """Fields every algorithm has."""
+    """Fields every algorithm has. The values live in ``configs/algo/<name>.yaml`` (one YAML per algorithm sets
+    every key of its schema); the schemas hold types, docs and validation, no competing defaults."""
 
     name: str = MISSING
-    lr: float = 3e-4  # Adam learning rate
-    adam_eps: float = 1e-5  # Adam epsilon
-    gamma: float = 0.99  # discount
-    hidden: list[int] = field(default_factory=lambda: [64, 64])  # MLP hidden sizes (actor and critic)
-    activation: str = "tanh"  # tanh | relu | elu
-    max_grad_norm: float = 0.5  # gradient-norm clip (0: off)
-    normalize_obs: bool = False  # running mean/std observation normalization
-    sharing: str = "shared"  # shared | per_agent | by_prefix: how agents of a group map to policies
-    groups: dict[str, list[str]] | None = None  # explicit group -> agents map (overrides the automatic grouping)
-    agent_id: bool = True  # add an agent-id one-hot to the input when one policy serves several agents
-    action_bound: str = "clip"  # clip | squash: how Gaussian actions meet Box bounds
+    lr: float = MISSING  # Adam learning rate
+    adam_eps: float = MISSING  # Adam epsilon
+    gamma: float = MISSING  # discount
+    hidden: list[int] = MISSING  # MLP hidden sizes (actor and critic)
+    activation: str = MISSING  # tanh | relu | elu
+    max_grad_norm: float = MISSING  # gradient-norm clip (0: off)
+    normalize_obs: bool = MISSING  # running mean/std observation normalization
+    sharing: str = MISSING  # shared | per_agent | by_prefix: how agents of a group map to policies
+    groups: dict[str, list[str]] | None = MISSING  # explicit group -> agents map (overrides the automatic grouping)
+    agent_id: bool = MISSING  # add an agent-id one-hot to the input when one policy serves several agents
+    action_bound: str = MISSING  # clip | squash: how Gaussian actions meet Box bounds
 
 
 @dataclass
 class OnPolicyConfig(AlgoConfig):
-    num_steps: int = 128  # rollout length T per env copy and iteration
-    gae_lambda: float = 0.95  # GAE lambda (1: Monte Carlo with bootstrap)
-    ent_coef: float = 0.0  # entropy bonus coefficient
-    vf_coef: float = 0.5  # value loss coefficient
-    norm_adv: bool = True  # normalize advantages over the batch
-    normalize_reward: bool = False  # scale rewards by the running std of the discounted return
-    anneal_lr: bool = False  # linearly decay lr to 0 over total_steps
-    log_std_init: float = 0.0  # initial log std of Gaussian policies
+    num_steps: int = MISSING  # rollout length T per env copy and iteration
+    gae_lambda: float = MISSING  # GAE lambda (1: Monte Carlo with bootstrap)
+    ent_coef: float = MISSING  # entropy bonus coefficient
+    vf_coef: float = MISSING  # value loss coefficient
+    norm_adv: bool = MISSING  # normalize advantages over the batch
+    normalize_reward: bool = MISSING  # scale rewards by the running std of the discounted return
+    anneal_lr: bool = MISSING  # linearly decay lr to 0 over total_steps
+    log_std_init: float = MISSING  # initial log std of Gaussian policies
     # conv layers [channels, kernel] or [channels, kernel, stride] (ReLU) applied to image / board observations
     # (H, W, C) before the MLP, in the actor and the local critic; null: flatten the observation into the MLP
-    conv: list[list[int]] | None = None
-    symmetric: bool = False  # average actor logits and local values over the position and its mirror (env.symmetry)
+    conv: list[list[int]] | None = MISSING
+    symmetric: bool = MISSING  # average actor logits and local values over the position and its mirror (env.symmetry)
 
 
 @dataclass
 class ReinforceConfig(OnPolicyConfig):
-    baseline: bool = True  # learn V(s) and subtract it (variance reduction); false: plain reward-to-go
-    gae_lambda: float = 1.0
-    norm_adv: bool = True
+    baseline: bool = MISSING  # learn V(s) and subtract it (variance reduction); false: plain reward-to-go
 
 
 @dataclass
 class A2CConfig(OnPolicyConfig):
-    returns: str = "gae"  # gae | nstep
-    n_step: int = 5  # n for returns=nstep
-    num_steps: int = 5
-    lr: float = 7e-4
+    returns: str = MISSING  # gae | nstep
+    n_step: int = MISSING  # n for returns=nstep
 
 
 @dataclass
 class PPOConfig(OnPolicyConfig):
-    variant: str = "clip"  # clip | kl | adaptive_kl
-    clip_coef: float = 0.2  # epsilon of the clipped surrogate (variant=clip)
-    clip_vloss: bool = False  # clip the value update around the old value
-    vclip_coef: float = 0.2  # value clip range (clip_vloss)
-    update_epochs: int = 10  # passes over each rollout
-    num_minibatches: int = 4  # minibatches per epoch
-    target_kl: float | None = None  # stop the epoch loop early above this approx KL (null: off)
-    kl_coef: float = 0.2  # initial KL penalty coefficient (variant=kl|adaptive_kl)
-    kl_target: float = 0.01  # adaptive_kl: halve coef below target/1.5, double above target*1.5
+    variant: str = MISSING  # clip | kl | adaptive_kl
+    clip_coef: float = MISSING  # epsilon of the clipped surrogate (variant=clip)
+    clip_vloss: bool = MISSING  # clip the value update around the old value
+    vclip_coef: float = MISSING  # value clip range (clip_vloss)
+    update_epochs: int = MISSING  # passes over each rollout
+    num_minibatches: int = MISSING  # minibatches per epoch
+    target_kl: float | None = MISSING  # stop the epoch loop early above this approx KL (null: off)
+    kl_coef: float = MISSING  # initial KL penalty coefficient (variant=kl|adaptive_kl)
+    kl_target: float = MISSING  # adaptive_kl: halve coef below target/1.5, double above target*1.5
 
 
 @dataclass
 class MultiPPOConfig(PPOConfig):
-    value_norm: bool = True  # running mean/std of return targets (Yu et al. 2022)
-    critic_hidden: list[int] | None = None  # centralized critic sizes (null: same as hidden)
-    team_reward: str = "auto"  # mappo/happo: sum | mean of agents' rewards as one team reward (joint GAE), none:
-    # each agent's own reward with a per-agent central value (competitive games); auto: none if turn-based, else sum
+    """IPPO: PPO per agent on its own reward (no team reward: see CentralPPOConfig)."""
+
+    value_norm: bool = MISSING  # running mean/std of return targets, per value unit (Yu et al. 2022)
+    critic_hidden: list[int] | None = MISSING  # critic hidden sizes (null: same as hidden)
 
 
 @dataclass
-class HAPPOConfig(MultiPPOConfig):
-    sharing: str = "per_agent"  # HAPPO's sequential update needs each agent's own parameters
-    update_epochs: int = 5
+class CentralPPOConfig(MultiPPOConfig):
+    """MAPPO / HAPPO: a centralized critic on the global state."""
+
+    # sum | mean of each team's members' rewards: the team reward of its joint GAE and team value (a team of one:
+    # the agent's own reward); none: every agent its own reward and its own central value
+    team_reward: str = MISSING
+
+
+@dataclass
+class HAPPOConfig(CentralPPOConfig):
+    """HAPPO: MAPPO's keys; its sequential update needs each agent's own parameters (``sharing: per_agent``)."""
 
 
 @dataclass
 class DDPGConfig(AlgoConfig):
-    actor_lr: float = 1e-3
-    critic_lr: float = 1e-3
-    hidden: list[int] = field(default_factory=lambda: [256, 256])
-    activation: str = "relu"
-    max_grad_norm: float = 0.0
-    buffer_size: int = 1_000_000  # replay capacity (transitions)
-    batch_size: int = 256
-    tau: float = 0.005  # Polyak averaging rate of the target networks
-    learning_starts: int = 1000  # env steps of uniform random actions before learning
-    train_freq: int = 1  # env steps (per copy) between updates
-    gradient_steps: int = 1  # updates per train step
-    noise: str = "gaussian"  # gaussian | ou
-    noise_std: float = 0.1  # exploration noise std, as a fraction of the action range half-width
-    ou_theta: float = 0.15  # Ornstein-Uhlenbeck mean reversion
-    policy_delay: int = 1  # critic updates per actor update
+    actor_lr: float = MISSING
+    critic_lr: float = MISSING
+    buffer_size: int = MISSING  # replay capacity (transitions)
+    batch_size: int = MISSING
+    tau: float = MISSING  # Polyak averaging rate of the target networks
+    learning_starts: int = MISSING  # env steps of uniform random actions before learning
+    train_freq: int = MISSING  # env steps (per copy) between updates
+    gradient_steps: int = MISSING  # updates per train step
+    noise: str = MISSING  # gaussian | ou
+    noise_std: float = MISSING  # exploration noise std, as a fraction of the action range half-width
+    ou_theta: float = MISSING  # Ornstein-Uhlenbeck mean reversion
+    policy_delay: int = MISSING  # critic updates per actor update
 
 
 @dataclass(frozen=True)
@@ -175,7 +187,7 @@ ALGOS: dict[str, AlgoInfo] = {
     "ppo": AlgoInfo(PPOConfig, True, True, True, False),
     "ddpg": AlgoInfo(DDPGConfig, False, False, True, False, turn_based=False),
     "ippo": AlgoInfo(MultiPPOConfig, True, True, True, False),
-    "mappo": AlgoInfo(MultiPPOConfig, True, True, True, True),
+    "mappo": AlgoInfo(CentralPPOConfig, True, True, True, True),
     "happo": AlgoInfo(HAPPOConfig, True, True, True, True, needs_per_agent=True),
 }
 
@@ -219,13 +231,13 @@ class SelfPlayConfig:
     optional scripted baselines). Opponent moves are never trained on.
     """
 
-    pool_fraction: float = 0.25  # fraction of env copies playing pool opponents (0: pure self-play), in [0, 1]
-    pool_size: int = 8  # frozen snapshots kept (the oldest is dropped); the initial policy is the first
-    snapshot_every: int = 50_000  # env steps between snapshots of the learning policy
-    baselines: list[str] = field(default_factory=list)  # scripted opponents in the pool: random | heuristic | minimax
-    baseline_prob: float = 0.5  # chance a pool episode draws a baseline instead of a snapshot (when baselines given)
-    seat: str = "alternate"  # alternate | random: the learner's seat in a pool copy, per episode
-    eval_opponents: list[str] = field(default_factory=lambda: ["random"])  # baselines the periodic evaluation plays
+    pool_fraction: float = MISSING  # fraction of env copies playing pool opponents (0: pure self-play), in [0, 1]
+    pool_size: int = MISSING  # frozen snapshots kept (the oldest is dropped); the initial policy is the first
+    snapshot_every: int = MISSING  # env steps between snapshots of the learning policy
+    baselines: list[str] = MISSING  # scripted opponents in the pool: random | heuristic | minimax
+    baseline_prob: float = MISSING  # chance a pool episode draws a baseline, not a snapshot (when baselines given)
+    seat: str = MISSING  # alternate | random: the learner's seat in a pool copy, per episode
+    eval_opponents: list[str] = MISSING  # baselines the periodic evaluation plays
 
 
 # ----------------------------------------------------------------------------------------------------- run
@@ -233,22 +245,25 @@ class SelfPlayConfig:
 
 @dataclass
 class TrainConfig:
+    """The run config. Values: ``configs/config.yaml`` (run keys, ``selfplay``), ``configs/env/*.yaml``,
+    ``configs/algo/*.yaml``, ``configs/logger/*.yaml``; optional env keys and the logger switches (off) default here."""
+
     env: EnvConfig = field(default_factory=EnvConfig)
     algo: Any = MISSING  # one of the ALGOS schemas, chosen by algo.name
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     selfplay: SelfPlayConfig = field(default_factory=SelfPlayConfig)
-    seed: int = 0
-    total_steps: int = 100_000  # env steps (one step of all E copies counts E)
-    num_envs: int = 8  # env copies E
-    device: str = "cpu"  # cpu | cuda | auto (cuda when available)
-    threads: int = 0  # torch intra-op threads; 0 = auto (1 when env workers use the other core)
-    eval_every: int = 0  # env steps between deterministic evaluations (0: off)
-    eval_episodes: int = 10
-    checkpoint_every: int = 0  # env steps between checkpoints (0: only final); always on Ctrl-C
-    resume: str | None = None  # run directory (or checkpoint file) to continue
-    run_dir: str | None = None  # where this run writes (default: Hydra's output dir)
-    progress: bool = True  # live progress bar
-    debug: bool = False  # show tracebacks for user errors
+    seed: int = MISSING
+    total_steps: int = MISSING  # env steps (one step of all E copies counts E)
+    num_envs: int = MISSING  # env copies E
+    device: str = MISSING  # cpu | cuda | auto (cuda when available)
+    threads: int = MISSING  # torch intra-op threads; 0 = auto (1 when env workers use the other core)
+    eval_every: int = MISSING  # env steps between deterministic evaluations (0: off)
+    eval_episodes: int = MISSING
+    checkpoint_every: int = MISSING  # env steps between checkpoints (0: only final); always on Ctrl-C
+    resume: str | None = MISSING  # run directory (or checkpoint file) to continue
+    run_dir: str | None = MISSING  # where this run writes (default: Hydra's output dir)
+    progress: bool = MISSING  # live progress bar
+    debug: bool = MISSING  # show tracebacks for user errors
 
 
 RANGES: dict[str, tuple[str, Any]] = {
@@ -298,7 +313,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "algo.variant": ("clip", "kl", "adaptive_kl"),
     "algo.returns": ("gae", "nstep"),
     "algo.noise": ("gaussian", "ou"),
-    "algo.team_reward": ("auto", "sum", "mean", "none"),
+    "algo.team_reward": ("sum", "mean", "none"),
 }
 
 
@@ -396,6 +411,10 @@ def validate(cfg: DictConfig | dict) -> DictConfig:
     name = algo.name
     if name not in ALGOS:
         raise ConfigError(f"unknown algorithm '{name}'", f"choose one of: {', '.join(ALGOS)}")
+    if "team_reward" in algo and not any(f.name == "team_reward" for f in fields(ALGOS[name].schema)):
+        raise ConfigError(f"algo.team_reward does not apply to algo={name}: it trains every agent on its own reward "
+                          "with its own value (a team reward needs the centralized critic of mappo / happo)",
+                          "drop algo.team_reward, or use algo=mappo (or happo) to train each team on its team reward")
     top = OmegaConf.masked_copy(cfg, [k for k in cfg.keys() if k not in ("algo", "hydra")])
     merged = _merge(TrainConfig, top, "")
     merged.algo = _merge(ALGOS[name].schema, algo, "algo")
@@ -403,7 +422,9 @@ def validate(cfg: DictConfig | dict) -> DictConfig:
     missing = sorted(OmegaConf.missing_keys(merged))
     if missing:
         raise ConfigError(
-            f"missing required config value(s): {', '.join(missing)}", "set them on the command line or in the YAML"
+            f"missing required config value(s): {', '.join(missing)}",
+            "set them on the command line or in the YAML; from Python, pass a dict to marl.train.run or "
+            "marl.config.compose, which start from configs/ as the CLI does",
         )
     _check_ranges(merged)
     _check_minibatches(merged)
@@ -423,3 +444,42 @@ def resolve_device(device: str) -> str:
 
 def cpu_count() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+# ---------------------------------------------------------------------------------------------- composition
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+
+def compose(values: Mapping[str, Any] | None = None, overrides: Sequence[str] = ()) -> DictConfig:
+    """The validated config that ``scripts/train.py env=E algo=A OVERRIDES`` composes, with ``values`` on top.
+
+    ``values`` is a nested dict such as ``{"env": {"name": "cartpole"}, "algo": {"name": "ppo", "lr": 1e-3}}``;
+    E and A are its ``env.name`` and ``algo.name`` (the CLI's defaults where absent). An env with no YAML of its
+    name starts from ``env=custom`` and needs its own ``env.entry_point``.
+    """
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    user = OmegaConf.create(dict(values or {}))
+    groups = []
+    env, algo = user.get("env") or {}, user.get("algo") or {}
+    if "name" in algo:
+        if algo["name"] not in ALGOS:
+            raise ConfigError(f"unknown algorithm '{algo['name']}'", f"choose one of: {', '.join(ALGOS)}")
+        groups.append(f"algo={algo['name']}")
+    if "name" in env:
+        shipped = sorted(p.stem for p in (CONFIG_DIR / "env").glob("*.yaml"))
+        if env["name"] in shipped:
+            groups.append(f"env={env['name']}")
+        elif env.get("entry_point") is not None:
+            groups.append("env=custom")
+        else:
+            close = difflib.get_close_matches(str(env["name"]), shipped, n=1)
+            raise ConfigError(f"unknown env '{env['name']}' (no configs/env/{env['name']}.yaml) and no env.entry_point",
+                              (f"did you mean '{close[0]}'? " if close else "") + "choose one of: "
+                              f"{', '.join(shipped)}; or give your own env's entry_point (module.path:factory)")
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = hydra_compose(config_name="config", overrides=[*groups, *overrides])
+    OmegaConf.set_struct(cfg, False)  # unknown keys in values: validate names them and suggests the closest
+    return validate(OmegaConf.merge(cfg, user))

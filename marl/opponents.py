@@ -30,6 +30,7 @@ from gymnasium import spaces
 
 from marl.adapters.base import EnvSpec, StepOut
 from marl.algos.base import Learner
+from marl.core.normalization import RunningMeanStd
 from marl.errors import ConfigError
 
 
@@ -195,12 +196,18 @@ class PolicyPlayer(Player):
 class FrozenPolicyPlayer(Player):
     """A frozen copy of a learner's actors (an :class:`~marl.multi.manager.AgentManager` on CPU, no gradients).
 
-    Observations are normalized with ``normalize`` (the learner's current statistics); actions are sampled.
-    Only the env copies with a seat in ``rows`` are evaluated.
+    Observations are normalized with ``obs_rms`` (per group, the learner's statistics frozen with the snapshot;
+    None: no normalization), so later changes to the learner's statistics leave its play unchanged; actions are
+    sampled. Only the env copies with a seat in ``rows`` are evaluated.
     """
 
-    def __init__(self, manager: torch.nn.Module, normalize: Callable[[dict], dict], name: str = "snapshot"):
-        self.manager, self.normalize, self.name = manager, normalize, name
+    def __init__(self, manager: torch.nn.Module, obs_rms: dict[str, RunningMeanStd] | None, name: str = "snapshot"):
+        self.manager, self.obs_rms, self.name = manager, obs_rms, name
+
+    def obs_tensor(self, raw: np.ndarray, group: str) -> torch.Tensor:
+        """Env obs ``[E, N, *obs]`` -> flat ``[E, N, D]``, normalized with the frozen statistics."""
+        x = torch.as_tensor(raw, dtype=torch.float32).reshape(*raw.shape[:2], -1)
+        return self.obs_rms[group].normalize(x) if self.obs_rms is not None else x
 
     @torch.no_grad()
     def act(self, last: StepOut, rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -208,11 +215,10 @@ class FrozenPolicyPlayer(Player):
         out = {g: np.zeros(r.shape, dtype=np.int64) for g, r in rows.items()}
         if need.size == 0:
             return out
-        obs = self.normalize({g: o[need] for g, o in last.obs.items()})
         for g in rows:
             m = last.action_mask.get(g)
             mask = torch.as_tensor(m[need]) if m is not None else None
-            a = self.manager.dist(g, obs[g].cpu(), mask).sample()
+            a = self.manager.dist(g, self.obs_tensor(last.obs[g][need], g), mask).sample()
             out[g][need] = a.numpy()
         return out
 

@@ -1,8 +1,13 @@
-"""On-policy rollout: collect ``T`` steps of ``E`` env copies into preallocated time-major tensors ``[T, E, N_g, ...]``.
+"""On-policy rollout: collect ``T`` steps of ``E`` env copies into preallocated time-major tensors ``[R, E, N_g, ...]``.
 
 Observations are stored as the networks saw them (flattened, normalized). The critic is not run while acting: values
-of all ``T + 1`` observations (and of the final observations of episodes that ended) are computed afterwards in one
-batched pass.
+of all rows (and of the final observations of episodes that ended) are computed afterwards in one batched pass.
+
+Rows: ``R = C + T``. The first ``C`` rows ("carry rows", one per value unit) hold transitions left open by the
+previous rollout: in a turn-based game the agent that moved last before the cut has not yet seen its next own turn,
+so its reward and next value are not known. Its transition is moved to carry row ``u`` (its value unit) and completes
+in this rollout, as if the rollout had not been cut (:func:`carry_over`). Rows ``C .. C+T-1`` are this rollout's steps;
+``obs`` / ``state`` have one more row (``R``): the observation after the last step.
 """
 
 from __future__ import annotations
@@ -19,14 +24,16 @@ from marl.adapters.base import EnvSpec, StepOut
 
 @dataclass
 class GroupRollout:
-    obs: torch.Tensor  # [T+1, E, N, D] float (normalized, flat)
+    """One group's rows (``R = C + T`` step rows; see the module docstring)."""
+
+    obs: torch.Tensor  # [R+1, E, N, D] float (normalized, flat)
     final_obs: torch.Tensor  # [T, E, N, D]  valid where done, and where the agent left
     action: torch.Tensor  # [T, E, N, *A]
     logp: torch.Tensor  # [T, E, N]
     mask: torch.Tensor | None  # [T, E, N, A] bool
     alive: torch.Tensor  # [T, E, N] bool
     acting: torch.Tensor  # [T, E, N] bool
-    reward: torch.Tensor  # [T, E, N] (scaled when reward normalization is on)
+    reward: torch.Tensor  # [T, E, N] raw rewards of each agent (the advantages read Rollout.unit_reward)
     terminated: torch.Tensor  # [T, E, N] bool
     left: torch.Tensor  # [T, E, N] bool: the agent was truncated on its own at t (left unterminated; episode goes on)
 
@@ -34,13 +41,16 @@ class GroupRollout:
 @dataclass
 class Rollout:
     groups: dict[str, GroupRollout]
-    state: torch.Tensor  # [T+1, E, S]
-    final_state: torch.Tensor  # [T, E, S]
-    truncated: torch.Tensor  # [T, E] bool
-    done: torch.Tensor  # [T, E] bool
+    state: torch.Tensor  # [R+1, E, S]
+    final_state: torch.Tensor  # [R, E, S]
+    truncated: torch.Tensor  # [R, E] bool
+    done: torch.Tensor  # [R, E] bool
+    unit_reward: torch.Tensor  # [R, E, U] the reward of each value unit (team or agent), scaled when normalize_reward
+    carry: int = 0  # C: carry rows in front of the steps
 
     @property
     def T(self) -> int:
+        """All step rows ``R`` (carry rows included)."""
         return self.done.shape[0]
 
 
@@ -52,8 +62,10 @@ def action_shape(space: spaces.Space) -> tuple[tuple[int, ...], torch.dtype]:
     return (int(math.prod(space.shape)),), torch.float32
 
 
-def allocate(spec: EnvSpec, T: int, E: int, device: torch.device) -> Rollout:
+def allocate(spec: EnvSpec, T: int, E: int, device: torch.device, units: int = 1, carry: int = 0) -> Rollout:
+    """Zeroed buffers for ``carry + T`` step rows of ``E`` copies and ``units`` value units."""
     groups = {}
+    T = T + carry
     for g in spec.groups:
         n, d = g.n_agents, int(math.prod(g.obs_space.shape))
         a_shape, a_dtype = action_shape(g.action_space)
@@ -80,6 +92,8 @@ def allocate(spec: EnvSpec, T: int, E: int, device: torch.device) -> Rollout:
         final_state=torch.zeros(T, E, s, device=device),
         truncated=torch.zeros(T, E, dtype=torch.bool, device=device),
         done=torch.zeros(T, E, dtype=torch.bool, device=device),
+        unit_reward=torch.zeros(T, E, units, device=device),
+        carry=carry,
     )
 
 
@@ -102,8 +116,8 @@ def store_step(
         gb.obs[t] = obs[name]
         if gb.mask is not None:
             gb.mask[t] = masks[name]
-        gb.alive[t] = torch.from_numpy(last.alive[name])
-        gb.acting[t] = torch.from_numpy(last.acting[name])
+        gb.alive[t] = torch.from_numpy(last.alive[name]).to(gb.alive.device)
+        gb.acting[t] = torch.from_numpy(last.acting[name]).to(gb.acting.device)
         gb.action[t] = actions[name]
         gb.logp[t] = logps[name]
     buf.state[t] = state
@@ -122,6 +136,60 @@ def store_outcome(buf: Rollout, t: int, out: StepOut, rewards: dict[str, torch.T
         left = gb.alive[t] & ~torch.from_numpy(out.alive[name]).to(dev) & ~term & ~done.unsqueeze(-1)
         gb.left[t] = left
         any_left = any_left or bool(left.any())
-    buf.truncated[t] = torch.from_numpy(out.truncated)
+    buf.truncated[t] = torch.from_numpy(out.truncated).to(dev)
     buf.done[t] = done
     return any_left or bool(out.done.any())
+
+
+def carry_over(buf: Rollout, unit_of: torch.Tensor, last_row: torch.Tensor, open_: torch.Tensor) -> None:
+    """Move every open transition into its carry row, for the next rollout to complete.
+
+    ``unit_of [N]``: the value unit of every agent (group order); ``last_row [E, U]``: the row of unit ``u``'s last
+    acting step in copy ``e``; ``open_ [E, U]``: that step's transition is still open (no episode end after it and
+    the unit does not act at the next observation). Carry row ``u`` then holds, for copy ``e``, unit ``u``'s members
+    that acted at that step (observation, action, log-prob, mask, state) and the unit's reward accumulated from
+    that step to the end of the buffer; everything else in the carry rows is cleared. A transition already in a carry
+    row that stays open (the unit did not act again) is kept, with the new rewards added."""
+    C, E = buf.carry, buf.done.shape[1]
+    if C == 0:
+        return
+    dev = buf.done.device
+    e_idx = torch.arange(E, device=dev)
+    # the unit reward from each row to the end: reverse cumulative sum, read at the pending row
+    tail = buf.unit_reward.flip(0).cumsum(0).flip(0)  # [R, E, U]
+    units = torch.arange(open_.shape[1], device=dev)
+    pending_r = tail[last_row, e_idx[:, None], units[None, :]]  # [E, U]
+    state = buf.state[last_row, e_idx[:, None]]  # [E, U, S]
+    moved = []
+    off = 0
+    for gb in buf.groups.values():
+        n = gb.acting.shape[2]
+        ua = unit_of[off : off + n].to(dev)  # [N_g]
+        off += n
+        src = last_row[:, ua]  # [E, N_g]
+        ee, nn = e_idx[:, None].expand(E, n), torch.arange(n, device=dev)[None, :].expand(E, n)
+        take = open_[:, ua] & gb.acting[src, ee, nn]
+        e_i, n_i = take.nonzero().unbind(-1)
+        rows_src, rows_dst = src[e_i, n_i], ua[n_i]
+        vals = {k: getattr(gb, k)[rows_src, e_i, n_i].clone() for k in ("obs", "action", "logp")}
+        if gb.mask is not None:
+            vals["mask"] = gb.mask[rows_src, e_i, n_i].clone()
+        moved.append((gb, rows_dst, e_i, n_i, vals))
+    for gb in buf.groups.values():
+        for k in ("obs", "final_obs", "action", "logp", "reward"):
+            getattr(gb, k)[:C] = 0
+        for k in ("alive", "acting", "terminated", "left"):
+            getattr(gb, k)[:C] = False
+        if gb.mask is not None:
+            gb.mask[:C] = True
+    for gb, rows, e_i, n_i, vals in moved:
+        for k, v in vals.items():
+            getattr(gb, k)[rows, e_i, n_i] = v
+        gb.alive[rows, e_i, n_i] = True
+        gb.acting[rows, e_i, n_i] = True
+    buf.unit_reward[:C] = 0
+    buf.done[:C] = False
+    buf.truncated[:C] = False
+    e_o, u_o = open_.nonzero().unbind(-1)
+    buf.unit_reward[u_o, e_o, u_o] = pending_r[e_o, u_o]
+    buf.state[u_o, e_o] = state[e_o, u_o]

@@ -9,9 +9,10 @@ calls :meth:`OpponentPool.override` after choosing actions for every seat: the p
 opponent's seats and clears their ``acting`` flags, so those transitions are never trained on and the returns treat
 the opponent's moves as the other side's turn (the learner's seat gets the reward its own move led to).
 
-Snapshots are deep copies of the learner's actors (``learner.manager``) taken every ``snapshot_every`` env steps,
-frozen (no gradients) and kept on CPU; the newest ``pool_size`` are kept. :meth:`OpponentPool.state_dict` holds them
-as plain tensors, so the pool survives a checkpoint / resume.
+Snapshots are deep copies of the learner's actors (``learner.manager``) and of its observation statistics
+(``learner.obs_rms``, with ``algo.normalize_obs``) taken every ``snapshot_every`` env steps, frozen (no gradients) and
+kept on CPU; the newest ``pool_size`` are kept. :meth:`OpponentPool.state_dict` holds them as plain tensors, so the
+pool survives a checkpoint / resume.
 """
 
 from __future__ import annotations
@@ -76,11 +77,13 @@ class OpponentPool:
         return [*self.snapshots, *self.baselines]
 
     def _freeze(self, manager: torch.nn.Module) -> FrozenPolicyPlayer:
+        """A frozen copy of ``manager`` playing with a copy of the learner's current observation statistics."""
         frozen = copy.deepcopy(manager).cpu().eval().requires_grad_(False)
-        return FrozenPolicyPlayer(frozen, self.learner.obs_tensors, name="snapshot")
+        return FrozenPolicyPlayer(frozen, copy.deepcopy(self.learner.obs_rms), name="snapshot")
 
     def snapshot(self) -> None:
-        """Add a frozen copy of the learner's current actors; drop the oldest beyond ``pool_size``."""
+        """Add a frozen copy of the learner's current actors and observation statistics; drop the oldest beyond
+        ``pool_size``."""
         self.snapshots.append(self._freeze(self.learner.manager))
         self.snapshot_steps.append(int(self.learner.env_steps))
         if len(self.snapshots) > self.pool_size:
@@ -110,7 +113,7 @@ class OpponentPool:
     def override(self, last: StepOut, actions: dict[str, torch.Tensor], buf: Rollout, t: int) -> dict:
         """Replace the opponents' actions ``{g: [E, N_g]}`` in pool copies and mark those seats not acting in
         ``buf`` at step ``t``. ``last`` is the StepOut the actions were chosen from."""
-        if t == 0 and self.learner.env_steps >= self.next_snapshot:
+        if t == buf.carry and self.learner.env_steps >= self.next_snapshot:  # the rollout's first step
             self.snapshot()
             while self.next_snapshot <= self.learner.env_steps:
                 self.next_snapshot += self.every
@@ -134,9 +137,11 @@ class OpponentPool:
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict:
-        """Snapshots (actor state dicts, plain tensors), their env steps, assignments and RNG states."""
+        """Snapshots (actor state dicts and observation statistics, plain tensors), their env steps, assignments
+        and RNG states."""
         return {
             "snapshots": [s.manager.state_dict() for s in self.snapshots],
+            "snapshot_obs_rms": [{g: r.state_dict() for g, r in (s.obs_rms or {}).items()} for s in self.snapshots],
             "snapshot_steps": list(self.snapshot_steps),
             "next_snapshot": int(self.next_snapshot),
             "opponent": torch.from_numpy(self.opponent.copy()),
@@ -148,9 +153,13 @@ class OpponentPool:
     def load_state_dict(self, state: dict) -> None:
         template = self.snapshots[0].manager
         self.snapshots = []
-        for sd in state["snapshots"]:
+        # a checkpoint from before the statistics were frozen: its snapshots play with the learner's restored ones
+        stats = state.get("snapshot_obs_rms", [{}] * len(state["snapshots"]))
+        for sd, obs_rms in zip(state["snapshots"], stats, strict=True):
             player = self._freeze(template)
             player.manager.load_state_dict(sd)
+            for g, rms in obs_rms.items():
+                player.obs_rms[g].load_state_dict(rms)
             self.snapshots.append(player)
         self.snapshot_steps = [int(s) for s in state["snapshot_steps"]]
         self.next_snapshot = int(state["next_snapshot"])

@@ -1,9 +1,12 @@
 """The training loop: build env + learner from a validated config, run to ``total_steps``, log, evaluate, checkpoint.
 
 Run directory: ``config.yaml`` (resolved config), ``metrics.csv``, ``checkpoints/step_*.pt`` and ``final.pt``.
-Resume (``resume=<run dir or .pt>``) restores weights, optimizers, normalizers, counters and RNG states. Env copies
-are re-seeded at every checkpoint boundary (from the run seed and the iteration), so a run resumed from a checkpoint
-continues exactly as the uninterrupted run did.
+Resume (``resume=<run dir or .pt>``) restores weights, optimizers, normalizers, counters and RNG states, and the env
+copies mid-episode: a checkpoint holds the current observation and, per copy, the seed of its episode and the actions
+taken since its last reset, which are replayed (:mod:`marl.adapters.replay`). Checkpoints never touch the envs, so
+a run with checkpoints logs what the same run without them does, and a resumed run continues exactly as the
+uninterrupted one. Where the copies cannot be rebuilt (an env that does not replay the same observations, an episode
+longer than the record), the resumed run resets them with a warning and goes on.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from marl.adapters.base import EnvSpec
 from marl.adapters.registry import make_vec_env
 from marl.algos import learner_class
 from marl.algos.base import Learner, seed_everything
-from marl.config import ALGOS, resolve_device, validate
+from marl.config import ALGOS, compose, resolve_device, validate
 from marl.errors import CheckpointError, ConfigError, MarlError, TrainingError
 from marl.evaluate import render_episodes, run_episodes, summarize
 from marl.logging import RunLogger
@@ -35,7 +38,8 @@ RUN_CONTROL = ("progress", "debug", "device", "threads")  # taken from this call
 
 
 def env_seed(seed: int, iteration: int) -> int:
-    """Seed of env copy 0 after ``iteration`` iterations (copies use seed + e)."""
+    """Seed of env copy 0 for a resume after ``iteration`` iterations that cannot restore the copies mid-episode
+    (copies use seed + e)."""
     return int(seed) + 100_003 * int(iteration)
 
 
@@ -127,17 +131,21 @@ def run(cfg: DictConfig | dict, explicit_total_steps: bool = False, explicit_key
         ) -> dict[str, float]:
     """Train according to ``cfg``; returns the final metrics (last evaluation included).
 
+    ``cfg``: a complete config (a DictConfig, as ``scripts/train.py`` or :func:`marl.config.compose` gives), or a
+    dict of values composed with ``configs/`` exactly as the CLI would (:func:`marl.config.compose`).
     With ``resume`` the run's stored config is used; ``total_steps`` given explicitly (``explicit_total_steps``)
     extends or shortens it, progress / debug / device / threads come from this call, and the other keys the user
     gave explicitly (``explicit_keys``, e.g. ``algo.lr``) override the stored values.
     """
-    cfg, run_dir, payload, ckpt_path = _resolve_resume(validate(cfg), explicit_total_steps, tuple(explicit_keys))
+    cfg = validate(cfg) if isinstance(cfg, DictConfig) else compose(cfg)
+    cfg, run_dir, payload, ckpt_path = _resolve_resume(cfg, explicit_total_steps, tuple(explicit_keys))
     device = resolve_device(cfg.device)
     torch.set_num_threads(cfg.threads or 1)
     seed_everything(cfg.seed)
     run_dir.mkdir(parents=True, exist_ok=True)
 
     env = build(cfg)
+    print(f"teams: {env.spec.describe_teams()}")
     logger = None
     try:
         learner = make_learner(cfg, env, device)
@@ -149,16 +157,27 @@ def run(cfg: DictConfig | dict, explicit_total_steps: bool = False, explicit_key
             if pool is not None and "opponents" in payload["learner"]:
                 pool.load_state_dict(payload["learner"]["opponents"])
         # written only once the checkpoint is known to fit: a refused resume leaves the run's files untouched
-        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(_resolved(cfg, env.spec), resolve=True))
         logger = RunLogger(run_dir, cfg, resume=payload is not None)
         if payload is not None:
             logger.truncate_after(learner.env_steps)
-        learner.reset_env(env_seed(cfg.seed, learner.iterations))
+        if payload is None:
+            learner.reset_env(cfg.seed)
+        else:
+            learner.restore_env(payload["learner"].get("env", {}), env_seed(cfg.seed, learner.iterations))
         return _loop(cfg, learner, logger, run_dir)
     finally:
         if logger is not None:
             logger.close()
         env.close()
+
+
+def _resolved(cfg: DictConfig, spec: EnvSpec) -> DictConfig:
+    """``cfg`` as ``config.yaml`` records it: with the env's teams resolved to agent lists (the run's own config keeps
+    them as declared, patterns or inferred, so a resume with other ``env.kwargs`` meets the spaces check)."""
+    out = cfg.copy()
+    out.env.teams = {t: list(ms) for t, ms in spec.teams}
+    return out
 
 
 def _loop(cfg: DictConfig, learner: Learner, logger: RunLogger, run_dir: Path) -> dict:
@@ -242,7 +261,7 @@ def _evaluate(cfg: DictConfig, learner: Learner, eval_env) -> dict[str, float]:
     spec = learner.spec
     opponents = eval_opponents(cfg, spec)
     if not opponents:
-        return summarize(run_episodes(learner, eval_env, cfg.eval_episodes, seed=seed))
+        return summarize(run_episodes(learner, eval_env, cfg.eval_episodes, seed=seed), teams=spec.teams)
     from marl.matches import duel_summary, play_matches  # marl.matches imports this module
     from marl.opponents import PolicyPlayer, make_baseline
 
@@ -310,7 +329,6 @@ def _learner_state(learner: Learner) -> dict:
 
 
 def _checkpoint(cfg: DictConfig, learner: Learner, run_dir: Path, spec: EnvSpec) -> None:
-    """Save, prune old periodic checkpoints, and re-seed the env copies (what a resume from here will do too)."""
+    """Save (the env copies go on untouched) and prune old periodic checkpoints."""
     ckpt.save(run_dir / ckpt.CKPT_DIR / f"step_{learner.env_steps:012d}.pt", _learner_state(learner), cfg, spec)
     ckpt.prune(run_dir)
-    learner.reset_env(env_seed(cfg.seed, learner.iterations))

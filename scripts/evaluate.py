@@ -4,6 +4,8 @@
         [seed=0] [deterministic=true] [num_envs=8] [env=<name>]
         [render=rgb_array video=<file.mp4|file.gif> [fps=<n>] [max_frames=<n>]] [render=human] [render=ansi]
 
+Actions are greedy (the most likely action, as in training evaluation and scripts/play.py) unless
+``deterministic=false``, which samples them; the mode is printed at start.
 Turn-based games: the policy plays ``episodes`` matches against the opponent, its seat alternating match by match;
 the table shows its wins / draws / losses per seat with Wilson 95% intervals and its mean payoff (± 95% CI).
 Other envs: the policy plays every agent; the table shows team and per-agent returns (mean ± 95% CI).
@@ -51,7 +53,7 @@ from marl.train import build
 RENDER_MODES = ("none", "rgb_array", "human", "ansi")
 RENDERED_MATCHES = 4
 USAGE = ("usage: python scripts/evaluate.py run=<run dir or checkpoint> episodes=100 "
-         "opponent=random|heuristic|minimax|self|<run> [seed=0] [deterministic=true] "
+         "opponent=random|heuristic|minimax|self|<run> [seed=0] [deterministic=false: sample actions] "
          "[render=rgb_array video=out.gif | render=human | render=ansi]")
 ARGS = {"run": str, "episodes": int, "opponent": str, "seed": int, "render": str, "video": str,
         "deterministic": as_bool, "num_envs": int, "env": str, "debug": as_bool, "fps": float, "max_frames": int}
@@ -64,7 +66,7 @@ def parse(argv: list[str]) -> dict:
         raise ConfigError("no policy given", "pass run=<run directory or checkpoint file>; " + USAGE)
     a.setdefault("episodes", 100)
     a.setdefault("seed", 0)
-    a.setdefault("deterministic", False)
+    a.setdefault("deterministic", True)
     a.setdefault("num_envs", 8)
     a.setdefault("render", "rgb_array" if "video" in a else "none")
     if a["episodes"] < 1 or a["num_envs"] < 1 or a.get("max_frames", 1) < 1 or a.get("fps", 1) <= 0:
@@ -152,6 +154,8 @@ def watched_matches(cfg: DictConfig, a: dict, subject: PolicyPlayer, opponent: P
 def evaluate(a: dict) -> dict:
     """Run the evaluation described by parsed arguments ``a``; print and return the summary."""
     torch.set_num_threads(1)
+    mode = "greedy (deterministic=true)" if a["deterministic"] else "sampled (deterministic=false)"
+    print(f"actions: {mode}")
     cfg, payload, path = load_policy(a["run"])
     if "env" in a:
         cfg.env = resolve_env_config(a["env"])
@@ -171,13 +175,12 @@ def evaluate(a: dict) -> dict:
             results = (watched_matches(cfg, a, subject, opponent) if a["render"] == "ansi" else
                        play_matches(env, subject, opponent, a["episodes"], a["seed"]))
             summary = duel_summary(results, spec.agents)
-            print(f"{path} on {spec.name}, {a['episodes']} matches, seed {a['seed']}"
-                  f"{', deterministic' if a['deterministic'] else ''}")
+            print(f"{path} on {spec.name}, {a['episodes']} matches, seed {a['seed']}, actions {mode}")
             print(format_duel(summary, "policy", opp_name))
         else:
             eps = run_episodes(subject.learner, env, a["episodes"], a["seed"], a["deterministic"])
             summary = team_summary(eps)
-            print(f"{path} on {spec.name}, seed {a['seed']}")
+            print(f"{path} on {spec.name}, seed {a['seed']}, actions {mode}")
             print(format_team(summary, "policy"))
         return summary
     finally:

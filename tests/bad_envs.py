@@ -92,6 +92,18 @@ class WrongObsShape(Walk):
         return {a: np.zeros(3, np.float32) for a in self.agents}
 
 
+class NotReplayable(Walk):
+    """Observations carry noise from an unseeded generator: an episode is not fixed by its seed and actions, so a
+    resume cannot rebuild it."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.rng = np.random.default_rng()
+
+    def _obs(self) -> dict[str, np.ndarray]:
+        return {a: np.array([i / 2, self.rng.uniform(-1, 1)], np.float32) for i, a in enumerate(self.agents)}
+
+
 def walk(**kwargs) -> ParallelEnv:
     return Walk(**kwargs)
 
@@ -110,6 +122,10 @@ def breaks_api(**kwargs) -> ParallelEnv:
 
 def wrong_obs_shape(**kwargs) -> ParallelEnv:
     return WrongObsShape(**kwargs)
+
+
+def not_replayable(**kwargs) -> ParallelEnv:
+    return NotReplayable(**kwargs)
 
 
 def not_an_env(**kwargs) -> dict:

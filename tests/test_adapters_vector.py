@@ -183,11 +183,11 @@ def test_state_off_leaves_state_zero_and_everything_else_equal(name):
 
 
 def test_only_centralized_critics_get_the_state():
-    from marl.config import validate
+    from marl.config import compose
     from marl.train import build
 
     for algo, has in (("ippo", False), ("mappo", True)):
-        cfg = validate({"env": dict(resolve_env_config("simple_spread")), "algo": {"name": algo}, "num_envs": 2})
+        cfg = compose({"env": dict(resolve_env_config("simple_spread")), "algo": {"name": algo}, "num_envs": 2})
         env = build(cfg)
         assert bool(env.reset(seed=0).state.any()) == has
         env.close()

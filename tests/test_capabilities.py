@@ -8,7 +8,7 @@ import torch
 from gymnasium import spaces
 
 from marl.adapters.registry import resolve_env_config
-from marl.config import ALGOS, validate
+from marl.config import ALGOS, compose
 from marl.errors import ConfigError
 from marl.train import build, make_learner
 
@@ -41,7 +41,7 @@ def test_algo_env_matrix(algo, env_key):
     env_cfg.merge_with(over)
     fields = ALGOS[algo].schema.__dataclass_fields__
     small = {k: v for k, v in SMALL["on" if ALGOS[algo].on_policy else "off"].items() if k in fields}
-    cfg = validate({"env": env_cfg, "algo": {"name": algo, **small}, "num_envs": 2, "total_steps": 100})
+    cfg = compose({"env": env_cfg, "algo": {"name": algo, **small}, "num_envs": 2, "total_steps": 100})
     env = build(cfg)
     try:
         if not supported(algo, env.spec):

@@ -6,24 +6,22 @@ from __future__ import annotations
 import copy
 import io
 import math
-from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch
 from gymnasium import spaces
-from omegaconf import OmegaConf
+from test_adapters_core import Survivors
 
+from marl.adapters import make_vec_env
 from marl.adapters.base import EnvSpec, EpisodeStat, GroupSpec, StepOut
 from marl.algos.base import seed_everything
 from marl.algos.ddpg import DDPG
-from marl.config import validate
+from marl.config import compose
 from marl.core.networks import MLP, polyak_update
 from marl.core.noise import GaussianNoise, OUNoise
 from marl.errors import ConfigError
-
-ALGO_YAML = Path(__file__).resolve().parents[1] / "configs" / "algo" / "ddpg.yaml"
 
 
 @pytest.fixture(autouse=True)
@@ -152,15 +150,9 @@ class ScriptEnv:
 
 
 def make_cfg(num_envs: int = 1, seed: int = 0, total_steps: int = 20_000, **algo):
-    base = OmegaConf.load(ALGO_YAML)
-    cfg = {
-        "env": {"name": "pendulum", "kind": "gymnasium", "entry_point": "Pendulum-v1"},
-        "algo": OmegaConf.merge(base, algo),
-        "seed": seed,
-        "num_envs": num_envs,
-        "total_steps": total_steps,
-    }
-    return validate(cfg)
+    """The CLI's config for ``env=pendulum algo=ddpg`` (configs/algo/ddpg.yaml) with these values."""
+    return compose({"env": {"name": "pendulum"}, "algo": {"name": "ddpg", **algo}, "seed": seed,
+                    "num_envs": num_envs, "total_steps": total_steps})
 
 
 def make_learner(env, seed: int = 0, **algo) -> DDPG:
@@ -301,6 +293,43 @@ def test_per_agent_replay_stores_only_alive_acting_agents():
     for _ in range(8):
         shared.iteration()
     assert len(shared.groups["g"].buffers[0]) == 12
+
+
+class BoxSurvivors(Survivors):
+    """:class:`test_adapters_core.Survivors` (obs [index + 1, t]; ``leave="trunc"``: a_1 is truncated on its own at
+    step ``death``) with Box(-1, 1, (1,)) actions and no action mask."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self._act = spaces.Box(-1.0, 1.0, (1,), np.float32)
+
+    def _info(self):
+        return {a: {} for a in self.agents}
+
+    def step(self, actions):  # the dynamics ignore the actions
+        return super().step(dict.fromkeys(actions, 0))
+
+
+def box_survivors(**kw) -> BoxSurvivors:
+    return BoxSurvivors(**kw)
+
+
+def test_agent_truncated_on_its_own_bootstraps_from_its_final_observation():
+    """a_1 leaves by truncation at step 2 while a_0 and a_2 go on: its stored next observation is its last one
+    ([2, 2]), not the zero padding of the step's observation."""
+    env = make_vec_env({"name": "box_survivors", "entry_point": "test_ddpg:box_survivors", "check": False,
+                        "kwargs": {"death": 2, "max_cycles": 4, "leave": "trunc"}}, 1, seed=0)
+    ln = make_learner(env, learning_starts=1000)
+    for _ in range(3):
+        ln.iteration()
+    data, n = ln.groups["a"].buffers[0].data, len(ln.groups["a"].buffers[0])
+    agent, obs, nxt, term = data["agent"][:n], data["obs"][:n], data["next_obs"][:n], data["terminated"][:n]
+    a1 = agent == 1
+    assert a1.sum() == 2 and not term.any()  # a_1 moved at steps 1 and 2, then it was gone
+    torch.testing.assert_close(obs[a1], torch.tensor([[2.0, 0.0], [2.0, 1.0]]))
+    torch.testing.assert_close(nxt[a1], torch.tensor([[2.0, 1.0], [2.0, 2.0]]))  # [2, 2]: its final observation
+    torch.testing.assert_close(nxt[agent == 0][1], torch.tensor([1.0, 2.0]))  # the others: the next observation
+    env.close()
 
 
 def test_state_dict_round_trip_same_actions_and_training_continues():

@@ -146,6 +146,19 @@ def test_video_plays_at_the_env_render_fps_or_fps(cartpole_run, tmp_path, evalua
     assert "10 frames at" in out
 
 
+def test_actions_are_greedy_by_default_and_sampled_on_request(tictactoe_run, evaluate_here):
+    """One default with training evaluation and play.py: greedy, said at start; deterministic=false samples."""
+    args = (f"run={tictactoe_run}", "episodes=6", "opponent=random", "num_envs=2")
+    code, default, err = evaluate_here(*args)
+    assert code == 0, err
+    assert default.splitlines()[0] == "actions: greedy (deterministic=true)"
+    code, greedy, err = evaluate_here(*args, "deterministic=true")
+    assert code == 0 and greedy == default, err
+    code, sampled, err = evaluate_here(*args, "deterministic=false")
+    assert code == 0, err
+    assert sampled.splitlines()[0] == "actions: sampled (deterministic=false)"
+
+
 def test_human_render_without_a_display_is_a_clear_error(tictactoe_run, evaluate_here, monkeypatch):
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from marl.adapters.registry import resolve_env_config
-from marl.config import validate
+from marl.config import compose
 from marl.train import build, make_learner
 
 EXCLUSIVE = {"name": "exclusive", "entry_point": "matrix_games:exclusive_parallel_env", "check": False}
@@ -15,7 +15,7 @@ EXCLUSIVE = {"name": "exclusive", "entry_point": "matrix_games:exclusive_paralle
 
 def learner_for(algo: str, env: dict | str = EXCLUSIVE, seed: int = 0, num_envs: int = 1, **algo_over):
     env_cfg = resolve_env_config(env) if isinstance(env, str) else env
-    cfg = validate({"env": env_cfg, "algo": {"name": algo, **algo_over}, "num_envs": num_envs, "seed": seed,
+    cfg = compose({"env": env_cfg, "algo": {"name": algo, **algo_over}, "num_envs": num_envs, "seed": seed,
                     "total_steps": 10_000})
     torch.manual_seed(seed)
     learner = make_learner(cfg, build(cfg), "cpu")
@@ -24,15 +24,23 @@ def learner_for(algo: str, env: dict | str = EXCLUSIVE, seed: int = 0, num_envs:
 
 
 def two_step_rollout(learner, rewards):
-    """Collect 2 steps, then overwrite rewards [T, E, N] and clear the episode ends (one continuing episode)."""
+    """Collect 2 steps, then overwrite rewards [T, E, N] and clear the episode ends (one continuing episode); the
+    (empty) carry rows in front of the steps are dropped from the returned advantages by :func:`steps`."""
     buf = learner.collect()
-    gb = buf.groups["agent"]
-    gb.reward[:] = torch.tensor(rewards, dtype=torch.float32)[:, None, :]
+    C, gb = buf.carry, buf.groups["agent"]
+    r = torch.tensor(rewards, dtype=torch.float32)[:, None, :]
+    gb.reward[C:] = r
+    buf.unit_reward[C:] = learner.units.reduce({"agent": r}, learner.team_reduce)
     gb.terminated[:] = False
-    gb.acting[:] = True
+    gb.acting[C:] = True
     buf.done[:] = False
     buf.truncated[:] = False
     return buf
+
+
+def steps(x, buf):
+    """The step rows of a per-row tensor (the carry rows removed)."""
+    return x[buf.carry :]
 
 
 def test_mappo_joint_gae_on_team_reward_hand_computed():
@@ -43,8 +51,8 @@ def test_mappo_joint_gae_on_team_reward_hand_computed():
     # team reward [1, 2]; delta = r + 0.9 * 0.5 - 0.5 ; A_1 = 1.95 ; A_0 = 0.95 + 0.9 * 1.95
     expected = torch.tensor([0.95 + 0.9 * 1.95, 1.95])
     for k in range(2):  # broadcast to both agents
-        torch.testing.assert_close(adv["agent"][:, 0, k], expected)
-    torch.testing.assert_close(target[:, 0, 0], expected + 0.5)
+        torch.testing.assert_close(steps(adv["agent"], buf)[:, 0, k], expected)
+    torch.testing.assert_close(steps(target, buf)[:, 0, 0], expected + 0.5)
 
 
 def test_ippo_gae_per_agent_on_own_reward():
@@ -52,8 +60,9 @@ def test_ippo_gae_per_agent_on_own_reward():
     L.values = lambda obs, state: torch.full((*state.shape[:-1], 2), 0.5)
     buf = two_step_rollout(L, [[1.0, 0.0], [0.0, 2.0]])
     adv, _, _, _ = L.advantages(buf)
-    torch.testing.assert_close(adv["agent"][:, 0, 0], torch.tensor([0.95 + 0.9 * -0.05, -0.05]))
-    torch.testing.assert_close(adv["agent"][:, 0, 1], torch.tensor([-0.05 + 0.9 * 1.95, 1.95]))
+    adv = steps(adv["agent"], buf)
+    torch.testing.assert_close(adv[:, 0, 0], torch.tensor([0.95 + 0.9 * -0.05, -0.05]))
+    torch.testing.assert_close(adv[:, 0, 1], torch.tensor([-0.05 + 0.9 * 1.95, 1.95]))
 
 
 def test_happo_weight_is_one_then_product_of_earlier_ratios():

@@ -13,7 +13,7 @@ from pettingzoo import AECEnv
 
 from marl import checkpoint as ckpt
 from marl.adapters import resolve_env_config
-from marl.config import validate
+from marl.config import compose
 from marl.errors import ConfigError
 from marl.selfplay import OpponentPool, attach_pool
 from marl.train import build, make_learner, run
@@ -94,7 +94,7 @@ def trap_env(**kwargs) -> TrapGame:
 
 
 def trap_cfg(seed: int = 0, **selfplay):
-    return validate({"env": TRAP, "algo": {"name": "ppo", "num_steps": 16, "lr": 0.01, "update_epochs": 4,
+    return compose({"env": TRAP, "algo": {"name": "ppo", "num_steps": 16, "lr": 0.01, "update_epochs": 4,
                                            "num_minibatches": 1, "ent_coef": 0.0},
                      "num_envs": 8, "seed": seed, "total_steps": 4000,
                      "selfplay": {"pool_fraction": 0.0, **selfplay}})
@@ -126,6 +126,8 @@ def train_trap(seed: int, drop_credit: bool = False, **selfplay) -> float:
             buf = collect()
             for gb in buf.groups.values():
                 gb.reward *= gb.acting
+            C = buf.carry  # the reward that enters the advantage: each agent's (value unit's) own
+            buf.unit_reward[C:] = learner.units.reduce({k: gb.reward[C:] for k, gb in buf.groups.items()})
             return buf
 
         learner.collect = collect_own_move_rewards
@@ -162,9 +164,9 @@ def test_pool_against_random_trains_only_the_learner_seat_and_still_learns():
     while learner.env_steps < cfg.total_steps:
         seats.clear()
         buf = learner.collect()
-        acting = buf.groups[g].acting  # [T, E, 2]
+        acting = buf.groups[g].acting[buf.carry :]  # [T, E, 2] (the steps of this rollout, carry rows left out)
         assert acting.sum(-1).max() <= 1  # one seat per step at most: the opponent's moves are never trained on
-        for t in range(buf.T):
+        for t in range(len(acting)):
             for e in range(8):
                 if acting[t, e].any():
                     assert int(acting[t, e].nonzero()[0, 0]) == seats[t][e]
@@ -207,6 +209,46 @@ def test_snapshots_are_frozen_cpu_copies_and_the_pool_round_trips_through_weight
         assert all(torch.equal(sa[k], sb[k]) for k in sb)
 
 
+def test_snapshots_keep_the_observation_statistics_they_were_taken_with():
+    """With algo.normalize_obs=true a snapshot normalizes with a copy of the learner's statistics at snapshot time:
+    the learner's statistics moving on later changes neither its action probabilities nor its (seeded) actions."""
+    cfg = trap_cfg(0, pool_fraction=0.5, snapshot_every=10**6)
+    cfg.algo.normalize_obs = True
+    learner = learner_for(cfg, 0)
+    pool = learner.opponents
+    for _ in range(3):
+        learner.iteration()
+    pool.snapshot()
+    snap, g, last = pool.snapshots[-1], learner.spec.groups[0].name, learner.last
+    rows = {g: np.ones(last.obs[g].shape[:2], dtype=bool)}
+    mask = torch.as_tensor(last.action_mask[g])
+
+    def probs(obs: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return snap.manager.dist(g, obs, mask).probs
+
+    def actions() -> np.ndarray:
+        torch.manual_seed(7)
+        return snap.act(last, rows)[g]
+
+    before_probs, before_actions = probs(snap.obs_tensor(last.obs[g], g)), actions()
+    live_before = probs(learner.obs_tensors(last.obs)[g])
+    torch.testing.assert_close(before_probs, live_before)  # taken with the learner's statistics of that moment
+    learner.obs_rms[g].update(torch.randn(500, 3, dtype=torch.float64) * 4.0 + 2.0)  # the learner's stats move on
+    assert not torch.allclose(probs(learner.obs_tensors(last.obs)[g]), live_before)  # live stats would change it
+    assert torch.equal(probs(snap.obs_tensor(last.obs[g], g)), before_probs)
+    assert np.array_equal(actions(), before_actions)
+
+    f = io.BytesIO()
+    torch.save(pool.state_dict(), f)
+    f.seek(0)
+    other = learner_for(cfg, 5).opponents
+    other.load_state_dict(torch.load(f, weights_only=True))
+    for a, b in zip(other.snapshots, pool.snapshots, strict=True):
+        assert all(torch.equal(a.obs_rms[g].state_dict()[k], v) for k, v in b.obs_rms[g].state_dict().items())
+    assert not torch.equal(other.snapshots[-1].obs_rms[g].mean, learner.obs_rms[g].mean)
+
+
 def test_train_run_checkpoints_the_pool_and_resumes_it(tmp_path):
     cfg = {"env": TRAP, "algo": {"name": "ppo", "num_steps": 16}, "num_envs": 4, "seed": 0, "total_steps": 256,
            "progress": False, "eval_every": 0, "eval_episodes": 2, "run_dir": str(tmp_path / "run"),
@@ -221,7 +263,7 @@ def test_train_run_checkpoints_the_pool_and_resumes_it(tmp_path):
 
 
 def test_pool_is_off_for_parallel_envs_and_zero_fraction():
-    cfg = validate({"env": {"name": "exclusive", "entry_point": "matrix_games:exclusive_parallel_env", "check": False},
+    cfg = compose({"env": {"name": "exclusive", "entry_point": "matrix_games:exclusive_parallel_env", "check": False},
                     "algo": {"name": "ippo"}, "num_envs": 4, "selfplay": {"pool_fraction": 1.0}})
     learner = make_learner(cfg, build(cfg), "cpu")
     assert attach_pool(cfg, learner) is None and learner.opponents is None

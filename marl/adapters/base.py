@@ -16,6 +16,8 @@ Step semantics (one call of :meth:`VecMultiEnv.step`):
 * In a turn-based (AEC) env exactly one agent per copy is ``acting``; ``reward[e, n]`` is what agent ``n`` received
   from this step, whoever moved (the return computation credits it to ``n``'s own previous action). When the game
   ends, on anyone's move, every agent gets its final reward and ``terminated`` in that same step.
+* Auto-resets are seeded: episode ``k`` of copy ``e`` after ``reset(seed)`` starts from
+  ``marl.adapters.replay.episode_seed(seed, e, k)`` (``seed + e`` for the first).
 """
 
 from __future__ import annotations
@@ -42,6 +44,25 @@ class GroupSpec:
         return len(self.agents)
 
 
+Teams = tuple[tuple[str, tuple[str, ...]], ...]  # ((team name, (agent, ...)), ...)
+
+
+def agent_prefix(agent: str) -> str:
+    """``adversary_0`` -> ``adversary``; a name without ``_`` is its own prefix."""
+    return agent.rsplit("_", 1)[0] if "_" in agent else agent
+
+
+def infer_teams(agents: tuple[str, ...] | list[str]) -> Teams:
+    """Teams from agent-name prefixes (the PettingZoo convention: ``adversary_0`` / ``agent_0``, ``red_0`` /
+    ``blue_0``), in order of first appearance. ``player_*`` agents are each a team of their own: PettingZoo's classic
+    games name their opposing players so (declare ``teams`` in the env YAML for a cooperative game such as hanabi)."""
+    teams: dict[str, list[str]] = {}
+    for a in agents:
+        p = agent_prefix(a)
+        teams.setdefault(a if p == "player" else p, []).append(a)
+    return tuple((t, tuple(ms)) for t, ms in teams.items())
+
+
 @dataclass(frozen=True)
 class EnvSpec:
     """Static description of a vectorized env."""
@@ -53,10 +74,31 @@ class EnvSpec:
     num_envs: int
     has_state: bool = False  # True when state comes from env.state() (not the concatenated observations)
     render_modes: tuple[str, ...] = ()
+    # who shares a reward objective (independent of the policy groups); empty: inferred with infer_teams
+    teams: Teams = ()
+
+    def __post_init__(self) -> None:
+        if not self.teams:
+            object.__setattr__(self, "teams", infer_teams(self.agents))
 
     @property
     def agents(self) -> tuple[str, ...]:
         return tuple(a for g in self.groups for a in g.agents)
+
+    @property
+    def cooperative(self) -> bool:
+        """One team: every agent shares one objective."""
+        return len(self.teams) == 1
+
+    def team_index(self) -> tuple[int, ...]:
+        """The team of every agent of :attr:`agents` (in that order), as an index into :attr:`teams`."""
+        where = {a: k for k, (_, ms) in enumerate(self.teams) for a in ms}
+        return tuple(where[a] for a in self.agents)
+
+    def describe_teams(self) -> str:
+        """One line for the start of a run, e.g. ``adversary (adversary_0, adversary_1) vs agent (agent_0)``."""
+        parts = [f"{t} ({', '.join(ms)})" for t, ms in self.teams]
+        return parts[0] + " — cooperative" if len(parts) == 1 else " vs ".join(parts)
 
     def group(self, name: str) -> GroupSpec:
         for g in self.groups:
@@ -115,6 +157,10 @@ class VecMultiEnv(Protocol):
     def render(self, index: int = 0) -> np.ndarray | str | None:
         """Render copy ``index`` with the render_mode the env was built with."""
         ...
+
+    # Optional, for exact resumes (every marl backend has both; see marl.adapters.replay): ``history``, a
+    # ``History`` that ``reset`` and ``step`` keep up to date, and ``restore(history_state) -> StepOut``, which
+    # rebuilds every copy mid-episode from it (raising ``NotRestorable`` when it cannot).
 
     def close(self) -> None: ...
 

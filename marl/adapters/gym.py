@@ -1,7 +1,9 @@
 """A gymnasium env as one group ``"agent"`` of one agent ``"agent"`` (N = 1), on gymnasium's own vector API.
 
-Copies run in a ``SyncVectorEnv`` (backend inprocess) or an ``AsyncVectorEnv`` (subprocess) with same-step
-autoreset, so the final observation of an episode is kept (``final_obs``). ``state`` is the observation.
+Copies run in a ``SyncVectorEnv`` (backend inprocess) or an ``AsyncVectorEnv`` (subprocess) with gymnasium's
+autoreset disabled: a copy whose episode ended is reset in the same step by this adapter, with the seed
+:func:`marl.adapters.replay.episode_seed` gives its next episode, and the final observation is kept (``final_obs``).
+``state`` is the observation. The actions sent are recorded (``history``) so that ``restore`` can rebuild every copy.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from gymnasium import spaces
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
 
 from marl.adapters.base import EnvSpec, EpisodeStat, GroupSpec, StepOut
+from marl.adapters.replay import History, NotRestorable, episode_seed, plans
 from marl.errors import EnvError
 
 AGENT = "agent"
@@ -60,6 +63,28 @@ def _from_factory(ep: str, kwargs: dict, max_episode_steps: int | None, render_m
     return env
 
 
+class Replayable(gymnasium.Wrapper):
+    """Lets a vector env replay a different action sequence in each copy: ``set_attr("replay_actions", [...])``
+    then ``call("replay")``."""
+
+    replay_actions: np.ndarray | None = None
+
+    def replay(self) -> tuple[object, list[float], bool]:
+        """Step through ``replay_actions`` ``[L, *action]``: the last observation (None when L = 0), the rewards,
+        and whether the episode ended on the way."""
+        obs, rewards = None, []
+        for a in self.replay_actions:
+            obs, r, term, trunc, _ = self.env.step(a)
+            rewards.append(r)
+            if term or trunc:
+                return obs, rewards, True
+        return obs, rewards, False
+
+
+def _replayable(cfg: dict, render_mode: str | None) -> Replayable:
+    return Replayable(make_gym_env(cfg, render_mode))
+
+
 def _flat_box(space: spaces.Space, name: str) -> spaces.Box:
     if isinstance(space, spaces.Box):
         return spaces.Box(space.low.astype(np.float32), space.high.astype(np.float32), dtype=np.float32)
@@ -75,10 +100,10 @@ class GymVecEnv:
     def __init__(self, cfg: dict, num_envs: int, seed: int | None = None, subprocess: bool = False,
                  render_mode: str | None = None):
         self.name = cfg.get("name") or cfg["entry_point"]
-        fns = [functools.partial(make_gym_env, cfg, render_mode) for _ in range(num_envs)]
+        fns = [functools.partial(_replayable, cfg, render_mode) for _ in range(num_envs)]
         vec_cls = AsyncVectorEnv if subprocess else SyncVectorEnv
         try:
-            self.vec = vec_cls(fns, autoreset_mode=AutoresetMode.SAME_STEP)
+            self.vec = vec_cls(fns, autoreset_mode=AutoresetMode.DISABLED)
         except EnvError:
             raise
         except Exception as err:
@@ -98,6 +123,7 @@ class GymVecEnv:
         self.returns = np.zeros(num_envs, np.float64)
         self.lengths = np.zeros(num_envs, np.int64)
         self.num_steps = 0
+        self.history = History(num_envs)
 
     def _obs(self, raw: np.ndarray) -> np.ndarray:
         """[E, *obs] env obs -> [E, 1, *obs] float32."""
@@ -120,8 +146,15 @@ class GymVecEnv:
     def reset(self, seed: int | None = None) -> StepOut:
         """Reset every copy; copy ``e`` is seeded with ``seed + e``."""
         seed, self.seed = (self.seed if seed is None else seed), None
-        seeds = None if seed is None else [seed + e for e in range(self.num_envs)]
-        raw, _ = self.vec.reset(seed=seeds)
+        raw, _ = self.vec.reset(seed=self._seeds(seed, np.zeros(self.num_envs, np.int64)))
+        self.history.reset(seed)
+        return self._first(raw)
+
+    def _seeds(self, seed: int | None, episode: np.ndarray) -> list[int | None]:
+        return [episode_seed(seed, e, int(k)) for e, k in enumerate(episode)]
+
+    def _first(self, raw: np.ndarray) -> StepOut:
+        """The StepOut of fresh episodes (observations ``raw``), with the episode statistics cleared."""
         self.returns[:] = 0.0
         self.lengths[:] = 0
         obs = self._obs(raw)
@@ -134,24 +167,50 @@ class GymVecEnv:
             act = act.astype(self.act_space.dtype)
         self.num_steps += 1
         try:
-            raw, reward, term, trunc, infos = self.vec.step(act)
+            raw, reward, term, trunc, _ = self.vec.step(act)
+            term, trunc = np.asarray(term, bool), np.asarray(trunc, bool)
+            done = term | trunc
+            self.history.record({AGENT: act[:, None]}, done)
+            final_obs = np.where(done[:, None, None], self._obs(raw), 0.0).astype(np.float32)
+            if done.any():  # each finished copy starts its next episode, with that episode's seed
+                seeds = [episode_seed(self.history.seed, e, int(self.history.episode[e])) if d else None
+                         for e, d in enumerate(done)]
+                raw, _ = self.vec.reset(seed=seeds, options={"reset_mask": done.copy()})
         except Exception as err:
             raise EnvError(f"gymnasium env '{self.name}' raised at batch step {self.num_steps}: "
                            f"{type(err).__name__}: {err}",
                            "run with env.backend=inprocess to see the env's own traceback") from err
-        term, trunc = np.asarray(term, bool), np.asarray(trunc, bool)
-        done = term | trunc
         self.returns += reward
         self.lengths += 1
         obs = self._obs(raw)
-        final_obs = np.zeros_like(obs)
         episodes = []
         for e in np.flatnonzero(done):
-            final_obs[e] = self._obs(np.asarray(infos["final_obs"][e])[None])[0]
             episodes.append(EpisodeStat(int(e), {AGENT: float(self.returns[e])}, int(self.lengths[e])))
             self.returns[e] = 0.0
             self.lengths[e] = 0
         return self._out(obs, reward, term, trunc & ~term, done, final_obs, episodes)
+
+    def restore(self, state: dict) -> StepOut:
+        """Rebuild every copy from a :meth:`History.state_dict`: reset it with its episode's seed, replay its
+        actions (:class:`NotRestorable` when that cannot be done)."""
+        self.seed = None
+        ps = plans(state, self.num_envs)
+        raw, _ = self.vec.reset(seed=self._seeds(state["seed"], state["episode"].numpy()))
+        out = self._first(raw)
+        self.vec.set_attr("replay_actions", [acts[AGENT][:, 0] for _, _, acts in ps])
+        for e, (last, rewards, ended) in enumerate(self.vec.call("replay")):
+            if ended:
+                raise NotRestorable(f"copy {e}'s episode ended while its {len(rewards)} recorded actions were "
+                                    "replayed")
+            if last is not None:
+                out.obs[AGENT][e] = self._obs(np.asarray(last)[None])[0]
+            for r in rewards:
+                self.returns[e] += r
+            self.lengths[e] = len(rewards)
+        self.vec.set_attr("replay_actions", [None] * self.num_envs)
+        self.history.load_state_dict(state)
+        out.state[:] = out.obs[AGENT].reshape(self.num_envs, -1)
+        return out
 
     def render(self, index: int = 0) -> np.ndarray | str | None:
         if isinstance(self.vec, SyncVectorEnv):

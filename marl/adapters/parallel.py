@@ -2,7 +2,8 @@
 
 Agents keep the fixed order of ``possible_agents``; agents that left (terminated / truncated) or have not joined yet
 are padded with zeros and flagged ``alive=False``; every alive agent is ``acting``. The episode ends when no agent is
-left; the copy then resets itself and keeps the last observation in ``final_obs`` / ``final_state``.
+left; the copy then resets itself (seeded from the run seed, see :func:`marl.adapters.replay.episode_seed`) and
+keeps the last observation in ``final_obs`` / ``final_state``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from marl.adapters.base import EpisodeStat
+from marl.adapters.replay import episode_seed
 from marl.adapters.vector import Buffers, Layout
 
 
@@ -24,6 +26,8 @@ class CopyBase(ABC):
         self.slots = layout.slots
         self.t = 0  # steps in the current episode
         self.total_steps = 0  # steps since construction
+        self.run_seed: int | None = None  # seed of the last run reset (None: unseeded)
+        self.episode = 0  # episodes finished since the last run reset
         self.returns = dict.fromkeys(layout.agents, 0.0)
         e = index
         self.state = buf["state"][e]
@@ -33,6 +37,7 @@ class CopyBase(ABC):
         self.final: dict[str, np.ndarray] = {}  # the agent's final_obs row
         self.mask: dict[str, np.ndarray | None] = {}
         self.act: dict[str, tuple[np.ndarray, int]] = {}
+        self.act_rows = {g.name: buf[f"act/{g.name}"][e] for g in layout.groups}
         self.at: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]] = {}  # alive, acting, rew, term
         for a, s in self.slots.items():
             g, i = s.group, s.index
@@ -137,19 +142,33 @@ class CopyBase(ABC):
         stat = EpisodeStat(self.index, dict(self.returns), self.t)
         self.returns = dict.fromkeys(self.layout.agents, 0.0)
         self.t = 0
-        self.load_reset(None)
+        self.episode += 1
+        self.load_reset(episode_seed(self.run_seed, self.index, self.episode))
         return stat
 
     @abstractmethod
     def load_reset(self, seed: int | None) -> None:
         """Reset the env and write the first observation of the new episode."""
 
-    def reset(self, seed: int | None) -> None:
-        """Reset with ``seed`` and clear rewards / flags (the first StepOut of a run)."""
+    def reset(self, seed: int | None, episode: int = 0) -> None:
+        """Start episode ``episode`` after a run reset with ``seed`` (its reset seed: ``episode_seed``) and clear
+        rewards / flags (the first StepOut of a run)."""
         self.clear_step()
         self.returns = dict.fromkeys(self.layout.agents, 0.0)
         self.t = 0
-        self.load_reset(seed)
+        self.run_seed, self.episode = seed, episode
+        self.load_reset(episode_seed(seed, self.index, episode))
+
+    def restore(self, seed: int, episode: int, actions: dict[str, np.ndarray]) -> bool:
+        """Rebuild episode ``episode`` in progress: reset as :meth:`reset` does and replay ``actions[g]``
+        ``[L, N_g, ...]``. False when the episode ended during the replay (the env did not repeat itself)."""
+        self.reset(seed, episode)
+        for j in range(len(next(iter(actions.values()), ()))):
+            for g, a in actions.items():
+                self.act_rows[g][...] = a[j]
+            if self.step() is not None:
+                return False
+        return True
 
 
 class ParallelCopy(CopyBase):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fnmatch
 import functools
 import importlib
 import io
@@ -25,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from pettingzoo import AECEnv, ParallelEnv
 
-from marl.adapters.base import GroupSpec, VecMultiEnv
+from marl.adapters.base import GroupSpec, Teams, VecMultiEnv, agent_prefix, infer_teams
 from marl.adapters.vector import AgentSlot, InProcessVecEnv, Layout, SubprocVecEnv
 from marl.config import EnvConfig, cpu_count
 from marl.errors import ConfigError, EnvError
@@ -311,15 +312,11 @@ def _action_kind(space: spaces.Space, agent: str, name: str) -> tuple[str, Any, 
                    "use a Discrete, MultiDiscrete or Box action space")
 
 
-def _prefix(agent: str) -> str:
-    return agent.rsplit("_", 1)[0] if "_" in agent else agent
-
-
 def _group_names(buckets: list[list[str]]) -> list[str]:
     """Each group is named by its members' common prefix; groups without one, or sharing one, get ``group{k}``."""
     cands = []
     for ms in buckets:
-        prefixes = {_prefix(a) for a in ms}
+        prefixes = {agent_prefix(a) for a in ms}
         cands.append(prefixes.pop() if len(prefixes) == 1 else None)
     return [c if c is not None and cands.count(c) == 1 else f"group{k}" for k, c in enumerate(cands)]
 
@@ -345,10 +342,41 @@ def _probe(env: AECEnv | ParallelEnv, seed: int | None) -> tuple[dict[str, dict]
     return infos, state
 
 
+def resolve_teams(declared: dict[str, list[str]] | None, agents: list[str] | tuple[str, ...], name: str) -> Teams:
+    """The env's teams: ``declared`` (``env.teams`` of its YAML: ``{team: [agent or pattern, ...]}``, patterns such as
+    ``adversary_*`` or ``*``) checked against its agents, else inferred from the agent names
+    (:func:`marl.adapters.base.infer_teams`)."""
+    if not declared:
+        return infer_teams(agents)
+    seen: dict[str, str] = {}
+    expanded: dict[str, list[str]] = {}
+    for team, patterns in declared.items():
+        members = expanded.setdefault(team, [])
+        for pat in patterns:  # an agent name, or a shell-style pattern (adversary_*, *)
+            hits = fnmatch.filter(agents, pat) if any(ch in pat for ch in "*?[") else [pat]
+            if not hits or hits[0] not in agents:
+                raise ConfigError(f"env.teams['{team}'] names agent '{pat}', which env '{name}' does not have",
+                                  f"the env's agents are: {', '.join(agents)}")
+            members += hits
+    for team, members in expanded.items():
+        for a in members:
+            if a in seen:
+                raise ConfigError(f"agent '{a}' is in two teams ('{seen[a]}' and '{team}') of env '{name}'",
+                                  "list every agent in exactly one team of env.teams")
+            seen[a] = team
+    missing = [a for a in agents if a not in seen]
+    if missing:
+        raise ConfigError(f"env.teams of env '{name}' leaves out agent(s) {', '.join(missing)}",
+                          "put every agent in exactly one team (a team of one for an agent on its own)")
+    return tuple((t, tuple(a for a in agents if a in ms)) for t, ms in expanded.items() if ms)
+
+
 def build_layout(env: AECEnv | ParallelEnv, name: str, grouping: str = "spaces",
-                 groups: dict[str, list[str]] | None = None, seed: int | None = None) -> Layout:
+                 groups: dict[str, list[str]] | None = None, seed: int | None = None,
+                 teams: dict[str, list[str]] | None = None) -> Layout:
     """Group the agents of ``env`` and describe the batch arrays (resets ``env`` once to look at it)."""
     agents = list(env.possible_agents)
+    team_spec = resolve_teams(teams, agents, name)
     infos, state = _probe(env, seed)
     any_info_mask = any("action_mask" in (i or {}) for i in infos.values())
     info: dict[str, tuple] = {}
@@ -370,7 +398,7 @@ def build_layout(env: AECEnv | ParallelEnv, name: str, grouping: str = "spaces",
     elif grouping == "prefix":
         by: dict[str, list[str]] = {}
         for a in agents:
-            by.setdefault(_prefix(a), []).append(a)
+            by.setdefault(agent_prefix(a), []).append(a)
         for p, ms in by.items():
             odd = [m for m in ms if not same(ms[0], m)]
             if odd:
@@ -405,7 +433,7 @@ def build_layout(env: AECEnv | ParallelEnv, name: str, grouping: str = "spaces",
     modes = tuple(env.metadata.get("render_modes", ())) if hasattr(env, "metadata") else ()
     return Layout(name=name, agents=tuple(agents), groups=tuple(specs), slots=slots,
                   state_size=off if state is None else int(state.size), has_state=state is not None,
-                  turn_based=isinstance(env, AECEnv), render_modes=modes)
+                  turn_based=isinstance(env, AECEnv), render_modes=modes, teams=team_spec)
 
 
 def _check_groups(groups: dict[str, list[str]], agents: list[str], same: Any, name: str) -> dict[str, list[str]]:
@@ -457,7 +485,9 @@ def make_vec_env(env_cfg: Any, num_envs: int, seed: int | None = None, grouping:
     plain = _plain(cfg)
     probe = _build_pz_env(plain, render_mode)
     try:
-        layout = dataclasses.replace(build_layout(probe, cfg.name, grouping, groups, seed), compute_state=state)
+        teams = OmegaConf.to_container(cfg.teams) if cfg.teams is not None else None
+        layout = dataclasses.replace(build_layout(probe, cfg.name, grouping, groups, seed, teams),
+                                     compute_state=state)
     finally:
         probe.close()
     if cfg.pad and len(layout.groups) != 1:

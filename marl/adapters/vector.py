@@ -3,7 +3,9 @@
 Every copy writes its row ``e`` of a set of preallocated arrays (:class:`Buffers`); a :class:`Layout` says which arrays
 exist and where each agent's data goes. The in-process backend keeps the arrays in ordinary numpy memory; the subprocess
 backend puts them in shared memory, so a step costs one tiny pipe message per worker (actions and results never
-cross a pipe). The per-copy logic lives in :mod:`marl.adapters.parallel` and :mod:`marl.adapters.aec`.
+cross a pipe). The per-copy logic lives in :mod:`marl.adapters.parallel` and :mod:`marl.adapters.aec`. Both backends
+record the actions sent (:class:`marl.adapters.replay.History`) and can rebuild their copies from such a record
+(``restore``).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import numpy as np
 from gymnasium import spaces
 
 from marl.adapters.base import EnvSpec, EpisodeStat, GroupSpec, StepOut
+from marl.adapters.replay import History, NotRestorable, plans
 from marl.errors import EnvError, MarlError
 
 STEP_TIMEOUT = 300.0  # seconds a worker may take for one batch step before the env is declared stuck
@@ -54,6 +57,7 @@ class Layout:
     turn_based: bool
     render_modes: tuple[str, ...] = ()
     compute_state: bool = True  # False: the state rows stay zero (no env.state() call; for learners that never read it)
+    teams: tuple[tuple[str, tuple[str, ...]], ...] = ()  # who shares a reward objective (see EnvSpec.teams)
 
     def spec(self, num_envs: int) -> EnvSpec:
         return EnvSpec(
@@ -64,6 +68,7 @@ class Layout:
             num_envs=num_envs,
             has_state=self.has_state,
             render_modes=self.render_modes,
+            teams=self.teams,
         )
 
     def fields(self, num_envs: int) -> list[tuple[str, tuple[int, ...], Any]]:
@@ -163,7 +168,13 @@ class CopyRunner:
 
     def reset(self, seed: int | None) -> None:
         for c in self.copies:
-            self._guard(c, "reset", lambda c=c: c.reset(None if seed is None else seed + c.index))
+            self._guard(c, "reset", lambda c=c: c.reset(seed))
+
+    def restore(self, plans: list[tuple[int, int, dict[str, np.ndarray]]]) -> list[int]:
+        """Rebuild each copy from its ``(run seed, episode, actions)`` plan (see :meth:`CopyBase.restore`); returns
+        the copies whose episode ended during the replay."""
+        return [c.index for c, p in zip(self.copies, plans, strict=True)
+                if not self._guard(c, "restore", lambda c=c, p=p: c.restore(*p))]
 
     def step(self) -> list[EpisodeStat]:
         episodes, progress = [], self.progress
@@ -227,6 +238,18 @@ def _step_out(buf: Buffers, layout: Layout, episodes: list[EpisodeStat]) -> Step
     )
 
 
+def _sent_actions(buf: Buffers, layout: Layout) -> dict[str, np.ndarray]:
+    """The actions of the step just taken, as the copies read them (cast to the action dtype)."""
+    return {g.name: buf[f"act/{g.name}"] for g in layout.groups}
+
+
+def _diverged(failed: list[int], state: dict) -> None:
+    if failed:
+        e = min(failed)
+        raise NotRestorable(f"copy {e}'s episode ended while its {int(state['length'][e])} recorded actions were "
+                            "replayed")
+
+
 def _write_actions(buf: Buffers, layout: Layout, actions: dict[str, np.ndarray]) -> None:
     for g in layout.groups:
         if g.name not in actions:
@@ -249,15 +272,26 @@ class InProcessVecEnv:
         self.spec = layout.spec(num_envs)
         self.buf = Buffers(layout, num_envs)
         self.runner = CopyRunner(factory, layout, self.buf, 0, num_envs)
+        self.history = History(num_envs)
 
     def reset(self, seed: int | None = None) -> StepOut:
         seed, self.seed = (self.seed if seed is None else seed), None
         self.runner.reset(seed)
+        self.history.reset(seed)
         return _step_out(self.buf, self.layout, [])
 
     def step(self, actions: dict[str, np.ndarray]) -> StepOut:
         _write_actions(self.buf, self.layout, actions)
-        return _step_out(self.buf, self.layout, self.runner.step())
+        episodes = self.runner.step()
+        self.history.record(_sent_actions(self.buf, self.layout), self.buf["done"])
+        return _step_out(self.buf, self.layout, episodes)
+
+    def restore(self, state: dict) -> StepOut:
+        """Rebuild every copy from a :meth:`History.state_dict` (:class:`NotRestorable` when it cannot be)."""
+        self.seed = None
+        _diverged(self.runner.restore(plans(state, self.spec.num_envs)), state)
+        self.history.load_state_dict(state)
+        return _step_out(self.buf, self.layout, [])
 
     def render(self, index: int = 0) -> np.ndarray | str | None:
         return self.runner.render(index)
@@ -288,6 +322,8 @@ def _worker(conn: Any, factory: Callable[[], Any], layout: Layout, num_envs: int
             elif cmd == "reset":
                 runner.reset(arg)
                 conn.send(("ok", None))
+            elif cmd == "restore":
+                conn.send(("ok", runner.restore(arg)))
             elif cmd == "render":
                 conn.send(("ok", runner.render(arg)))
             elif cmd == "close":
@@ -324,6 +360,7 @@ class SubprocVecEnv:
         self.seed = seed  # used by the first reset() without a seed
         self.spec = layout.spec(num_envs)
         self.num_steps = 0
+        self.history = History(num_envs)
         ctx = mp.get_context("forkserver")
         shared = ctx.RawArray("b", max(Buffers.nbytes(layout, num_envs), 8))
         self.buf = Buffers(layout, num_envs, shared)
@@ -381,6 +418,19 @@ class SubprocVecEnv:
         if self.local is not None:
             self._local("reset", seed)
         self._gather("reset")
+        self.history.reset(seed)
+        return _step_out(self.buf, self.layout, [])
+
+    def restore(self, state: dict) -> StepOut:
+        """Rebuild every copy from a :meth:`History.state_dict` (:class:`NotRestorable` when it cannot be)."""
+        self.seed = None
+        ps = plans(state, self.spec.num_envs)
+        for c, (lo, hi) in zip(self.conns, self.slices, strict=True):
+            c.send(("restore", ps[lo:hi]))
+        failed = self._local("restore", ps[:len(self.local.copies)]) if self.local is not None else []
+        failed += [e for f in self._gather("restore") for e in f]
+        _diverged(failed, state)
+        self.history.load_state_dict(state)
         return _step_out(self.buf, self.layout, [])
 
     def step(self, actions: dict[str, np.ndarray]) -> StepOut:
@@ -390,6 +440,7 @@ class SubprocVecEnv:
             c.send(("step", None))
         episodes = self._local("step") if self.local is not None else []
         episodes += [ep for eps in self._gather("step") for ep in eps]
+        self.history.record(_sent_actions(self.buf, self.layout), self.buf["done"])
         return _step_out(self.buf, self.layout, episodes)
 
     def _local(self, what: str, *args: Any) -> Any:

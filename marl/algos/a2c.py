@@ -19,7 +19,8 @@ class A2C(OnPolicyLearner):
                 "use algo.returns=gae (it credits rewards across turns)",
             )
 
-    def estimate(self, reward, value, next_value, terminated, done, acting) -> torch.Tensor:
+    def estimate(self, reward, value, next_value, terminated, done, acting, stop=None) -> torch.Tensor:
         if self.algo.returns == "gae":
-            return super().estimate(reward, value, next_value, terminated, done, acting)
+            return super().estimate(reward, value, next_value, terminated, done, acting, stop)
+        # n-step returns serve parallel envs only, where every agent acts at every step: no transition stays open
         return nstep_returns(reward, value, next_value, terminated, done, self.algo.gamma, self.algo.n_step) - value

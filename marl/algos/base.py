@@ -3,11 +3,16 @@
 The train loop owns the run (logging, evaluation, checkpoints, progress); a learner owns everything that learns:
 networks, optimizers, normalizers, the env's current observation and its step counter. ``iteration()`` collects
 experience and updates; the loop calls it until ``env_steps >= total_steps``.
+
+A checkpoint (:meth:`Learner.state_dict`) also holds the env's current observation (``self.last``) and the env's
+record of the actions since each copy's last reset, so that :meth:`Learner.restore_env` can rebuild the env copies
+mid-episode on resume and ``iteration()`` continues exactly as it would have.
 """
 
 from __future__ import annotations
 
 import random
+import sys
 from abc import ABC, abstractmethod
 from collections import deque
 
@@ -17,6 +22,7 @@ from gymnasium import spaces
 from omegaconf import DictConfig
 
 from marl.adapters.base import EnvSpec, EpisodeStat, StepOut, VecMultiEnv
+from marl.adapters.replay import NotRestorable, first_difference, step_out_from_state, step_out_state
 from marl.config import ALGOS
 from marl.errors import ConfigError
 
@@ -62,6 +68,33 @@ class Learner(ABC):
         """Reset every env copy (copy ``e`` gets ``seed + e``); in-flight episodes are dropped."""
         self.last = self.env.reset(seed=seed)
 
+    def env_state(self) -> dict:
+        """The env's current observation ``last`` and its action record (``history``), weights_only-safe; empty
+        before the first reset."""
+        if self.last is None:
+            return {}
+        history = getattr(self.env, "history", None)
+        return {"last": step_out_state(self.last), "history": None if history is None else history.state_dict()}
+
+    def restore_env(self, state: dict, seed: int) -> None:
+        """Rebuild the env copies as :meth:`env_state` saw them and continue from that observation. When that is
+        not possible (no record, unseeded envs, an episode longer than the record, or an env that does not replay
+        the same observations) every copy is reset with ``seed`` instead, with a warning on stderr."""
+        try:
+            if not state or state.get("history") is None or not hasattr(self.env, "restore"):
+                raise NotRestorable("the checkpoint or this env has no record of the episodes in progress")
+            last = step_out_from_state(state["last"])
+            out = self.env.restore(state["history"])
+            diff = first_difference(out, last)
+            if diff:
+                raise NotRestorable(f"replaying the recorded actions gave other {diff} than the checkpoint holds: "
+                                    "the env is not deterministic given its reset seed and actions")
+            self.last = last
+        except NotRestorable as why:
+            print(f"warning: the env copies could not be restored mid-episode ({why}); they were reset (seed {seed}), "
+                  "so this resumed run no longer matches an uninterrupted one", file=sys.stderr)
+            self.reset_env(seed)
+
     def pop_episodes(self) -> list[EpisodeStat]:
         """Episodes finished since the last call (also remembered in ``recent_returns``)."""
         eps, self.episodes = self.episodes, []
@@ -76,6 +109,7 @@ class Learner(ABC):
             "recent_returns": list(self.recent_returns),
             "rng": rng_state(self.gen),
             "extra": self.extra_state(),
+            "env": self.env_state(),
         }
 
     def load_state_dict(self, state: dict) -> None:

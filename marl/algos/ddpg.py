@@ -9,7 +9,8 @@ group has several agents and ``agent_id`` is on). Only transitions of agents tha
 One env step: uniform random actions for the first ``learning_starts`` env steps, then ``mu(s)`` plus exploration
 noise (Gaussian or Ornstein-Uhlenbeck, ``noise_std`` times the half-range), clipped to the bounds. The TD target is
 ``r + gamma (1 - terminated) Q'(s', mu'(s'))`` where ``s'`` is the final observation of an episode that ended this
-step, so a time-limit truncation bootstraps and a termination does not. The critic sees actions rescaled to
+step, or of an agent that left while the episode goes on, so a time-limit truncation (of the episode or of one
+agent on its own) bootstraps and a termination does not. The critic sees actions rescaled to
 ``[-1, 1]``; the replay buffer stores them that way.
 """
 
@@ -156,7 +157,7 @@ class DDPG(Learner):
         """Exploration actions ``[E, N, D]`` in env units: uniform during warm-up, then noisy ``mu(s)``."""
         obs = self.to_tensor(last.obs[name]).reshape(self.spec.num_envs, gs.spec.n_agents, gs.obs_dim)
         if gs.obs_rms is not None:
-            gs.obs_rms.update(obs[torch.as_tensor(last.alive[name])])
+            gs.obs_rms.update(obs[torch.as_tensor(last.alive[name], device=self.device)])
         if self.env_steps < self.algo.learning_starts:
             u = torch.rand(obs.shape[:-1] + (gs.act_dim,), generator=self.gen).to(self.device)
             return gs.low + (gs.high - gs.low) * u
@@ -164,18 +165,24 @@ class DDPG(Learner):
         return torch.clamp(self._mu(gs, obs) + half * gs.noise.sample().to(self.device), gs.low, gs.high)
 
     def _store(self, name: str, gs: _Group, last: StepOut, action: torch.Tensor, out: StepOut) -> None:
-        """Add the transitions ``last -> out`` of agents that were alive and acting to the group's replay."""
+        """Add the transitions ``last -> out`` of agents that were alive and acting to the group's replay. The next
+        observation ``[E, N, D]`` is the final one where the episode ended or the agent left (alive before, not
+        after, not terminated, episode going on); else the new observation."""
         e, n = self.spec.num_envs, gs.spec.n_agents
-        done = torch.as_tensor(out.done).reshape(e, 1, 1)
+        done = torch.as_tensor(out.done, device=self.device).reshape(e, 1)
+        term = torch.as_tensor(out.terminated[name], device=self.device)
+        left = (torch.as_tensor(last.alive[name], device=self.device)
+                & ~torch.as_tensor(out.alive[name], device=self.device) & ~term & ~done)
         next_obs = torch.where(
-            done, self.to_tensor(out.final_obs[name]).reshape(e, n, -1), self.to_tensor(out.obs[name]).reshape(e, n, -1)
+            (done | left).unsqueeze(-1), self.to_tensor(out.final_obs[name]).reshape(e, n, -1),
+            self.to_tensor(out.obs[name]).reshape(e, n, -1)
         )
         row = {
             "obs": self.to_tensor(last.obs[name]).reshape(e, n, -1),
             "action": self._unit(gs, action),
             "reward": self.to_tensor(out.reward[name]),
             "next_obs": next_obs,
-            "terminated": self.to_tensor(out.terminated[name]),
+            "terminated": term.float(),
             "agent": torch.arange(n, dtype=torch.float32, device=self.device).expand(e, n),
         }
         valid = torch.as_tensor(last.alive[name] & last.acting[name], device=self.device)

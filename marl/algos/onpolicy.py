@@ -23,12 +23,12 @@ from marl.core.symmetry import Mirror
 from marl.errors import ConfigError
 from marl.multi.critics import Critic
 from marl.multi.manager import AgentManager, flat_dim
-from marl.rollout import Rollout, allocate, store_outcome, store_step, to_env_actions
+from marl.rollout import Rollout, allocate, carry_over, store_outcome, store_step, to_env_actions
 
 
 @dataclass
 class PGBatch:
-    """A flattened rollout ``[B = T * E, ...]`` (per-group dicts keyed by group name; ``U`` = value units)."""
+    """A flattened rollout ``[B = R * E, ...]`` (per-group dicts keyed by group name; ``U`` = value units)."""
 
     obs: dict[str, torch.Tensor]  # [B, N, D]
     mask: dict[str, torch.Tensor | None]  # [B, N, A]
@@ -67,18 +67,18 @@ class OnPolicyLearner(Learner):
         a, spec = self.algo, self.spec
         self.T, self.E = int(a.num_steps), spec.num_envs
         self.manager = AgentManager(spec, a, separate=self.separate_actors).to(self.device)
-        team_mode = getattr(a, "team_reward", "none")
-        if team_mode == "auto":
-            team_mode = "none" if spec.turn_based else "sum"
-        self.team_reduce = team_mode
-        self.critic = Critic(spec, a, self.manager, self.central_critic, team=team_mode != "none").to(self.device)
+        self.team_reduce = getattr(a, "team_reward", "none")
+        team = self.team_reduce != "none"
+        self.critic = Critic(spec, a, self.manager, self.central_critic, team=team).to(self.device)
+        self.units = self.critic.units
         self.actor_opts = self._actor_optimizers()
         self.critic_opt = self._adam(self.critic.parameters())
+        U = self.units.U
         self.obs_rms = {g.name: RunningMeanStd((flat_dim(g),)) for g in spec.groups} if a.normalize_obs else None
         self.state_rms = RunningMeanStd(tuple(spec.state_shape)) if a.normalize_obs and self.central_critic else None
-        self.reward_scalers = {g.name: RewardScaler(a.gamma) for g in spec.groups} if a.normalize_reward else None
-        self.value_norm = RunningMeanStd(()) if getattr(a, "value_norm", False) and self.uses_critic else None
-        self.buf = allocate(spec, self.T, self.E, self.device)
+        self.reward_scaler = RewardScaler(a.gamma, (U,)) if a.normalize_reward else None  # per value unit
+        self.value_norm = RunningMeanStd((U,)) if getattr(a, "value_norm", False) and self.uses_critic else None
+        self.buf = allocate(spec, self.T, self.E, self.device, units=U, carry=U)
         self.opponents = None  # an object with override(last, actions, buf, t) -> actions (see marl/selfplay.py)
         if getattr(a, "symmetric", False):  # mirror-equivariant actor and (local) critic
             for g, m in self._mirrors().items():
@@ -115,13 +115,13 @@ class OnPolicyLearner(Learner):
         return mods
 
     def extra_state(self) -> dict:
-        st: dict = {}
+        st: dict = {"carry": self._carry_state()}
         if self.obs_rms:
             st["obs_rms"] = {k: v.state_dict() for k, v in self.obs_rms.items()}
         if self.state_rms:
             st["state_rms"] = self.state_rms.state_dict()
-        if self.reward_scalers:
-            st["reward_scalers"] = {k: v.state_dict() for k, v in self.reward_scalers.items()}
+        if self.reward_scaler:
+            st["reward_scaler"] = self.reward_scaler.state_dict()
         if self.value_norm:
             st["value_norm"] = self.value_norm.state_dict()
         return st
@@ -131,10 +131,42 @@ class OnPolicyLearner(Learner):
             self.obs_rms[k].load_state_dict(v)
         if "state_rms" in state:
             self.state_rms.load_state_dict(state["state_rms"])
-        for k, v in state.get("reward_scalers", {}).items():
-            self.reward_scalers[k].load_state_dict(v)
+        if "reward_scaler" in state:
+            self.reward_scaler.load_state_dict(state["reward_scaler"])
         if "value_norm" in state:
             self.value_norm.load_state_dict(state["value_norm"])
+        if "carry" in state:
+            self._load_carry(state["carry"])
+
+    def reset_env(self, seed: int) -> None:
+        """Reset every env copy and forget what referred to the dropped episodes: open transitions in the carry rows
+        and the reward scaler's running returns."""
+        super().reset_env(seed)
+        E, U = self.E, self.units.U
+        carry_over(self.buf, self.units.unit_of, torch.zeros(E, U, dtype=torch.long, device=self.device),
+                   torch.zeros(E, U, dtype=torch.bool, device=self.device))
+        if self.reward_scaler is not None:
+            self.reward_scaler.ret = None
+
+    def _carry_state(self) -> dict:
+        """The carry rows of the rollout buffer: transitions the next rollout completes (see marl/rollout.py)."""
+        C, buf = self.buf.carry, self.buf
+        out = {"state": buf.state[:C].cpu().clone(), "unit_reward": buf.unit_reward[:C].cpu().clone()}
+        for k, gb in buf.groups.items():
+            for f in ("obs", "action", "logp", "alive", "acting") + (("mask",) if gb.mask is not None else ()):
+                out[f"{k}/{f}"] = getattr(gb, f)[:C].cpu().clone()
+        return out
+
+    def _load_carry(self, st: dict) -> None:
+        """Restore the carry rows; a learner with another number of env copies (evaluation) starts without them."""
+        C, buf = self.buf.carry, self.buf
+        if st["state"].shape != buf.state[:C].shape:
+            return
+        buf.state[:C] = st["state"].to(self.device)
+        buf.unit_reward[:C] = st["unit_reward"].to(self.device)
+        for k, gb in buf.groups.items():
+            for f in ("obs", "action", "logp", "alive", "acting") + (("mask",) if gb.mask is not None else ()):
+                getattr(gb, f)[:C] = st[f"{k}/{f}"].to(self.device)
 
     # ---------------------------------------------------------------- acting
     def obs_tensors(self, raw: dict[str, np.ndarray], alive: dict[str, np.ndarray] | None = None) -> dict:
@@ -167,9 +199,12 @@ class OnPolicyLearner(Learner):
         return actions
 
     def collect(self) -> Rollout:
-        buf, last = self.buf, self.last
-        obs, state = self.obs_tensors(last.obs, last.alive), self.state_tensor(last.state, True)
-        for t in range(self.T):
+        """``T`` steps of every copy into rows ``C .. C+T-1`` of the buffer (the carry rows hold what the previous
+        rollout left open)."""
+        buf, last, C = self.buf, self.last, self.buf.carry
+        first = self.env_steps == 0  # later rollouts start from an observation already counted in the statistics
+        obs, state = self.obs_tensors(last.obs, last.alive if first else None), self.state_tensor(last.state, first)
+        for t in range(C, C + self.T):
             masks = self.masks(last.action_mask)
             actions, logps = self.manager.act(obs, masks)
             store_step(buf, t, last, obs, state, masks, actions, logps)
@@ -177,9 +212,10 @@ class OnPolicyLearner(Learner):
                 actions = self.opponents.override(last, actions, buf, t)
             out = self.env.step(to_env_actions(actions, self.spec))
             rewards = {k: torch.as_tensor(v, device=self.device) for k, v in out.reward.items()}
-            if self.reward_scalers is not None:
-                done = torch.from_numpy(out.done)
-                rewards = {k: self.reward_scalers[k](r, done) for k, r in rewards.items()}
+            unit_r = self.units.reduce(rewards, self.team_reduce)  # [E, U]: the reward that enters the advantage
+            if self.reward_scaler is not None:
+                unit_r = self.reward_scaler(unit_r, torch.as_tensor(out.done, device=self.device))
+            buf.unit_reward[t] = unit_r
             if store_outcome(buf, t, out, rewards):
                 final = self.obs_tensors(out.final_obs)
                 for k, gb in buf.groups.items():
@@ -187,9 +223,10 @@ class OnPolicyLearner(Learner):
                 buf.final_state[t] = self.state_tensor(out.final_state, False)
             self.episodes.extend(out.episodes)
             obs, state, last = self.obs_tensors(out.obs, out.alive), self.state_tensor(out.state, True), out
+        R = C + self.T
         for k, gb in buf.groups.items():
-            gb.obs[self.T] = obs[k]
-        buf.state[self.T] = state
+            gb.obs[R] = obs[k]
+        buf.state[R] = state
         self.last = last
         self.env_steps += self.T * self.E
         return buf
@@ -199,60 +236,88 @@ class OnPolicyLearner(Learner):
         """Critic output ``[..., U]`` (normalized scale when value_norm is on)."""
         return self.critic(obs, state)
 
+    def unit_flags(self, buf: Rollout) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``acting``, ``terminated`` and ``left`` per value unit ``[R, E, U]``. A team's trajectory ends with the
+        episode; an agent's (per-agent units) also with its own termination or truncation."""
+        g = buf.groups
+        acting = self.units.reduce({k: gb.acting for k, gb in g.items()}, "any")
+        if self.units.per_team:
+            terminated = (buf.done & ~buf.truncated).unsqueeze(-1).expand_as(acting)
+            return acting, terminated, torch.zeros_like(acting)
+        terminated = self.units.reduce({k: gb.terminated for k, gb in g.items()})
+        return acting, terminated, self.units.reduce({k: gb.left for k, gb in g.items()})
+
+    def open_transitions(self, buf: Rollout, acting: torch.Tensor, ended: torch.Tensor
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(last_row, open) [E, U]``: the row of each unit's last acting step, and whether that transition is still
+        open at the end of the buffer — no trajectory end at or after it (``ended [R, E, U]``) and the unit does not
+        act at the next observation (a turn-based game cut while the opponent is to move). An open transition's
+        reward and next value are only known at the unit's next own turn, in the next rollout."""
+        R = buf.T
+        rows = torch.arange(R, device=acting.device)[:, None, None]
+        last_act = torch.where(acting, rows, -1).amax(0)
+        last_end = torch.where(ended, rows, -1).amax(0)
+        nxt = self.units.reduce({k: torch.as_tensor(v, device=acting.device) for k, v in self.last.acting.items()},
+                                "any")
+        return last_act.clamp_min(0), (last_act >= 0) & (last_end < last_act) & ~nxt
+
     @torch.no_grad()
     def advantages(self, buf: Rollout) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Per-group advantages ``[T, E, N_g]``, value targets and old values ``[T, E, U]`` (critic scale), and the
-        value-loss mask ``[T, E, U]``."""
-        c, T = self.critic, buf.T
-        g = buf.groups
+        """Per-group advantages ``[R, E, N_g]``, value targets and old values ``[R, E, U]`` (critic scale), and the
+        value-loss mask ``[R, E, U]``. A transition still open at the buffer's end (see :meth:`open_transitions`)
+        gets no advantage here: it bootstraps the unit's earlier steps and is completed by the next rollout."""
+        c, R, g = self.critic, buf.T, buf.groups
+        acting, terminated, left = self.unit_flags(buf)
         if self.uses_critic:
-            v_all = self.values({k: gb.obs for k, gb in g.items()}, buf.state)  # [T+1, E, U]
-            # [T, E, U]: V(final observation), only read where a copy's episode ended or an agent was truncated on its
+            v_all = self.values({k: gb.obs for k, gb in g.items()}, buf.state)  # [R+1, E, U]
+            # [R, E, U]: V(final observation), only read where a copy's episode ended or an agent was truncated on its
             # own (its state: the final state at an episode end, else the state the others go on from)
             v_fin = torch.zeros_like(v_all[:-1])
-            d = buf.done | torch.stack([gb.left.any(-1) for gb in g.values()]).any(0)
+            d = buf.done | left.any(-1)
             if bool(d.any()):
                 fin_state = torch.where(buf.done.unsqueeze(-1), buf.final_state, buf.state[1:])
                 v_fin[d] = self.values({k: gb.final_obs[d] for k, gb in g.items()}, fin_state[d])
         else:
-            v_all = torch.zeros(T + 1, self.E, c.units, device=self.device)
-            v_fin = torch.zeros(T, self.E, c.units, device=self.device)
+            v_all = torch.zeros(R + 1, self.E, c.n_units, device=self.device)
+            v_fin = torch.zeros(R, self.E, c.n_units, device=self.device)
         v_old = v_all[:-1]
         if self.value_norm is not None:
             v_all, v_fin = self.value_norm.denormalize(v_all), self.value_norm.denormalize(v_fin)
         done_env = buf.done.unsqueeze(-1)
-        reward = c.from_groups({k: gb.reward for k, gb in g.items()}, self.team_reduce)
-        acting = c.from_groups({k: gb.acting for k, gb in g.items()}, "any")
-        if c.team:
-            terminated = (buf.done & ~buf.truncated).unsqueeze(-1)
-            done = done_env
-            next_v = torch.where(done_env, v_fin, v_all[1:])
-        else:  # per agent: its own termination, and a truncation on its own, end its trajectory
-            terminated = c.from_groups({k: gb.terminated for k, gb in g.items()})
-            left = c.from_groups({k: gb.left for k, gb in g.items()})
-            done = done_env | terminated | left
-            next_v = torch.where(done_env | left, v_fin, v_all[1:])
-        adv = self.estimate(reward, v_all[:-1], next_v, terminated, done, acting)
+        done = done_env | terminated | left
+        next_v = torch.where(done_env | left, v_fin, v_all[1:])
+        last_row, open_ = self.open_transitions(buf, acting, done)
+        self._pending = (last_row, open_)
+        stop = torch.zeros_like(acting)
+        e_o, u_o = open_.nonzero().unbind(-1)
+        stop[last_row[e_o, u_o], e_o, u_o] = True
+        adv = self.estimate(buf.unit_reward, v_all[:-1], next_v, terminated, done, acting, stop)
         target = adv + v_all[:-1]
+        vmask = acting & ~stop
         if self.value_norm is not None:
-            self.value_norm.update(target[acting])
+            self.value_norm.update(target, vmask)
             target = self.value_norm.normalize(target, clip=None)
-        return c.to_groups(adv), target, v_old, acting
+        self._stop = stop
+        return self.units.broadcast(adv), target, v_old, vmask
 
-    def estimate(self, reward, value, next_value, terminated, done, acting) -> torch.Tensor:
-        """Advantages ``[T, E, U]`` from the unit tensors (denormalized values); GAE here, A2C may use n-step."""
-        return gae(reward, value, next_value, terminated, done, self.algo.gamma, self.algo.gae_lambda, acting)
+    def estimate(self, reward, value, next_value, terminated, done, acting, stop=None) -> torch.Tensor:
+        """Advantages ``[R, E, U]`` from the unit tensors (denormalized values); GAE here, A2C may use n-step."""
+        return gae(reward, value, next_value, terminated, done, self.algo.gamma, self.algo.gae_lambda, acting, stop)
 
     def make_batch(self, buf: Rollout) -> PGBatch:
         adv, target, v_old, vmask = self.advantages(buf)
-        B = self.T * self.E
+        R = buf.T
+        B = R * self.E
 
         def flat(x: torch.Tensor) -> torch.Tensor:
-            return x[: self.T].reshape(B, *x.shape[2:])
+            return x[:R].reshape(B, *x.shape[2:])
 
+        # entries that enter the policy loss: the acting agents, less the open transitions (completed next rollout)
+        stop = self.units.broadcast(self._stop)
+        acting = {k: gb.acting & ~stop[k] for k, gb in buf.groups.items()}
         if self.algo.norm_adv:
-            for k, gb in buf.groups.items():
-                m = gb.acting
+            for k in buf.groups:
+                m = acting[k]
                 if m.sum() > 1:
                     sel = adv[k][m]
                     adv[k] = torch.where(m, (adv[k] - sel.mean()) / (sel.std() + 1e-8), torch.zeros_like(adv[k]))
@@ -262,7 +327,7 @@ class OnPolicyLearner(Learner):
             mask={k: (flat(gb.mask) if gb.mask is not None else None) for k, gb in gs.items()},
             action={k: flat(gb.action) for k, gb in gs.items()},
             logp_old={k: flat(gb.logp) for k, gb in gs.items()},
-            acting={k: flat(gb.acting) for k, gb in gs.items()},
+            acting={k: flat(acting[k]) for k in gs},
             adv={k: flat(v) for k, v in adv.items()},
             state=flat(buf.state),
             target=flat(target),
@@ -350,6 +415,7 @@ class OnPolicyLearner(Learner):
         buf = self.collect()
         batch = self.make_batch(buf)
         metrics = self.update(batch)
+        carry_over(buf, self.units.unit_of, *self._pending)  # after the update: the batch holds views of the buffer
         self.iterations += 1
         if self.uses_critic:
             with torch.no_grad():

@@ -7,6 +7,8 @@ Used as is for single-agent envs and as IPPO; MAPPO and HAPPO (``marl/multi``) c
 
 from __future__ import annotations
 
+import torch
+
 from marl.algos.onpolicy import OnPolicyLearner, PGBatch, mean_stats
 from marl.core import losses
 from marl.core.buffers import minibatch_indices
@@ -46,14 +48,31 @@ class PPO(OnPolicyLearner):
             self.step(opts, actor + self.algo.vf_coef * vloss, params)
             return {**st, "value_loss": vloss.item()}
 
-        return self.adapt_kl(self.run_epochs(batch, joint_step))
+        return self.adapt_kl(self.run_epochs(batch, joint_step), batch)
 
-    def adapt_kl(self, stats: dict[str, float]) -> dict[str, float]:
-        """Log the KL coefficient used and adapt it (variant=adaptive_kl) from the update's mean KL."""
+    def adapt_kl(self, stats: dict[str, float], batch: PGBatch) -> dict[str, float]:
+        """Log the KL coefficient used and adapt it (variant=adaptive_kl) from the KL between the policy before and
+        after the whole update, on the batch (Schulman et al. 2017), not from the minibatches' pre-step KLs."""
         if self.algo.variant != "clip":
             stats["kl_coef"] = self.kl_coef.beta
-            self.kl_coef.update(stats.get("approx_kl", 0.0))
+            stats["policy_kl"] = self.policy_kl(batch)
+            self.kl_coef.update(stats["policy_kl"])
         return stats
+
+    @torch.no_grad()
+    def policy_kl(self, batch: PGBatch) -> float:
+        """Mean ``KL(pi_old || pi)`` over the acting entries of ``batch`` (all groups), estimated per sample by
+        ``(r - 1) - log r`` with ``r = pi(a|s) / pi_old(a|s)``."""
+        total, count = 0.0, 0
+        for k in batch.obs:
+            m = batch.acting[k]
+            if not bool(m.any()):
+                continue
+            logp = self.manager.dist(k, batch.obs[k], batch.mask[k]).log_prob(batch.action[k])
+            log_r = logp - batch.logp_old[k]
+            total += float(((log_r.exp() - 1) - log_r)[m].sum())
+            count += int(m.sum())
+        return total / max(count, 1)
 
     def extra_state(self) -> dict:
         return {**super().extra_state(), "kl_coef": self.kl_coef.state_dict()}

@@ -6,18 +6,29 @@ import torch
 
 
 class RunningMeanStd:
-    """Running mean / variance of ``[..., *shape]`` samples (parallel Welford / Chan et al.), float64 on the CPU."""
+    """Running mean / variance of ``[..., *shape]`` samples (parallel Welford / Chan et al.), float64 on the CPU.
+
+    Counts are kept per element, so :meth:`update` can take a mask: each element (e.g. each value unit) is updated
+    from its own selected samples only."""
 
     def __init__(self, shape: tuple[int, ...] = (), eps: float = 1e-4):
         self.mean = torch.zeros(shape, dtype=torch.float64)
         self.var = torch.ones(shape, dtype=torch.float64)
-        self.count = eps
+        self.count = torch.full(shape, eps, dtype=torch.float64)
 
-    def update(self, x: torch.Tensor) -> None:
+    def update(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> None:
+        """Add the samples ``x [..., *shape]``; with ``mask`` (same shape as ``x``) only the selected entries."""
         x = x.detach().to("cpu", torch.float64).reshape(-1, *self.mean.shape)
         if x.shape[0] == 0:
             return
-        b_mean, b_var, n = x.mean(0), x.var(0, unbiased=False), x.shape[0]
+        if mask is None:
+            m = torch.ones_like(x)
+        else:
+            m = mask.detach().to("cpu", torch.float64).reshape(-1, *self.mean.shape)
+        n = m.sum(0)
+        safe = n.clamp_min(1.0)
+        b_mean = (x * m).sum(0) / safe
+        b_var = ((x - b_mean).pow(2) * m).sum(0) / safe
         delta = b_mean - self.mean
         tot = self.count + n
         self.mean = self.mean + delta * n / tot
@@ -34,37 +45,35 @@ class RunningMeanStd:
         return y * self.var.sqrt().to(y.device, y.dtype) + self.mean.to(y.device, y.dtype)
 
     def state_dict(self) -> dict:
-        return {
-            "mean": self.mean.clone(),
-            "var": self.var.clone(),
-            "count": torch.tensor(self.count, dtype=torch.float64),
-        }
+        return {"mean": self.mean.clone(), "var": self.var.clone(), "count": self.count.clone()}
 
     def load_state_dict(self, state: dict) -> None:
-        self.mean, self.var, self.count = state["mean"].clone(), state["var"].clone(), float(state["count"])
+        self.mean, self.var = state["mean"].clone(), state["var"].clone()
+        self.count = torch.as_tensor(state["count"], dtype=torch.float64).expand_as(self.mean).clone()
 
 
 class RewardScaler:
-    """Divides rewards by the running std of the discounted return (as gymnasium's NormalizeReward does), per
-    env copy and agent: ``reward [E, N] -> reward / std(G)``. ``done [E]`` resets that copy's running return."""
+    """Divides rewards by the running std of the discounted return (as gymnasium's NormalizeReward does), per env
+    copy and element of ``shape`` (one statistic per value unit: team or agent): ``reward [E, *shape] -> reward /
+    std(G)``. ``done [E]`` resets that copy's running return."""
 
-    def __init__(self, gamma: float, eps: float = 1e-8):
+    def __init__(self, gamma: float, shape: tuple[int, ...] = (), eps: float = 1e-8):
         self.gamma, self.eps = gamma, eps
-        self.rms = RunningMeanStd(())
+        self.rms = RunningMeanStd(shape)
         self.ret: torch.Tensor | None = None
 
     def __call__(self, reward: torch.Tensor, done: torch.Tensor) -> torch.Tensor:
         if self.ret is None or self.ret.shape != reward.shape:
             self.ret = torch.zeros_like(reward, dtype=torch.float64)
-        self.ret = self.ret * self.gamma + reward.to(torch.float64)
+        self.ret = self.ret.to(reward.device) * self.gamma + reward.to(torch.float64)
         self.rms.update(self.ret)
-        scaled = reward / (self.rms.var.sqrt().to(reward.dtype) + self.eps)
-        mask = done.reshape(done.shape + (1,) * (reward.dim() - done.dim())).to(torch.bool)
+        scaled = reward / (self.rms.var.sqrt().to(reward.device, reward.dtype) + self.eps)
+        mask = done.to(reward.device, torch.bool).reshape(done.shape + (1,) * (reward.dim() - done.dim()))
         self.ret = torch.where(mask, torch.zeros_like(self.ret), self.ret)
         return scaled
 
     def state_dict(self) -> dict:
-        return {"rms": self.rms.state_dict(), "ret": self.ret if self.ret is not None else torch.zeros(0)}
+        return {"rms": self.rms.state_dict(), "ret": self.ret.cpu() if self.ret is not None else torch.zeros(0)}
 
     def load_state_dict(self, state: dict) -> None:
         self.rms.load_state_dict(state["rms"])

@@ -10,6 +10,9 @@ Conventions shared by every function:
   AEC game, a dead agent's padding) are skipped: the rewards received there, and an episode end that happens
   there, are credited to the agent's own previous action, and its "next value" is its value at its next turn.
   Outputs at non-acting steps are 0. Without ``acting`` every step is an acting step.
+* ``stop[t]`` (optional, with ``acting``): the trajectory is cut at this acting step — its transition is still open
+  (turn-based games: the rollout ended before the agent's next own turn), so it gets no advantage (0) and the
+  agent's earlier steps bootstrap from ``value[t]``, exactly as at the end of a rollout.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ def gae(
     gamma: float,
     lam: float,
     acting: torch.Tensor | None = None,
+    stop: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Generalized advantage estimates ``[T, ...]`` (Schulman et al. 2015). Returns = advantages + value."""
     T = reward.shape[0]
@@ -52,6 +56,8 @@ def gae(
             carry_nv, next_adv = value[t], a
             continue
         act = acting[t].bool()
+        if stop is not None:
+            a = torch.where(stop[t].bool(), torch.zeros_like(a), a)
         adv[t] = torch.where(act, a, torch.zeros_like(a))
         carry_r = torch.where(act, torch.zeros_like(r), r)
         carry_nv = torch.where(act, value[t], nv)

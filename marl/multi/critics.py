@@ -2,10 +2,12 @@
 
 * ``local`` (IPPO, and the single-agent algorithms): each agent's value from its own observation; ``U = N`` (all
   agents of all groups, in group order), same sharing as the actors.
-* ``central`` + team reward (MAPPO / HAPPO on cooperative envs): one value of the global state per env copy on the
-  team reward; ``U = 1``; the advantage is broadcast to every agent (joint GAE).
-* ``central`` per agent (MAPPO / HAPPO on competitive or turn-based games): the global state plus an agent-id one-hot,
-  each agent on its own reward; ``U = N``.
+* ``central`` + team reward (MAPPO / HAPPO): one value of the global state per **team** (``env.teams``; a team
+  one-hot is appended when there are several) on the team's reward (sum or mean over its members); ``U`` = number of
+  teams; the team's advantage is broadcast to its members (joint GAE). Competing teams never share an advantage; a
+  team of one is that agent's own reward. Teams are independent of the policy groups.
+* ``central`` per agent (``team_reward: none``): the global state plus an agent-id one-hot, each agent on its own
+  reward; ``U = N``.
 """
 
 from __future__ import annotations
@@ -19,11 +21,52 @@ from marl.core.networks import ValueCritic
 from marl.multi.manager import AgentManager, conv_kwargs, flat_dim
 
 
+class ValueUnits:
+    """Which value unit each agent belongs to: ``unit_of[n]`` for the agents of ``spec.agents`` (group order).
+
+    Per-agent units (``U = N``) are the identity; team units map every member of a team to the team's unit."""
+
+    def __init__(self, spec: EnvSpec, per_team: bool):
+        self.spec = spec
+        self.n_agents = len(spec.agents)
+        self.per_team = per_team and len(spec.teams) < self.n_agents  # teams of one: the per-agent units
+        if self.per_team:
+            self.names = tuple(t for t, _ in spec.teams)
+            self.unit_of = torch.tensor(spec.team_index())
+        else:
+            self.names = spec.agents
+            self.unit_of = torch.arange(self.n_agents)
+        self.U = len(self.names)
+        # [N, U] membership (float, for sums over members); counts [U]
+        self.member = torch.nn.functional.one_hot(self.unit_of, self.U).float()
+        self.sizes = [g.n_agents for g in spec.groups]
+
+    def reduce(self, per_group: dict[str, torch.Tensor], how: str = "sum") -> torch.Tensor:
+        """Join ``{group: [..., N_g]}`` into ``[..., U]``: per agent as is; per team the sum | mean | any over its
+        members."""
+        x = torch.cat([per_group[g.name] for g in self.spec.groups], dim=-1)
+        if not self.per_team:
+            return x
+        m = self.member.to(x.device)
+        if how == "any":
+            return (x.to(m.dtype) @ m) > 0
+        total = x.to(m.dtype) @ m
+        return total / m.sum(0) if how == "mean" else total
+
+    def broadcast(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``[..., U]`` -> ``{group: [..., N_g]}``: every agent gets its unit's value."""
+        if self.per_team:
+            x = x[..., self.unit_of.to(x.device)]
+        parts = torch.split(x, self.sizes, dim=-1)
+        return {g.name: p for g, p in zip(self.spec.groups, parts, strict=True)}
+
+
 class Critic(nn.Module):
     def __init__(self, spec: EnvSpec, algo: DictConfig, manager: AgentManager, central: bool, team: bool):
         super().__init__()
-        self.spec, self.manager, self.central, self.team = spec, manager, central, team and central
-        self.n_total = sum(g.n_agents for g in spec.groups)
+        self.spec, self.manager, self.central = spec, manager, central
+        self.units = ValueUnits(spec, team and central)
+        self.team = self.units.per_team
         hidden = list(getattr(algo, "critic_hidden", None) or algo.hidden)
         if not central:
             self.nets = nn.ModuleDict()
@@ -33,9 +76,10 @@ class Critic(nn.Module):
                 self.nets[g.name] = ValueCritic(in_dim, hidden, 1 if pol.shared else g.n_agents, algo.activation,
                                                 **conv_kwargs(g, algo))
         else:
-            s_dim = int(spec.state_shape[0])
-            self.net = ValueCritic(s_dim + (0 if self.team else self.n_total), hidden, 1, algo.activation)
-            self.register_buffer("eye", torch.eye(self.n_total))
+            s_dim, u = int(spec.state_shape[0]), self.units.U
+            self.unit_id = u > 1  # a unit one-hot (team or agent id) appended to the state
+            self.net = ValueCritic(s_dim + (u if self.unit_id else 0), hidden, 1, algo.activation)
+            self.register_buffer("eye", torch.eye(u))
 
     def _local(self, group: str, obs: torch.Tensor) -> torch.Tensor:
         """Own-observation values ``[..., N_g]``; averaged with the mirror image's when the policy is symmetric."""
@@ -57,32 +101,15 @@ class Critic(nn.Module):
         return not self.central and all(self.manager.policies[g.name].shared for g in self.spec.groups)
 
     @property
-    def units(self) -> int:
-        return 1 if self.team else self.n_total
+    def n_units(self) -> int:
+        return self.units.U
 
     def forward(self, obs: dict[str, torch.Tensor], state: torch.Tensor) -> torch.Tensor:
         """Values ``[..., U]`` from obs ``{group: [..., N_g, D]}`` and state ``[..., S]``."""
         if not self.central:
             return torch.cat([self._local(g.name, obs[g.name]) for g in self.spec.groups], dim=-1)
-        if self.team:
+        if not self.unit_id:
             return self.net(state.unsqueeze(-2))
-        x = state.unsqueeze(-2).expand(*state.shape[:-1], self.n_total, state.shape[-1])
-        return self.net(torch.cat([x, self.eye.expand(*state.shape[:-1], self.n_total, self.n_total)], dim=-1))
-
-    def to_groups(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Split (or broadcast, for the team value) ``[..., U]`` into ``{group: [..., N_g]}``."""
-        if self.team:
-            return {g.name: x.expand(*x.shape[:-1], g.n_agents) for g in self.spec.groups}
-        parts = torch.split(x, [g.n_agents for g in self.spec.groups], dim=-1)
-        return {g.name: p for g, p in zip(self.spec.groups, parts, strict=True)}
-
-    def from_groups(self, per_group: dict[str, torch.Tensor], team_reduce: str = "sum") -> torch.Tensor:
-        """Join ``{group: [..., N_g]}`` into ``[..., U]``; for the team value reduce over agents (sum | mean | any)."""
-        x = torch.cat([per_group[g.name] for g in self.spec.groups], dim=-1)
-        if not self.team:
-            return x
-        if team_reduce == "any":
-            return x.any(dim=-1, keepdim=True)
-        if team_reduce == "all":
-            return x.all(dim=-1, keepdim=True)
-        return x.sum(-1, keepdim=True) if team_reduce == "sum" else x.mean(-1, keepdim=True)
+        u = self.units.U
+        x = state.unsqueeze(-2).expand(*state.shape[:-1], u, state.shape[-1])
+        return self.net(torch.cat([x, self.eye.expand(*state.shape[:-1], u, u)], dim=-1))

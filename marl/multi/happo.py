@@ -66,4 +66,4 @@ class HAPPO(PPO):
                 batch.weight = batch.weight * torch.where(batch.acting[g][:, k], ratio, torch.ones_like(ratio))
         out = mean_stats(stats)
         out["happo_weight_std"] = float(batch.weight.std()) if batch.size > 1 else 0.0
-        return self.adapt_kl(out)
+        return self.adapt_kl(out, batch)

@@ -1,13 +1,16 @@
 """Multi-agent benchmark: IPPO / MAPPO / HAPPO on MPE simple_spread (team return per episode, deterministic evaluation
-over >= 50 episodes), simple_speaker_listener, multiwalker, and MAPPO's training throughput vs the raw env rate.
+over >= 50 episodes), simple_speaker_listener, multiwalker, the competitive envs simple_tag and simple_adversary (each
+team's return, against the other trained team and against a random one), and MAPPO's training throughput vs the raw
+env rate.
 
-`python scripts/bench.py multiagent [--part spread|listener|multiwalker|throughput] [--seeds 0 1 2]`
+`python scripts/bench.py multiagent [--part spread|listener|multiwalker|competitive|throughput] [--seeds 0 1 2]`
 -> benchmarks/multiagent.{json,md}. Parts already in multiagent.json are kept unless re-run.
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
 import statistics
 import tempfile
@@ -21,6 +24,8 @@ from benches.common import BENCH_DIR, finished_job, last, machine, train_job, wr
 from marl.adapters.base import random_actions
 from marl.adapters.registry import make_vec_env, resolve_env_config
 from marl.logging import read_metrics
+from marl.matches import load_policy, make_policy
+from marl.train import build
 
 EVAL = ["eval_episodes=100"]
 # part: list of (env, algo, steps, eval_every, overrides)
@@ -41,6 +46,85 @@ PARTS: dict[str, list[tuple[str, str, int, int, list[str]]]] = {
         for a in ("mappo", "ippo")
     ],
 }
+
+
+# competitive part: (env, label, algo, overrides); "one team" is the old objective (every agent on the sum of all
+# agents' rewards), declared as a single team for the comparison
+COMPETITIVE_STEPS = 100_000
+COMPETITIVE: list[tuple[str, str, str, list[str]]] = [
+    (env, label, algo, over)
+    for env in ("simple_tag", "simple_adversary")
+    for label, algo, over in (("mappo (per team)", "mappo", []),
+                              ("mappo (one summed team)", "mappo", ["~env.teams", '+env.teams={all:["*"]}']),
+                              ("ippo", "ippo", []))
+]
+
+
+def team_returns(run_dir: Path | None, env_name: str, trained: set[str], episodes: int = 100, seed: int = 777
+                 ) -> dict[str, float]:
+    """Mean episode return of every team (sum over its members) when the teams in ``trained`` play the run's greedy
+    policy and the other teams uniform random actions (``run_dir`` None: everyone random)."""
+    if run_dir is not None:
+        cfg, payload, path = load_policy(run_dir)
+        env = build(cfg, num_envs=8, seed=seed)
+        policy = make_policy(cfg, payload, path, env)
+    else:
+        env, policy = make_vec_env(resolve_env_config(env_name), 8, seed=seed), None
+    spec = env.spec
+    real = make_vec_env(resolve_env_config(env_name), 1).spec.teams  # the env's own teams, whatever the run trained
+    team_of = {a: t for t, ms in real for a in ms}
+    rng = np.random.default_rng(seed)
+    out = env.reset(seed=seed)
+    totals: dict[str, list[float]] = {t: [] for t, _ in real}
+    done = 0
+    while done < episodes:
+        acts = random_actions(spec, out, rng)
+        if policy is not None:
+            mine = policy.act(out.obs, out.action_mask, True)
+            for g in spec.groups:
+                pick = np.array([team_of[a] in trained for a in g.agents])
+                acts[g.name] = np.where(pick.reshape(1, -1, *[1] * (acts[g.name].ndim - 2)),
+                                        mine[g.name].cpu().numpy().reshape(acts[g.name].shape), acts[g.name])
+        out = env.step(acts)
+        for ep in out.episodes[: episodes - done]:
+            for t, ms in real:
+                totals[t].append(sum(ep.returns[a] for a in ms))
+        done += len(out.episodes)
+    env.close()
+    return {t: float(np.mean(v[:episodes])) for t, v in totals.items()}
+
+
+def competitive_part(seeds: list[int], root: Path, report_only: bool) -> list[dict]:
+    """Train each case (two jobs at a time), then evaluate every team against the other trained team and against a
+    random one."""
+    jobs = {}
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        for env, label, algo, over in COMPETITIVE:
+            for seed in seeds:
+                run_dir = root / f"{env}_{label.replace(' ', '_').replace('(', '').replace(')', '')}_s{seed}"
+                if not report_only:
+                    jobs[run_dir] = pool.submit(train_job, env, algo, seed, COMPETITIVE_STEPS,
+                                                ["eval_every=0", "eval_episodes=20", *over], run_dir)
+    for f in jobs.values():
+        f.result()
+    out = []
+    for env, label, algo, over in COMPETITIVE:
+        teams = [t for t, _ in make_vec_env(resolve_env_config(env), 1).spec.teams]
+        runs = []
+        for seed in seeds:
+            run_dir = root / f"{env}_{label.replace(' ', '_').replace('(', '').replace(')', '')}_s{seed}"
+            if not (run_dir / "checkpoints" / "final.pt").exists():
+                continue
+            job = finished_job(run_dir)
+            res = {"seed": seed, "sps": last(job["rows"], "charts/SPS"), "both_trained": team_returns(
+                run_dir, env, set(teams))}
+            for t in teams:
+                res[f"{t}_vs_random"] = team_returns(run_dir, env, {t})[t]
+            runs.append(res)
+            print(env, label, res, flush=True)
+        out.append({"env": env, "label": label, "algo": algo, "overrides": over, "steps": COMPETITIVE_STEPS,
+                    "teams": teams, "runs": runs, "random": team_returns(None, env, set())})
+    return out
 
 
 def random_policy_returns(env_name: str, episodes: int = 100, seed: int = 123) -> float:
@@ -195,6 +279,8 @@ def markdown(data: dict) -> str:
                     f"{', '.join(f's{seed}: {v[0]:.1f}' for seed, v in vals)} | {statistics.fmean(agent):.1f} |"
                 )
             lines.append("")
+    if data.get("competitive"):
+        lines += competitive_markdown(data["competitive"])
     if "throughput" in data:
         lines += [
             "## Throughput: MAPPO on simple_spread, 8 env copies",
@@ -215,9 +301,41 @@ def markdown(data: dict) -> str:
     return "\n".join(lines)
 
 
+def competitive_markdown(cases: list[dict]) -> list[str]:
+    """One table per env: each team's mean return (100 greedy episodes, mean over seeds) against the other trained
+    team and against uniform random opponents; random vs random as the reference."""
+    lines = []
+    for env in dict.fromkeys(c["env"] for c in cases):
+        rows = [c for c in cases if c["env"] == env and c["runs"]]
+        if not rows:
+            continue
+        teams = rows[0]["teams"]
+        steps = rows[0]["steps"]
+        lines += [f"## {env}: each team's return ({steps:,} env steps, seeds "
+                  f"{', '.join(str(r['seed']) for r in rows[0]['runs'])})", "",
+                  "Each cell: the team's mean return over 100 greedy episodes (mean over seeds; per seed in brackets). "
+                  "\"vs trained\": both teams play the run's policies; \"vs random\": the other team acts uniformly at "
+                  "random. \"one summed team\" trains every agent on the sum of all agents' rewards (the objective "
+                  "marl used before teams: `env.teams={all:[\"*\"]}`).", ""]
+        head = " | ".join(f"{t} vs trained | {t} vs random" for t in teams)
+        lines += [f"| training | {head} |", "|---|" + "---|" * (2 * len(teams))]
+        rnd = rows[0]["random"]
+        lines.append("| random policy | " + " | ".join(f"{rnd[t]:.1f} | {rnd[t]:.1f}" for t in teams) + " |")
+        for c in rows:
+            cells = []
+            for t in teams:
+                both = [r["both_trained"][t] for r in c["runs"]]
+                vsr = [r[f"{t}_vs_random"] for r in c["runs"]]
+                cells.append(f"{statistics.fmean(both):.1f} ({', '.join(f'{v:.1f}' for v in both)})")
+                cells.append(f"{statistics.fmean(vsr):.1f} ({', '.join(f'{v:.1f}' for v in vsr)})")
+            lines.append(f"| {c['label']} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="bench.py multiagent")
-    ap.add_argument("--part", nargs="+", default=["spread", "listener", "multiwalker", "throughput"])
+    ap.add_argument("--part", nargs="+", default=["spread", "listener", "multiwalker", "competitive", "throughput"])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--out", default=None, help="run directory root; existing runs there are continued")
     ap.add_argument("--report", action="store_true", help="only summarize the runs already under --out")
@@ -230,6 +348,8 @@ def main(argv: list[str] | None = None) -> int:
         if part == "throughput":
             if not args.report:
                 data[part] = throughput_part(root)
+        elif part == "competitive":
+            data[part] = competitive_part(args.seeds, root, args.report)
         else:
             data[part] = learning_part(part, args.seeds, root, args.report, args.algos)
     data["machine"] = machine()
