@@ -269,6 +269,7 @@ class TrainConfig:
 
 RANGES: dict[str, tuple[str, Any]] = {
     # key -> (rule, bound); rule is one of gt0 | ge0 | ge1 | unit_open_closed | unit_closed
+    "seed": ("ge0", None),
     "total_steps": ("gt0", None),
     "num_envs": ("ge1", None),
     "eval_episodes": ("ge1", None),
@@ -346,10 +347,32 @@ def _merge(schema: type, node: Any, path: str) -> DictConfig:
     except ValidationError as e:
         key = getattr(e, "full_key", "") or ""
         full = f"{path}.{key}" if path else key
+        value = getattr(e, "value", None)
+        if isinstance(value, float) and "to Integer" in str(e):
+            whole = f"{full}={int(value)}" if value.is_integer() else f"{full}=<a whole number>"
+            raise ConfigError(f"'{full}' must be an integer, got {_short(value)}",
+                              f"write it without a decimal point or exponent, e.g. {whole}") from None
         msg = str(e).splitlines()[0]
         raise ConfigError(
             f"bad value for '{full}': {msg}", "check the type expected by the schema in marl/config.py"
         ) from None
+
+
+def _short(value: float) -> str:
+    """A float as a person would type it: 2000.0 -> 2e3, 1500000.0 -> 1.5e6, 0.5 -> 0.5."""
+    if value.is_integer() and abs(value) >= 1000:
+        mantissa, exp = f"{value:e}".split("e")
+        return f"{mantissa.rstrip('0').rstrip('.')}e{int(exp)}"
+    return repr(value)
+
+
+def _check_minibatches(cfg: DictConfig) -> None:
+    """PPO family: an epoch splits the num_steps * num_envs rollout into num_minibatches; more is refused."""
+    n, batch = cfg.algo.get("num_minibatches"), cfg.algo.get("num_steps", 0) * cfg.num_envs
+    if n is not None and n > batch:
+        raise ConfigError(f"'algo.num_minibatches={n}' is larger than the batch it splits: algo.num_steps x num_envs "
+                          f"= {cfg.algo.num_steps} x {cfg.num_envs} = {batch} samples",
+                          f"pass algo.num_minibatches={batch} or less, or raise algo.num_steps / num_envs")
 
 
 def _check_ranges(cfg: DictConfig) -> None:
@@ -405,6 +428,7 @@ def validate(cfg: DictConfig | dict) -> DictConfig:
             "marl.config.compose, which start from configs/ as the CLI does",
         )
     _check_ranges(merged)
+    _check_minibatches(merged)
     return merged
 
 

@@ -194,7 +194,7 @@ def _run(cfg: DictConfig, explicit_total_steps: bool, explicit_keys: tuple[str, 
         if payload is not None:
             ckpt.check_compatible(payload, cfg.env.name, cfg.algo.name, env.spec, ckpt_path)
             _check_steps_left(cfg, int(payload["meta"]["env_steps"]), run_dir, explicit_total_steps)
-            learner.load_state_dict(payload["learner"])
+            ckpt.load_learner(learner, payload, ckpt_path, cfg)
             if pool is not None and "opponents" in payload["learner"]:
                 pool.load_state_dict(payload["learner"]["opponents"])
         # from here on the run writes: a refused command leaves no directory, and an existing run's files untouched
@@ -217,14 +217,26 @@ def _run(cfg: DictConfig, explicit_total_steps: bool, explicit_keys: tuple[str, 
             print(f"interrupted: checkpoint written under {run_dir}/checkpoints; resume with resume={run_dir}",
                   file=sys.stderr)
             raise
-        ret = final.get("eval/return")
-        print(f"done: {run_dir}" + (f"\nfinal eval/return: {ret:.3f}" if ret is not None else ""))
+        print(f"done: {run_dir}")
+        print(final_line(final))
         return final
     finally:
         if logger is not None:
             logger.close()
         env.close()
         lock.release()
+
+
+def final_line(final: dict[str, float]) -> str:
+    """The closing line: a turn-based game's win / draw / loss rates against each evaluation opponent (its return
+    against itself is zero-sum), else the final evaluation return."""
+    wins = [k.split("/")[1] for k in final if k.startswith("eval/") and k.endswith("/win_rate") and k.count("/") == 2]
+    if wins:
+        return "final evaluation: " + "; ".join(
+            f"vs {n}: win {final[f'eval/{n}/win_rate']:.1%}, draw {final[f'eval/{n}/draw_rate']:.1%}, "
+            f"loss {final[f'eval/{n}/loss_rate']:.1%}" for n in wins)
+    ret = final.get("eval/return")
+    return f"final eval/return: {ret:.3f}" if ret is not None else "final eval/return: none (no evaluation)"
 
 
 def describe_preset(name: str) -> str:
@@ -253,7 +265,16 @@ def _loop(cfg: DictConfig, learner: Learner, logger: RunLogger, run_dir: Path) -
         interrupted["flag"] = True
 
     old_handler = signal.signal(signal.SIGINT, on_sigint)
-    bar = tqdm(total=cfg.total_steps, initial=learner.env_steps, disable=not cfg.progress, unit="step",
+    total = cfg.total_steps
+    if ALGOS[cfg.algo.name].on_policy:  # whole rollouts of num_steps x num_envs env steps
+        per = int(cfg.algo.num_steps) * int(cfg.num_envs)
+        total = math.ceil(cfg.total_steps / per) * per
+        if total != cfg.total_steps:
+            print(f"note: total_steps={cfg.total_steps} is rounded up to {total}, a whole number of rollouts of "
+                  f"algo.num_steps x num_envs = {cfg.algo.num_steps} x {cfg.num_envs} env steps", file=sys.stderr)
+    opponents = eval_opponents(cfg, spec)  # turn-based games: the bar shows the win rates of the last evaluation
+    shown: dict[str, str] = {f"win_{name}": "-" for name in opponents}
+    bar = tqdm(total=total, initial=learner.env_steps, disable=not cfg.progress, unit="step",
                dynamic_ncols=True, desc=f"{cfg.algo.name}/{cfg.env.name}")
     final: dict[str, float] = {}
     t0, s0 = time.perf_counter(), learner.env_steps
@@ -279,8 +300,12 @@ def _loop(cfg: DictConfig, learner: Learner, logger: RunLogger, run_dir: Path) -
             logger.log(learner.env_steps, metrics)
             final = metrics
             bar.update(learner.env_steps - bar.n)
-            recent = f"{np.mean(learner.recent_returns):.2f}" if learner.recent_returns else "-"
-            bar.set_postfix(sps=f"{sps:.0f}", ret=recent, refresh=False)
+            if opponents:
+                shown |= {f"win_{n}": f"{metrics[f'eval/{n}/win_rate']:.0%}" for n in opponents
+                          if f"eval/{n}/win_rate" in metrics}
+            else:
+                shown["ret"] = f"{np.mean(learner.recent_returns):.2f}" if learner.recent_returns else "-"
+            bar.set_postfix(sps=f"{sps:.0f}", **shown, refresh=False)
             if learner.env_steps >= next_ckpt and learner.env_steps < cfg.total_steps:
                 _checkpoint(cfg, learner, run_dir, spec)
                 next_ckpt = _next_mark(learner.env_steps, cfg.checkpoint_every)
@@ -310,7 +335,7 @@ def _evaluate(cfg: DictConfig, learner: Learner, eval_env) -> dict[str, float]:
     spec = learner.spec
     opponents = eval_opponents(cfg, spec)
     if not opponents:
-        return summarize(run_episodes(learner, eval_env, cfg.eval_episodes, seed=seed))
+        return summarize(run_episodes(learner, eval_env, cfg.eval_episodes, seed=seed), teams=spec.teams)
     from marl.matches import duel_summary, play_matches  # marl.matches imports this module
     from marl.opponents import PolicyPlayer, make_baseline
 
@@ -353,7 +378,7 @@ def _check_eval_opponents(cfg: DictConfig, spec) -> None:
 def _record_video(cfg: DictConfig, learner: Learner, run_dir: Path, max_frames: int = 500) -> Path | None:
     """One deterministic evaluation episode rendered by the env itself, as ``run_dir/videos/eval_<step>.gif``.
     A renderer that fails only costs the video (a warning), never the run."""
-    from marl.matches import write_video  # marl.matches imports this module
+    from marl.matches import env_fps, write_video  # marl.matches imports this module
 
     try:
         env = build(cfg, num_envs=1, seed=cfg.seed + EVAL_SEED_OFFSET, render_mode="rgb_array")
@@ -363,7 +388,7 @@ def _record_video(cfg: DictConfig, learner: Learner, run_dir: Path, max_frames: 
             env.close()
         if not frames or any(not isinstance(f, np.ndarray) for f in frames):
             raise ValueError("the env's renderer returned no rgb_array frames")
-        return write_video(frames, run_dir / "videos" / f"eval_{learner.env_steps}.gif")
+        return write_video(frames, run_dir / "videos" / f"eval_{learner.env_steps}.gif", fps=env_fps(cfg.env))
     except Exception as err:  # noqa: BLE001 - a missing video must not end a finished training run
         print(f"warning: no evaluation video ({type(err).__name__}: {err})", file=sys.stderr)
         return None
