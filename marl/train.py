@@ -193,8 +193,8 @@ def _run(cfg: DictConfig, explicit_total_steps: bool, explicit_keys: tuple[str, 
         _check_eval_opponents(cfg, env.spec)
         if payload is not None:
             ckpt.check_compatible(payload, cfg.env.name, cfg.algo.name, env.spec, ckpt_path)
+            ckpt.load_learner(learner, payload, ckpt_path, cfg)  # what the checkpoint is first, then what to do
             _check_steps_left(cfg, int(payload["meta"]["env_steps"]), run_dir, explicit_total_steps)
-            ckpt.load_learner(learner, payload, ckpt_path, cfg)
             if pool is not None and "opponents" in payload["learner"]:
                 pool.load_state_dict(payload["learner"]["opponents"])
         # from here on the run writes: a refused command leaves no directory, and an existing run's files untouched
