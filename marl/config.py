@@ -307,6 +307,7 @@ class TrainConfig:
     algo: Any = MISSING  # one of the ALGOS schemas, chosen by algo.name
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     selfplay: SelfPlayConfig = field(default_factory=SelfPlayConfig)
+    preset: str = MISSING  # the tuned preset applied (configs/preset/<name>.yaml, by default <env>_<algo>), or none
     seed: int = MISSING
     total_steps: int = MISSING  # env steps (one step of all E copies counts E)
     num_envs: int = MISSING  # env copies E
@@ -323,6 +324,7 @@ class TrainConfig:
 
 RANGES: dict[str, tuple[str, Any]] = {
     # key -> (rule, bound); rule is one of gt0 | ge0 | ge1 | unit_open_closed | unit_closed
+    "seed": ("ge0", None),
     "total_steps": ("gt0", None),
     "num_envs": ("ge1", None),
     "eval_episodes": ("ge1", None),
@@ -408,10 +410,32 @@ def _merge(schema: type, node: Any, path: str) -> DictConfig:
     except ValidationError as e:
         key = getattr(e, "full_key", "") or ""
         full = f"{path}.{key}" if path else key
+        value = getattr(e, "value", None)
+        if isinstance(value, float) and "to Integer" in str(e):
+            whole = f"{full}={int(value)}" if value.is_integer() else f"{full}=<a whole number>"
+            raise ConfigError(f"'{full}' must be an integer, got {_short(value)}",
+                              f"write it without a decimal point or exponent, e.g. {whole}") from None
         msg = str(e).splitlines()[0]
         raise ConfigError(
             f"bad value for '{full}': {msg}", "check the type expected by the schema in marl/config.py"
         ) from None
+
+
+def _short(value: float) -> str:
+    """A float as a person would type it: 2000.0 -> 2e3, 1500000.0 -> 1.5e6, 0.5 -> 0.5."""
+    if value.is_integer() and abs(value) >= 1000:
+        mantissa, exp = f"{value:e}".split("e")
+        return f"{mantissa.rstrip('0').rstrip('.')}e{int(exp)}"
+    return repr(value)
+
+
+def _check_minibatches(cfg: DictConfig) -> None:
+    """PPO family: an epoch splits the num_steps * num_envs rollout into num_minibatches; more is refused."""
+    n, batch = cfg.algo.get("num_minibatches"), cfg.algo.get("num_steps", 0) * cfg.num_envs
+    if n is not None and n > batch:
+        raise ConfigError(f"'algo.num_minibatches={n}' is larger than the batch it splits: algo.num_steps x num_envs "
+                          f"= {cfg.algo.num_steps} x {cfg.num_envs} = {batch} samples",
+                          f"pass algo.num_minibatches={batch} or less, or raise algo.num_steps / num_envs")
 
 
 def _check_ranges(cfg: DictConfig) -> None:
@@ -467,6 +491,7 @@ def validate(cfg: DictConfig | dict) -> DictConfig:
             "marl.config.compose, which start from configs/ as the CLI does",
         )
     _check_ranges(merged)
+    _check_minibatches(merged)
     return merged
 
 
@@ -489,19 +514,39 @@ def cpu_count() -> int:
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
+# hydra.output_subdir in configs/config.yaml: Hydra's .hydra/ record in the job dirs of a sweep (marl's sweep summary
+# reads it); none for a single run, whose Hydra dir is "." (the run makes its own directory: marl.rundir)
+OmegaConf.register_new_resolver("marl_job_subdir", lambda mode: ".hydra" if str(mode).endswith("MULTIRUN") else None,
+                                replace=True)
+
+
+def check_preset(name: str) -> None:
+    """A preset asked for by name must exist (Hydra skips a missing one silently: its default is optional)."""
+    shipped = sorted(p.stem for p in (CONFIG_DIR / "preset").glob("*.yaml"))
+    if name not in shipped:
+        close = difflib.get_close_matches(name, shipped, n=1)
+        raise ConfigError(f"unknown preset '{name}' (no configs/preset/{name}.yaml)",
+                          (f"did you mean '{close[0]}'? " if close else "") + f"choose one of: {', '.join(shipped)}")
+
 
 def compose(values: Mapping[str, Any] | None = None, overrides: Sequence[str] = ()) -> DictConfig:
-    """The validated config that ``scripts/train.py env=E algo=A OVERRIDES`` composes, with ``values`` on top.
+    """The validated config that ``scripts/train.py env=E algo=A [preset=P] OVERRIDES`` composes, with ``values`` on
+    top.
 
     ``values`` is a nested dict such as ``{"env": {"name": "cartpole"}, "algo": {"name": "ppo", "lr": 1e-3}}``;
-    E and A are its ``env.name`` and ``algo.name`` (the CLI's defaults where absent). An env with no YAML of its
-    name starts from ``env=custom`` and needs its own ``env.entry_point``.
+    E and A are its ``env.name`` and ``algo.name`` (the CLI's defaults where absent), P its ``preset`` (default: the
+    tuned ``configs/preset/<E>_<A>.yaml`` where one exists; ``"none"``: no preset). An env with no YAML of its name
+    starts from ``env=custom`` and needs its own ``env.entry_point``.
     """
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
     user = OmegaConf.create(dict(values or {}))
     groups = []
+    if user.get("preset") is not None:
+        preset = str(user.pop("preset"))
+        check_preset(preset)
+        groups.append(f"preset={preset}")
     env, algo = user.get("env") or {}, user.get("algo") or {}
     if "name" in algo:
         if algo["name"] not in ALGOS:

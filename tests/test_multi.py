@@ -44,7 +44,7 @@ def steps(x, buf):
 
 
 def test_mappo_joint_gae_on_team_reward_hand_computed():
-    L = learner_for("mappo", num_steps=2, value_norm=False, gamma=0.9, gae_lambda=1.0)
+    L = learner_for("mappo", num_steps=2, num_minibatches=1, value_norm=False, gamma=0.9, gae_lambda=1.0)
     L.values = lambda obs, state: torch.full((*state.shape[:-1], 1), 0.5)
     buf = two_step_rollout(L, [[1.0, 0.0], [0.0, 2.0]])
     adv, target, _, _ = L.advantages(buf)
@@ -56,7 +56,7 @@ def test_mappo_joint_gae_on_team_reward_hand_computed():
 
 
 def test_ippo_gae_per_agent_on_own_reward():
-    L = learner_for("ippo", num_steps=2, value_norm=False, gamma=0.9, gae_lambda=1.0)
+    L = learner_for("ippo", num_steps=2, num_minibatches=1, value_norm=False, gamma=0.9, gae_lambda=1.0)
     L.values = lambda obs, state: torch.full((*state.shape[:-1], 2), 0.5)
     buf = two_step_rollout(L, [[1.0, 0.0], [0.0, 2.0]])
     adv, _, _, _ = L.advantages(buf)

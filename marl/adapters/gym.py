@@ -23,8 +23,12 @@ AGENT = "agent"
 
 
 def make_gym_env(cfg: dict, render_mode: str | None = None) -> gymnasium.Env:
-    """One gymnasium env from a plain env config (kwargs and max_episode_steps applied)."""
+    """One gymnasium env from a plain env config (kwargs and max_episode_steps applied). The entry point is a
+    registered id (``CartPole-v1``, ``my_pkg:MyEnv-v0``) or a factory ``module:callable`` returning a gymnasium.Env."""
     kwargs = dict(cfg.get("kwargs") or {})
+    ep = cfg["entry_point"]
+    if _is_factory(ep):
+        return _from_factory(ep, kwargs, cfg.get("max_episode_steps"), render_mode)
     if cfg.get("max_episode_steps") is not None:
         kwargs["max_episode_steps"] = cfg["max_episode_steps"]
     try:
@@ -32,6 +36,31 @@ def make_gym_env(cfg: dict, render_mode: str | None = None) -> gymnasium.Env:
     except Exception as err:
         raise EnvError(f"gymnasium env '{cfg['entry_point']}' could not be made: {type(err).__name__}: {err}",
                        "check the id (gymnasium.pprint_registry() lists them) and env.kwargs") from err
+
+
+def _is_factory(entry_point: str) -> bool:
+    """``module:callable`` (a Python name after the colon), as opposed to an id such as ``module:Env-v0``."""
+    _, sep, attr = entry_point.partition(":")
+    return bool(sep) and attr.isidentifier()
+
+
+def _from_factory(ep: str, kwargs: dict, max_episode_steps: int | None, render_mode: str | None) -> gymnasium.Env:
+    from marl.adapters.registry import load_entry_point
+
+    factory = load_entry_point(ep)
+    if render_mode is not None:
+        kwargs["render_mode"] = render_mode
+    try:
+        env = factory(**kwargs)
+    except Exception as err:
+        raise EnvError(f"entry point '{ep}' raised while building the env with kwargs {kwargs}: "
+                       f"{type(err).__name__}: {err}", "check env.kwargs against the factory's signature") from err
+    if not isinstance(env, gymnasium.Env):
+        raise EnvError(f"entry point '{ep}' returned a {type(env).__name__}, not a gymnasium.Env",
+                       "return a gymnasium.Env (or set env.kind=pettingzoo for a PettingZoo env)")
+    if max_episode_steps is not None:
+        env = gymnasium.wrappers.TimeLimit(env, max_episode_steps)
+    return env
 
 
 class Replayable(gymnasium.Wrapper):

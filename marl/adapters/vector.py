@@ -15,6 +15,7 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -194,6 +195,13 @@ class CopyRunner:
             raise
         except Exception as err:
             when = "reset" if what == "reset" else f"episode step {c.t + 1} (batch step {c.total_steps + 1})"
+            key = err.args[0] if isinstance(err, KeyError) and err.args else None
+            if isinstance(key, str) and key not in self.layout.agents and "adapters" in Path(
+                    traceback.extract_tb(err.__traceback__)[-1].filename).parts:
+                raise EnvError(
+                    f"env '{self.layout.name}' reported agent '{key}' in copy {c.index} at {when}, which is not in "
+                    f"its possible_agents ({', '.join(self.layout.agents)})",
+                    "list every agent the env can ever have in possible_agents (agents may join late)") from err
             raise EnvError(
                 f"env '{self.layout.name}' raised in copy {c.index} at {when}: {type(err).__name__}: {err}",
                 "fix the env (the traceback above is from the env's own code) or report it to its authors",
