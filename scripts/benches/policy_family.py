@@ -31,14 +31,11 @@ C4 = ["num_envs=16", "algo.ent_coef=0.01", "algo.lr=5e-4", "algo.hidden=[256,256
 
 # name: (env, algo, steps, metric, target, overrides)
 CASES: dict[str, tuple[str, str, int, str, float, list[str]]] = {
-    # gamma 0.98: with 0.99 TRPO reached 500 as early but fell back to 300-450 late in some seeds (tuning runs)
-    "trpo_cartpole": ("cartpole", "trpo", 100_000, RETURN, 475.0, ["num_envs=8", "algo.gamma=0.98", "eval_every=0"]),
-    # 16 copies = 2 groups of 8 per round
-    "grpo_cartpole": ("cartpole", "grpo", 200_000, RETURN, 475.0, ["num_envs=16", "eval_every=0"]),
+    # the tuned settings of these cases are their presets: configs/preset/{cartpole_trpo,cartpole_grpo,pendulum_trpo}
+    "trpo_cartpole": ("cartpole", "trpo", 100_000, RETURN, 475.0, ["eval_every=0"]),
+    "grpo_cartpole": ("cartpole", "grpo", 200_000, RETURN, 475.0, ["eval_every=0"]),
     "ppo_cartpole": ("cartpole", "ppo", 100_000, RETURN, 475.0, [*SINGLE["ppo_cartpole"][5], "eval_every=0"]),
-    "trpo_pendulum": ("pendulum", "trpo", 200_000, RETURN, -300.0, [
-        "num_envs=4", "algo.num_steps=1024", "algo.num_minibatches=64", "algo.gamma=0.9", "algo.normalize_obs=true",
-        "algo.normalize_reward=true", "algo.log_std_init=-0.5", "algo.max_kl=0.02", "eval_every=0"]),
+    "trpo_pendulum": ("pendulum", "trpo", 200_000, RETURN, -300.0, ["eval_every=0"]),
     "grpo_simple_spread": ("simple_spread", "grpo", 300_000, "eval/return", float("-inf"), MPE),
     "hatrpo_simple_spread": ("simple_spread", "hatrpo", 300_000, "eval/return", float("-inf"), MPE),
     "mappo_simple_spread": ("simple_spread", "mappo", 300_000, "eval/return", float("-inf"), MPE),
@@ -70,7 +67,7 @@ def summarize(name: str, seed: int, job: dict) -> dict:
 
 def speed(rounds: int = 6, steps: int = 4000) -> dict[str, dict[str, float]]:
     """Wall time per env step of PPO (the learning bench's CartPole case), TRPO and GRPO (this bench's CartPole
-    overrides) in one process, interleaved ``rounds`` times ``steps`` env steps each, so that the machine's load
+    presets) in one process, interleaved ``rounds`` times ``steps`` env steps each, so that the machine's load
     falls on all three alike. Early training: short episodes (GRPO's masked waiting steps included)."""
     import time
 
@@ -81,20 +78,11 @@ def speed(rounds: int = 6, steps: int = 4000) -> dict[str, dict[str, float]]:
 
     torch.set_num_threads(1)
 
-    def algo_values(over: list[str]) -> dict:
-        vals = {}
-        for o in over:
-            if o.startswith("algo."):
-                k, v = o[len("algo."):].split("=")
-                vals[k] = v == "true" if v in ("true", "false") else (float(v) if any(c in v for c in ".e") else int(v))
-        return vals
-
     learners, used = {}, {}
     for name in ("ppo_cartpole", "trpo_cartpole", "grpo_cartpole"):
-        _, algo, _, _, _, over = CASES[name]
-        num_envs = next(int(o.split("=")[1]) for o in over if o.startswith("num_envs="))
-        cfg = compose({"env": {"name": "cartpole"}, "algo": {"name": algo, **algo_values(over)},
-                       "num_envs": num_envs, "seed": 0, "total_steps": 10**7})
+        algo = CASES[name][1]
+        # each algorithm's CartPole preset (num_envs and algo values), as the learning cases run it
+        cfg = compose({"env": {"name": "cartpole"}, "algo": {"name": algo}, "seed": 0, "total_steps": 10**7})
         learners[algo] = make_learner(cfg, build(cfg), "cpu")
         learners[algo].reset_env(0)
         used[algo] = [0.0, 0]
