@@ -16,7 +16,7 @@ EXCLUSIVE = {"name": "exclusive", "entry_point": "matrix_games:exclusive_paralle
 def learner_for(algo: str, env: dict | str = EXCLUSIVE, seed: int = 0, num_envs: int = 1, **algo_over):
     env_cfg = resolve_env_config(env) if isinstance(env, str) else env
     cfg = compose({"env": env_cfg, "algo": {"name": algo, **algo_over}, "num_envs": num_envs, "seed": seed,
-                    "total_steps": 10_000})
+                    "total_steps": 10_000, "preset": "none"})  # the algorithm's own YAML values
     torch.manual_seed(seed)
     learner = make_learner(cfg, build(cfg), "cpu")
     learner.reset_env(seed)
