@@ -11,6 +11,7 @@ import pickle
 import re
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -110,6 +111,63 @@ def check_compatible(payload: dict, env_name: str, algo_name: str | None, spec: 
             f"checkpoint '{path}' was written by algo '{meta['algo']}', not '{algo_name}'",
             f"use algo={meta['algo']} to resume it",
         )
+
+
+# algo keys that decide the shapes of the networks and their saved state: fixed for the life of a run
+ARCH_KEYS = ("hidden", "critic_hidden", "activation", "conv", "sharing", "groups", "agent_id", "symmetric",
+             "normalize_obs", "normalize_reward", "value_norm", "team_reward")
+
+
+def load_learner(learner: Any, payload: dict, path: str | Path, cfg: DictConfig | None = None) -> None:
+    """``learner.load_state_dict(payload["learner"])``; networks of another shape than the checkpoint's (an
+    architecture key changed on resume) are a :class:`CheckpointError` naming the tensor and the changed keys."""
+    state = payload["learner"]
+    try:
+        learner.load_state_dict(state)
+    except (RuntimeError, KeyError, TypeError, ValueError) as err:
+        where = _first_mismatch(learner, state) or f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
+        changed = _changed_arch_keys(payload, cfg) if cfg is not None else []
+        keys = ", ".join(f"algo.{k}" for k in ARCH_KEYS[:4])
+        raise CheckpointError(
+            f"checkpoint '{path}' does not fit the networks this config builds: {where}"
+            + (f"; changed since training: {'; '.join(changed)}" if changed else ""),
+            f"architecture keys ({keys}, ...) cannot change on resume: drop "
+            f"{' '.join(c.split(' ')[0] + '=...' for c in changed) or 'the architecture overrides'} to resume the "
+            "run as trained, or start a new run",
+        ) from None
+
+
+def _first_mismatch(learner: Any, state: dict) -> str | None:
+    """The first tensor whose shape (or presence) differs between ``learner`` and the saved ``state``."""
+    for name, m in learner.modules().items():
+        saved = state["modules"].get(name)
+        if saved is None:
+            return f"'{name}' is not in the checkpoint"
+        if not isinstance(m, torch.nn.Module):
+            continue
+        here = m.state_dict()
+        for k, v in here.items():
+            if k not in saved:
+                return f"'{name}.{k}' {list(v.shape)} is not in the checkpoint"
+            if tuple(saved[k].shape) != tuple(v.shape):
+                return f"'{name}.{k}' is {list(saved[k].shape)} in the checkpoint, {list(v.shape)} here"
+        extra = [k for k in saved if k not in here]
+        if extra:
+            return f"the checkpoint holds '{name}.{extra[0]}', which these networks lack"
+    return None
+
+
+def _changed_arch_keys(payload: dict, cfg: DictConfig) -> list[str]:
+    """``"algo.hidden [64, 64] -> [128, 128]"`` for each architecture key that differs from the trained config."""
+    trained = OmegaConf.create(payload["config"]).get("algo", {})
+    out = []
+    for k in ARCH_KEYS:
+        was, now = trained.get(k), cfg.algo.get(k)
+        was = OmegaConf.to_container(was) if OmegaConf.is_config(was) else was
+        now = OmegaConf.to_container(now) if OmegaConf.is_config(now) else now
+        if was != now:
+            out.append(f"algo.{k} {was} -> {now}")
+    return out
 
 
 def find_latest(run_or_file: str | Path) -> Path:

@@ -153,6 +153,58 @@ class HAPPOConfig(CentralPPOConfig):
 
 
 @dataclass
+class GRPOConfig(AlgoConfig):
+    """GRPO: no critic; group-relative advantages over ``group_size`` env copies reset with the same seed."""
+
+    num_steps: int = MISSING  # rows per copy and iteration, at least: whole rounds are collected until this many
+    group_size: int = MISSING  # G: env copies per group (reset with the same seed); must divide num_envs
+    grpo_advantage: str = MISSING  # episode | step: the episode's return, or the reward-to-go per step index
+    clip_coef: float = MISSING  # epsilon of the clipped surrogate
+    update_epochs: int = MISSING  # passes over each rollout
+    num_minibatches: int = MISSING  # minibatches per epoch
+    target_kl: float | None = MISSING  # stop the epoch loop early above this approx KL (null: off)
+    kl_coef: float = MISSING  # weight of the KL term to the reference policy (0: none)
+    ref_update_every: int = MISSING  # iterations between refreshes of the reference policy (0: the initial policy)
+    ent_coef: float = MISSING  # entropy bonus coefficient
+    anneal_lr: bool = MISSING  # linearly decay lr to 0 over total_steps
+    log_std_init: float = MISSING  # initial log std of Gaussian policies
+    conv: list[list[int]] | None = MISSING  # conv layers of the actor (as OnPolicyConfig.conv)
+    symmetric: bool = MISSING  # mirror-equivariant actor (env.symmetry)
+    team_reward: str = MISSING  # sum | mean: a team's group statistic on its team reward; none: per agent
+
+
+@dataclass
+class TRPOConfig(AlgoConfig):
+    """TRPO: the natural-gradient actor step under a KL bound; ``lr`` is the critic's (the actor has no optimizer)."""
+
+    num_steps: int = MISSING  # rollout length T per env copy and iteration
+    gae_lambda: float = MISSING  # GAE lambda
+    ent_coef: float = MISSING  # entropy bonus in the surrogate
+    norm_adv: bool = MISSING  # normalize advantages over the batch
+    normalize_reward: bool = MISSING  # scale rewards by the running std of the discounted return
+    anneal_lr: bool = MISSING  # linearly decay the critic lr to 0 over total_steps
+    log_std_init: float = MISSING  # initial log std of Gaussian policies
+    conv: list[list[int]] | None = MISSING  # conv layers (as OnPolicyConfig.conv)
+    symmetric: bool = MISSING  # mirror-equivariant actor and local critic (env.symmetry)
+    max_kl: float = MISSING  # trust region: mean KL(pi_old || pi) of an accepted step is at most this
+    cg_iters: int = MISSING  # conjugate-gradient iterations for F^-1 g
+    cg_damping: float = MISSING  # added to the Fisher-vector product (F + damping I) for stability
+    backtrack_iters: int = MISSING  # line-search trials (step fractions 1, coef, coef^2, ...)
+    backtrack_coef: float = MISSING  # line-search shrink factor in (0, 1)
+    update_epochs: int = MISSING  # critic passes over each rollout
+    num_minibatches: int = MISSING  # critic minibatches per pass
+
+
+@dataclass
+class HATRPOConfig(TRPOConfig):
+    """HATRPO: TRPO's keys plus the centralized critic's (as MAPPO); needs ``sharing: per_agent``."""
+
+    value_norm: bool = MISSING  # running mean/std of return targets, per value unit (Yu et al. 2022)
+    critic_hidden: list[int] | None = MISSING  # critic hidden sizes (null: same as hidden)
+    team_reward: str = MISSING  # sum | mean | none (as CentralPPOConfig.team_reward)
+
+
+@dataclass
 class OffPolicyConfig(AlgoConfig):
     """Replay-based actor-critics (DDPG, TD3, SAC, MADDPG, MATD3)."""
 
@@ -230,6 +282,9 @@ ALGOS: dict[str, AlgoInfo] = {
     "sac": AlgoInfo(SACConfig, False, True, True, False, turn_based=False),
     "maddpg": AlgoInfo(MADDPGConfig, False, True, True, True, turn_based=False),
     "matd3": AlgoInfo(MATD3Config, False, True, True, True, turn_based=False),
+    "grpo": AlgoInfo(GRPOConfig, True, True, True, False),
+    "trpo": AlgoInfo(TRPOConfig, True, True, True, False),
+    "hatrpo": AlgoInfo(HATRPOConfig, True, True, True, True, needs_per_agent=True),
 }
 
 # -------------------------------------------------------------------------------------------------- logger
@@ -293,6 +348,7 @@ class TrainConfig:
     algo: Any = MISSING  # one of the ALGOS schemas, chosen by algo.name
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     selfplay: SelfPlayConfig = field(default_factory=SelfPlayConfig)
+    preset: str = MISSING  # the tuned preset applied (configs/preset/<name>.yaml, by default <env>_<algo>), or none
     seed: int = MISSING
     total_steps: int = MISSING  # env steps (one step of all E copies counts E)
     num_envs: int = MISSING  # env copies E
@@ -309,6 +365,7 @@ class TrainConfig:
 
 RANGES: dict[str, tuple[str, Any]] = {
     # key -> (rule, bound); rule is one of gt0 | ge0 | ge1 | unit_open_closed | unit_closed
+    "seed": ("ge0", None),
     "total_steps": ("gt0", None),
     "num_envs": ("ge1", None),
     "eval_episodes": ("ge1", None),
@@ -345,6 +402,13 @@ RANGES: dict[str, tuple[str, Any]] = {
     "algo.alpha_lr": ("gt0", None),
     "algo.target_entropy_scale": ("ge0", None),
     "algo.gumbel_temperature": ("gt0", None),
+    "algo.group_size": ("ge1", None),
+    "algo.ref_update_every": ("ge0", None),
+    "algo.max_kl": ("gt0", None),
+    "algo.cg_iters": ("ge1", None),
+    "algo.cg_damping": ("ge0", None),
+    "algo.backtrack_iters": ("ge1", None),
+    "algo.backtrack_coef": ("unit_open_closed", None),
     "env.workers": ("ge0", None),
     "env.preprocess.frame_stack": ("ge1", None),
 }
@@ -360,6 +424,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "algo.returns": ("gae", "nstep"),
     "algo.noise": ("gaussian", "ou"),
     "algo.team_reward": ("sum", "mean", "none"),
+    "algo.grpo_advantage": ("episode", "step"),
 }
 
 
@@ -392,10 +457,32 @@ def _merge(schema: type, node: Any, path: str) -> DictConfig:
     except ValidationError as e:
         key = getattr(e, "full_key", "") or ""
         full = f"{path}.{key}" if path else key
+        value = getattr(e, "value", None)
+        if isinstance(value, float) and "to Integer" in str(e):
+            whole = f"{full}={int(value)}" if value.is_integer() else f"{full}=<a whole number>"
+            raise ConfigError(f"'{full}' must be an integer, got {_short(value)}",
+                              f"write it without a decimal point or exponent, e.g. {whole}") from None
         msg = str(e).splitlines()[0]
         raise ConfigError(
             f"bad value for '{full}': {msg}", "check the type expected by the schema in marl/config.py"
         ) from None
+
+
+def _short(value: float) -> str:
+    """A float as a person would type it: 2000.0 -> 2e3, 1500000.0 -> 1.5e6, 0.5 -> 0.5."""
+    if value.is_integer() and abs(value) >= 1000:
+        mantissa, exp = f"{value:e}".split("e")
+        return f"{mantissa.rstrip('0').rstrip('.')}e{int(exp)}"
+    return repr(value)
+
+
+def _check_minibatches(cfg: DictConfig) -> None:
+    """PPO family: an epoch splits the num_steps * num_envs rollout into num_minibatches; more is refused."""
+    n, batch = cfg.algo.get("num_minibatches"), cfg.algo.get("num_steps", 0) * cfg.num_envs
+    if n is not None and n > batch:
+        raise ConfigError(f"'algo.num_minibatches={n}' is larger than the batch it splits: algo.num_steps x num_envs "
+                          f"= {cfg.algo.num_steps} x {cfg.num_envs} = {batch} samples",
+                          f"pass algo.num_minibatches={batch} or less, or raise algo.num_steps / num_envs")
 
 
 def _check_ranges(cfg: DictConfig) -> None:
@@ -451,6 +538,7 @@ def validate(cfg: DictConfig | dict) -> DictConfig:
             "marl.config.compose, which start from configs/ as the CLI does",
         )
     _check_ranges(merged)
+    _check_minibatches(merged)
     return merged
 
 
@@ -473,19 +561,39 @@ def cpu_count() -> int:
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
+# hydra.output_subdir in configs/config.yaml: Hydra's .hydra/ record in the job dirs of a sweep (marl's sweep summary
+# reads it); none for a single run, whose Hydra dir is "." (the run makes its own directory: marl.rundir)
+OmegaConf.register_new_resolver("marl_job_subdir", lambda mode: ".hydra" if str(mode).endswith("MULTIRUN") else None,
+                                replace=True)
+
+
+def check_preset(name: str) -> None:
+    """A preset asked for by name must exist (Hydra skips a missing one silently: its default is optional)."""
+    shipped = sorted(p.stem for p in (CONFIG_DIR / "preset").glob("*.yaml"))
+    if name not in shipped:
+        close = difflib.get_close_matches(name, shipped, n=1)
+        raise ConfigError(f"unknown preset '{name}' (no configs/preset/{name}.yaml)",
+                          (f"did you mean '{close[0]}'? " if close else "") + f"choose one of: {', '.join(shipped)}")
+
 
 def compose(values: Mapping[str, Any] | None = None, overrides: Sequence[str] = ()) -> DictConfig:
-    """The validated config that ``scripts/train.py env=E algo=A OVERRIDES`` composes, with ``values`` on top.
+    """The validated config that ``scripts/train.py env=E algo=A [preset=P] OVERRIDES`` composes, with ``values`` on
+    top.
 
     ``values`` is a nested dict such as ``{"env": {"name": "cartpole"}, "algo": {"name": "ppo", "lr": 1e-3}}``;
-    E and A are its ``env.name`` and ``algo.name`` (the CLI's defaults where absent). An env with no YAML of its
-    name starts from ``env=custom`` and needs its own ``env.entry_point``.
+    E and A are its ``env.name`` and ``algo.name`` (the CLI's defaults where absent), P its ``preset`` (default: the
+    tuned ``configs/preset/<E>_<A>.yaml`` where one exists; ``"none"``: no preset). An env with no YAML of its name
+    starts from ``env=custom`` and needs its own ``env.entry_point``.
     """
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
     user = OmegaConf.create(dict(values or {}))
     groups = []
+    if user.get("preset") is not None:
+        preset = str(user.pop("preset"))
+        check_preset(preset)
+        groups.append(f"preset={preset}")
     env, algo = user.get("env") or {}, user.get("algo") or {}
     if "name" in algo:
         if algo["name"] not in ALGOS:

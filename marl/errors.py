@@ -30,3 +30,7 @@ class CheckpointError(MarlError):
 
 class TrainingError(MarlError):
     """Training cannot go on (e.g. a loss became NaN); the last good checkpoint is kept."""
+
+
+class RunDirError(MarlError):
+    """A run directory cannot be written: it holds a run that must not be overwritten, or another process writes it."""

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
 import torch
 
+import marl
 from marl.adapters.base import EpisodeStat, VecMultiEnv
 from marl.algos.base import Learner
 from marl.rollout import to_env_actions
@@ -49,9 +51,11 @@ def render_episodes(
     return frames
 
 
-def summarize(episodes: list[EpisodeStat], prefix: str = "eval") -> dict[str, float]:
-    """``{prefix}/return``: team return (sum over agents) per episode, mean; ``{prefix}/agent_return``: per-agent mean;
-    plus the std of the team return, the mean length, and each agent's mean return."""
+def summarize(episodes: list[EpisodeStat], prefix: str = "eval",
+              teams: tuple[tuple[str, tuple[str, ...]], ...] = ()) -> dict[str, float]:
+    """``{prefix}/return``: the sum over all agents per episode, mean; ``{prefix}/agent_return``: per-agent mean;
+    plus the std of that sum, the mean length, each agent's mean return and, with several ``teams`` (competitive
+    envs, where the sum over everyone means little), each team's mean return ``{prefix}/team/<team>/return``."""
     team = np.array([e.team_return for e in episodes], dtype=np.float64)
     agents = list(episodes[0].returns)
     per_agent = {a: float(np.mean([e.returns[a] for e in episodes])) for a in agents}
@@ -63,4 +67,9 @@ def summarize(episodes: list[EpisodeStat], prefix: str = "eval") -> dict[str, fl
         f"{prefix}/episodes": float(len(episodes)),
     }
     out |= {f"{prefix}/return/{a}": v for a, v in per_agent.items()}
+    if len(teams) > 1:
+        out |= {f"{prefix}/team/{t}/return": float(sum(per_agent[a] for a in ms if a in per_agent)) for t, ms in teams}
     return out
+
+
+sys.modules[__name__].__class__ = marl.ApiModule  # marl.evaluate(...) is the Python API (marl.api.evaluate)

@@ -64,10 +64,12 @@ class MatchResult:
 
 
 def play_matches(env: VecMultiEnv, subject: Player, opponent: Player, episodes: int, seed: int,
-                 first_seat: int = 0) -> list[MatchResult]:
+                 first_seat: int = 0, on_start: Callable[[int, str], None] | None = None,
+                 on_result: Callable[[int, MatchResult], None] | None = None) -> list[MatchResult]:
     """Play ``episodes`` matches on the turn-based ``env``; match ``j`` seats the subject at agent
     ``(first_seat + j) % n_agents`` and the opponent at every other seat. Every env copy starts a new match when
-    its previous one ends until all are assigned; copies with no match left play on unrecorded."""
+    its previous one ends until all are assigned; copies with no match left play on unrecorded.
+    ``on_start(j, seat)`` is called before match ``j``'s first move, ``on_result(j, result)`` when it ends."""
     spec = env.spec
     E, n_seats = spec.num_envs, len(spec.agents)
     match_of = np.full(E, -1, dtype=np.int64)  # match index each copy is playing (-1: none)
@@ -79,6 +81,8 @@ def play_matches(env: VecMultiEnv, subject: Player, opponent: Player, episodes: 
         nonlocal started
         match_of[e] = started if started < episodes else -1
         seat[e] = (first_seat + started) % n_seats
+        if on_start is not None and match_of[e] >= 0:
+            on_start(started, spec.agents[seat[e]])
         started += 1
 
     last = env.reset(seed=seed)
@@ -94,6 +98,8 @@ def play_matches(env: VecMultiEnv, subject: Player, opponent: Player, episodes: 
             e = ep.env_index
             if match_of[e] >= 0:
                 results[match_of[e]] = MatchResult(spec.agents[seat[e]], dict(ep.returns), ep.length)
+                if on_result is not None:
+                    on_result(int(match_of[e]), results[match_of[e]])
             start(e)
     return [r for r in results if r is not None]
 
@@ -188,7 +194,7 @@ def make_policy(cfg: DictConfig, payload: dict, path: Path, env: VecMultiEnv) ->
     """A learner restored from ``payload`` for ``env`` (refused, naming both envs, when the checkpoint does not fit)."""
     ckpt.check_compatible(payload, env.spec.name, None, env.spec, path)
     learner = make_learner(cfg, env, "cpu")
-    learner.load_state_dict(payload["learner"])
+    ckpt.load_learner(learner, payload, path)
     return learner
 
 
@@ -223,36 +229,60 @@ def move_label(env: Any, action: Any) -> str:
 
 class Watcher:
     """Sees every move of one env copy for the first ``games`` games: ``mode="rgb_array"`` keeps the env's frames
-    (the final position held for ``hold`` extra frames), ``mode="text"`` prints each move and the board."""
+    (the final position held for ``hold`` extra frames, at most ``max_frames`` in all), ``mode="text"`` prints each
+    move and the board. ``roles`` (agent -> e.g. "policy" / "opponent") marks whose move it was; a new game's first
+    board is printed with its first move, so a result printed between two games comes after the game it ends."""
 
-    def __init__(self, mode: str, games: int, hold: int = 3, out: TextIO | None = None):
+    def __init__(self, mode: str, games: int, hold: int = 3, out: TextIO | None = None,
+                 max_frames: int | None = None):
         self.mode, self.remaining, self.hold, self.out = mode, games, hold, out or sys.stdout
+        self.max_frames = max_frames
         self.frames: list[np.ndarray] = []
         self.started = False
+        self.pending: str | None = None  # the text of a new game's first board, printed with its first move
+        self.roles: dict[str, str] = {}
         self.env: Any = None  # the watched (raw) env, known after its first reset
+
+    def watch(self, games: int) -> None:
+        """Watch the next ``games`` games (from the next reset on)."""
+        self.remaining, self.started = games, False
 
     def on_reset(self, env: Any) -> None:
         """Called just after the env reset: the previous game (if any) is over."""
         self.env = env
+        self.pending = None
         if self.started:
             self.remaining -= 1
             if self.mode == "rgb_array" and self.frames:
-                self.frames.extend([self.frames[-1]] * self.hold)
+                self._add([self.frames[-1]] * self.hold)
         self.started = True
         if self.remaining > 0:
-            self._show(env, "new game")
+            self._show(env, "new game", defer=True)
 
     def on_move(self, env: Any, who: str | None, action: Any) -> None:
         """Called after every move (``who`` None: a joint step of a parallel env)."""
         if self.remaining > 0:
-            self._show(env, f"{who} plays {move_label(env, action)}" if who else "all agents acted")
+            role = f" ({self.roles[who]})" if who in self.roles else ""
+            self._show(env, f"{who}{role} plays {move_label(env, action)}" if who else "all agents acted")
 
-    def _show(self, env: Any, what: str) -> None:
+    def _add(self, frames: list[np.ndarray]) -> None:
+        room = len(frames) if self.max_frames is None else max(0, self.max_frames - len(self.frames))
+        self.frames.extend(frames[:room])
+
+    def _show(self, env: Any, what: str, defer: bool = False) -> None:
         if self.mode == "rgb_array":
-            self.frames.append(np.asarray(env.render()))
+            if self.max_frames is None or len(self.frames) < self.max_frames:
+                self._add([np.asarray(env.render())])
             return
         board = env.render() if env.render_mode == "ansi" else text_board(env)
-        print(what + (f"\n{board}\n" if board else ""), file=self.out, flush=True)
+        text = what + (f"\n{board}\n" if board else "")
+        if defer:
+            self.pending = text
+            return
+        if self.pending is not None:
+            print(self.pending, file=self.out, flush=True)
+            self.pending = None
+        print(text, file=self.out, flush=True)
 
 
 class _WatchedAEC(BaseWrapper):
@@ -318,8 +348,19 @@ def check_display() -> None:
                           "use render=rgb_array video=match.gif to write a video, or render=ansi to print the moves")
 
 
-def write_video(frames: list[np.ndarray], path: str | Path, fps: float = 2.0, max_side: int = 320) -> Path:
-    """Write ``frames`` (``[H, W, 3]`` uint8) as a GIF or MP4 (by suffix), scaled down to ``max_side`` pixels.
+def env_fps(env_cfg: Any, default: float = 10.0) -> float:
+    """The env's own playback speed, ``metadata["render_fps"]`` (``default`` where it declares none)."""
+    env = make_env(env_cfg)
+    try:
+        fps = (getattr(env, "metadata", None) or {}).get("render_fps")
+    finally:
+        env.close()
+    return float(fps) if fps else default
+
+
+def write_video(frames: list[np.ndarray], path: str | Path, fps: float, max_side: int = 320) -> Path:
+    """Write ``frames`` (``[H, W, 3]`` uint8) at ``fps`` frames per second as a GIF or MP4 (by suffix), scaled
+    down to ``max_side`` pixels.
 
     GIFs share one 64-colour palette (no dithering), so unchanged regions stay identical from frame to frame and
     the file stays small."""

@@ -22,6 +22,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
+import marl
 from marl import checkpoint as ckpt
 from marl.adapters.base import EnvSpec
 from marl.adapters.registry import make_vec_env
@@ -31,6 +32,7 @@ from marl.config import ALGOS, compose, resolve_device, validate
 from marl.errors import CheckpointError, ConfigError, MarlError, TrainingError
 from marl.evaluate import render_episodes, run_episodes, summarize
 from marl.logging import RunLogger
+from marl.rundir import LOG, ConsoleLog, RunLock, check_fresh, default_run_dir, has_checkpoint, has_run
 from marl.selfplay import attach_pool
 
 EVAL_SEED_OFFSET = 1_000_000
@@ -60,14 +62,24 @@ def make_learner(cfg: DictConfig, env, device: str) -> Learner:
 def _resolve_resume(cfg: DictConfig, explicit_total_steps: bool, explicit_keys: tuple[str, ...] = ()
                     ) -> tuple[DictConfig, Path, dict | None, Path | None]:
     """For ``resume=...``: the stored config (with this call's run-control keys and explicitly given overrides) and
-    the checkpoint payload. Another ``env=`` or ``algo=`` than the stored one is refused."""
+    the checkpoint payload. Another ``env=`` or ``algo=`` than the stored one, another ``run_dir`` and a ``preset``
+    are refused. A new run: its directory, checked."""
     if not cfg.resume:
-        run_dir = Path(cfg.run_dir or "outputs/run")
-        if (run_dir / "metrics.csv").exists() or (run_dir / ckpt.CKPT_DIR).exists():
-            raise ConfigError(f"run directory '{run_dir}' already holds a run; it is never overwritten",
-                              f"pass resume={run_dir} to continue it, or choose another run_dir")
+        run_dir = Path(cfg.run_dir) if cfg.run_dir else default_run_dir(cfg)
+        check_fresh(run_dir)
         return cfg, run_dir, None, None
+    given = Path(cfg.resume)
+    if given.is_dir() and has_run(given) and not has_checkpoint(given):
+        raise CheckpointError(f"run directory '{given}' holds a run that ended before its first checkpoint: there is "
+                              "nothing to resume",
+                              f"start it again with its command and run_dir={given} (a run directory without a "
+                              "checkpoint is reused), or with a smaller checkpoint_every")
     path = ckpt.find_latest(cfg.resume)
+    run_dir = path.parent.parent if path.parent.name == ckpt.CKPT_DIR else given
+    if cfg.run_dir and Path(cfg.run_dir).resolve() != run_dir.resolve():
+        raise ConfigError(f"resume={cfg.resume} continues that run in its own directory '{run_dir}', not in "
+                          f"run_dir={cfg.run_dir}",
+                          "drop run_dir=, or copy the run directory where you want it and resume the copy")
     payload = ckpt.load(path)
     stored = validate(OmegaConf.create(payload["config"]))
     for key in RUN_CONTROL:
@@ -78,18 +90,32 @@ def _resolve_resume(cfg: DictConfig, explicit_total_steps: bool, explicit_keys: 
         if key in ("resume", "run_dir", "total_steps", *RUN_CONTROL):
             continue
         if key in ("env", "algo"):
-            given, was = cfg[key].name, stored[key].name
-            if given != was:
-                raise CheckpointError(f"checkpoint '{path}' was trained with {key}={was}, not {key}={given}",
-                                      f"drop {key}={given} to resume the run as it was, or start a new run")
+            given_name, was = cfg[key].name, stored[key].name
+            if given_name != was:
+                raise CheckpointError(f"checkpoint '{path}' was trained with {key}={was}, not {key}={given_name}",
+                                      f"drop {key}={given_name} to resume the run as it was, or start a new run")
+        elif key == "preset":
+            raise ConfigError(f"preset= does not apply with resume=: the run goes on with its own config (preset "
+                              f"{stored.preset})", "drop preset=; give the keys to change instead (e.g. algo.lr=1e-4)")
         elif key == "logger":
             stored.logger = cfg.logger
         else:  # e.g. algo.lr=1e-4 or env.backend=subprocess: applied to the resumed run
             OmegaConf.update(stored, key, OmegaConf.select(cfg, key), merge=False)
     stored = validate(stored)
-    run_dir = path.parent.parent if path.parent.name == ckpt.CKPT_DIR else Path(cfg.resume)
     stored.run_dir = str(run_dir)
     return stored, run_dir, payload, path
+
+
+def _check_steps_left(cfg: DictConfig, reached: int, run_dir: Path, explicit_total_steps: bool) -> None:
+    """A resume must have steps left to train: a finished run, or a ``total_steps`` given below the steps reached,
+    is refused."""
+    if reached < cfg.total_steps:
+        return
+    if explicit_total_steps and cfg.total_steps < reached:
+        raise CheckpointError(f"total_steps={cfg.total_steps} is below the {reached} env steps run '{run_dir}' has "
+                              "reached", f"pass total_steps above {reached} to train it further")
+    raise CheckpointError(f"run '{run_dir}' is finished: it reached {reached} of its {cfg.total_steps} env steps",
+                          f"pass total_steps=<more than {reached}> with resume= to train it further")
 
 
 def _finite(metrics: dict[str, float]) -> None:
@@ -134,42 +160,90 @@ def run(cfg: DictConfig | dict, explicit_total_steps: bool = False, explicit_key
     ``cfg``: a complete config (a DictConfig, as ``scripts/train.py`` or :func:`marl.config.compose` gives), or a
     dict of values composed with ``configs/`` exactly as the CLI would (:func:`marl.config.compose`).
     With ``resume`` the run's stored config is used; ``total_steps`` given explicitly (``explicit_total_steps``)
-    extends or shortens it, progress / debug / device / threads come from this call, and the other keys the user
-    gave explicitly (``explicit_keys``, e.g. ``algo.lr``) override the stored values.
+    extends it, progress / debug / device / threads come from this call, and the other keys the user gave
+    explicitly (``explicit_keys``, e.g. ``algo.lr``) override the stored values. The run directory (``run_dir``,
+    else :func:`marl.rundir.default_run_dir`) is created, and locked, only once the run is about to train; its
+    ``train.log`` gets what the console shows, the error that ends a run included.
     """
     cfg = validate(cfg) if isinstance(cfg, DictConfig) else compose(cfg)
-    cfg, run_dir, payload, ckpt_path = _resolve_resume(cfg, explicit_total_steps, tuple(explicit_keys))
+    console = ConsoleLog()
+    console.start()
+    try:
+        return _run(cfg, explicit_total_steps, tuple(explicit_keys), console)
+    except MarlError as err:
+        console.note(f"error: {err}")
+        raise
+    finally:
+        console.stop()
+
+
+def _run(cfg: DictConfig, explicit_total_steps: bool, explicit_keys: tuple[str, ...], console: ConsoleLog
+         ) -> dict[str, float]:
+    cfg, run_dir, payload, ckpt_path = _resolve_resume(cfg, explicit_total_steps, explicit_keys)
     device = resolve_device(cfg.device)
     torch.set_num_threads(cfg.threads or 1)
     seed_everything(cfg.seed)
-    run_dir.mkdir(parents=True, exist_ok=True)
-
+    print(f"preset: {describe_preset(cfg.preset)}")
     env = build(cfg)
     print(f"teams: {env.spec.describe_teams()}")
-    logger = None
+    logger, lock = None, RunLock(run_dir)
     try:
         learner = make_learner(cfg, env, device)
         pool = attach_pool(cfg, learner)
         _check_eval_opponents(cfg, env.spec)
         if payload is not None:
             ckpt.check_compatible(payload, cfg.env.name, cfg.algo.name, env.spec, ckpt_path)
-            learner.load_state_dict(payload["learner"])
+            ckpt.load_learner(learner, payload, ckpt_path, cfg)  # what the checkpoint is first, then what to do
+            _check_steps_left(cfg, int(payload["meta"]["env_steps"]), run_dir, explicit_total_steps)
             if pool is not None and "opponents" in payload["learner"]:
                 pool.load_state_dict(payload["learner"]["opponents"])
-        # written only once the checkpoint is known to fit: a refused resume leaves the run's files untouched
+        # from here on the run writes: a refused command leaves no directory, and an existing run's files untouched
+        lock.acquire()
+        if payload is None:
+            check_fresh(run_dir, clean=True)
+        console.open(run_dir / LOG, append=payload is not None)
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(_resolved(cfg, env.spec), resolve=True))
         logger = RunLogger(run_dir, cfg, resume=payload is not None)
-        if payload is not None:
-            logger.truncate_after(learner.env_steps)
         if payload is None:
+            print(f"run dir: {run_dir}")
             learner.reset_env(cfg.seed)
         else:
+            print(f"resumed from step {learner.env_steps} of {cfg.total_steps} ({ckpt_path}); run dir: {run_dir}")
+            logger.truncate_after(learner.env_steps)
             learner.restore_env(payload["learner"].get("env", {}), env_seed(cfg.seed, learner.iterations))
-        return _loop(cfg, learner, logger, run_dir)
+        try:
+            final = _loop(cfg, learner, logger, run_dir)
+        except KeyboardInterrupt:
+            print(f"interrupted: checkpoint written under {run_dir}/checkpoints; resume with resume={run_dir}",
+                  file=sys.stderr)
+            raise
+        print(f"done: {run_dir}")
+        print(final_line(final))
+        return final
     finally:
         if logger is not None:
             logger.close()
         env.close()
+        lock.release()
+
+
+def final_line(final: dict[str, float]) -> str:
+    """The closing line: a turn-based game's win / draw / loss rates against each evaluation opponent (its return
+    against itself is zero-sum), else the final evaluation return."""
+    wins = [k.split("/")[1] for k in final if k.startswith("eval/") and k.endswith("/win_rate") and k.count("/") == 2]
+    if wins:
+        return "final evaluation: " + "; ".join(
+            f"vs {n}: win {final[f'eval/{n}/win_rate']:.1%}, draw {final[f'eval/{n}/draw_rate']:.1%}, "
+            f"loss {final[f'eval/{n}/loss_rate']:.1%}" for n in wins)
+    ret = final.get("eval/return")
+    return f"final eval/return: {ret:.3f}" if ret is not None else "final eval/return: none (no evaluation)"
+
+
+def describe_preset(name: str) -> str:
+    """The start-up line's account of the preset: its file, or that none applies."""
+    if name == "none":
+        return "none (configs/algo and configs/env values as they are)"
+    return f"{name} (configs/preset/{name}.yaml; preset=none runs without it)"
 
 
 def _resolved(cfg: DictConfig, spec: EnvSpec) -> DictConfig:
@@ -191,7 +265,16 @@ def _loop(cfg: DictConfig, learner: Learner, logger: RunLogger, run_dir: Path) -
         interrupted["flag"] = True
 
     old_handler = signal.signal(signal.SIGINT, on_sigint)
-    bar = tqdm(total=cfg.total_steps, initial=learner.env_steps, disable=not cfg.progress, unit="step",
+    total = cfg.total_steps
+    if ALGOS[cfg.algo.name].on_policy:  # whole rollouts of num_steps x num_envs env steps
+        per = int(cfg.algo.num_steps) * int(cfg.num_envs)
+        total = math.ceil(cfg.total_steps / per) * per
+        if total != cfg.total_steps:
+            print(f"note: total_steps={cfg.total_steps} is rounded up to {total}, a whole number of rollouts of "
+                  f"algo.num_steps x num_envs = {cfg.algo.num_steps} x {cfg.num_envs} env steps", file=sys.stderr)
+    opponents = eval_opponents(cfg, spec)  # turn-based games: the bar shows the win rates of the last evaluation
+    shown: dict[str, str] = {f"win_{name}": "-" for name in opponents}
+    bar = tqdm(total=total, initial=learner.env_steps, disable=not cfg.progress, unit="step",
                dynamic_ncols=True, desc=f"{cfg.algo.name}/{cfg.env.name}")
     final: dict[str, float] = {}
     t0, s0 = time.perf_counter(), learner.env_steps
@@ -217,8 +300,12 @@ def _loop(cfg: DictConfig, learner: Learner, logger: RunLogger, run_dir: Path) -
             logger.log(learner.env_steps, metrics)
             final = metrics
             bar.update(learner.env_steps - bar.n)
-            recent = f"{np.mean(learner.recent_returns):.2f}" if learner.recent_returns else "-"
-            bar.set_postfix(sps=f"{sps:.0f}", ret=recent, refresh=False)
+            if opponents:
+                shown |= {f"win_{n}": f"{metrics[f'eval/{n}/win_rate']:.0%}" for n in opponents
+                          if f"eval/{n}/win_rate" in metrics}
+            else:
+                shown["ret"] = f"{np.mean(learner.recent_returns):.2f}" if learner.recent_returns else "-"
+            bar.set_postfix(sps=f"{sps:.0f}", **shown, refresh=False)
             if learner.env_steps >= next_ckpt and learner.env_steps < cfg.total_steps:
                 _checkpoint(cfg, learner, run_dir, spec)
                 next_ckpt = _next_mark(learner.env_steps, cfg.checkpoint_every)
@@ -248,7 +335,7 @@ def _evaluate(cfg: DictConfig, learner: Learner, eval_env) -> dict[str, float]:
     spec = learner.spec
     opponents = eval_opponents(cfg, spec)
     if not opponents:
-        return summarize(run_episodes(learner, eval_env, cfg.eval_episodes, seed=seed))
+        return summarize(run_episodes(learner, eval_env, cfg.eval_episodes, seed=seed), teams=spec.teams)
     from marl.matches import duel_summary, play_matches  # marl.matches imports this module
     from marl.opponents import PolicyPlayer, make_baseline
 
@@ -291,7 +378,7 @@ def _check_eval_opponents(cfg: DictConfig, spec) -> None:
 def _record_video(cfg: DictConfig, learner: Learner, run_dir: Path, max_frames: int = 500) -> Path | None:
     """One deterministic evaluation episode rendered by the env itself, as ``run_dir/videos/eval_<step>.gif``.
     A renderer that fails only costs the video (a warning), never the run."""
-    from marl.matches import write_video  # marl.matches imports this module
+    from marl.matches import env_fps, write_video  # marl.matches imports this module
 
     try:
         env = build(cfg, num_envs=1, seed=cfg.seed + EVAL_SEED_OFFSET, render_mode="rgb_array")
@@ -301,7 +388,7 @@ def _record_video(cfg: DictConfig, learner: Learner, run_dir: Path, max_frames: 
             env.close()
         if not frames or any(not isinstance(f, np.ndarray) for f in frames):
             raise ValueError("the env's renderer returned no rgb_array frames")
-        return write_video(frames, run_dir / "videos" / f"eval_{learner.env_steps}.gif")
+        return write_video(frames, run_dir / "videos" / f"eval_{learner.env_steps}.gif", fps=env_fps(cfg.env))
     except Exception as err:  # noqa: BLE001 - a missing video must not end a finished training run
         print(f"warning: no evaluation video ({type(err).__name__}: {err})", file=sys.stderr)
         return None
@@ -319,3 +406,6 @@ def _checkpoint(cfg: DictConfig, learner: Learner, run_dir: Path, spec: EnvSpec)
     """Save (the env copies go on untouched) and prune old periodic checkpoints."""
     ckpt.save(run_dir / ckpt.CKPT_DIR / f"step_{learner.env_steps:012d}.pt", _learner_state(learner), cfg, spec)
     ckpt.prune(run_dir)
+
+
+sys.modules[__name__].__class__ = marl.ApiModule  # marl.train(...) is the Python API (marl.api.train)

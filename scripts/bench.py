@@ -1,6 +1,6 @@
 """Benchmarks (not timed tests): `python scripts/bench.py SECTION [options]`, SECTION one of
-learning | adapters | multiagent | games | offpolicy. Each writes benchmarks/<name>.json and .md; `--help` per
-section."""
+learning | adapters | multiagent | games | policy_family | offpolicy. Each writes benchmarks/<name>.json and
+.md; `--help` per section."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import importlib
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]  # benches, this marl
 
 SECTIONS = {"learning": "benches.learning", "adapters": "benches.adapters", "multiagent": "benches.multiagent",
-            "games": "benches.games", "offpolicy": "benches.offpolicy"}
+            "games": "benches.games", "policy_family": "benches.policy_family", "offpolicy": "benches.offpolicy"}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,8 +1,8 @@
 """Evaluate a trained policy in matches (turn-based games) or episodes (cooperative / parallel envs).
 
     python scripts/evaluate.py run=<run dir or checkpoint> episodes=100 opponent=random|heuristic|minimax|self|<run>
-        [seed=0] [deterministic=false] [num_envs=8] [env=<name>]
-        [render=rgb_array video=<file.mp4|file.gif>] [render=human] [render=ansi]
+        [seed=0] [deterministic=true] [num_envs=8] [env=<name>]
+        [render=rgb_array video=<file.mp4|file.gif> [fps=<n>] [max_frames=<n>]] [render=human] [render=ansi]
 
 Actions are greedy (the most likely action, as in training evaluation and scripts/play.py) unless
 ``deterministic=false``, which samples them; the mode is printed at start.
@@ -12,9 +12,11 @@ Other envs: the policy plays every agent; the table shows team and per-agent ret
 ``opponent``: a baseline (``random`` for any turn-based game, ``heuristic`` for connect_four, ``minimax`` for
 tictactoe), ``self``, or another run directory / checkpoint trained on the same env (default: random for turn-based
 games, self otherwise). ``render`` plays the first min(episodes, 4) matches once more, rendered: ``rgb_array`` writes
-them to ``video`` (GIF or MP4) from the env's own renderer, ``human`` opens the env's window (needs a display),
-``ansi`` prints every move and board. ``env=<name>`` evaluates on another configured env (it must match the
-checkpoint). A user mistake prints the problem and a fix and exits with code 2.
+them to ``video`` (GIF or MP4) from the env's own renderer at the env's ``render_fps`` (or ``fps``), at most
+``max_frames`` frames; ``human`` opens the env's window (needs a display). ``ansi`` plays the scored matches
+themselves in one env copy and prints every move (marked policy or opponent), the board, and each result.
+``env=<name>`` evaluates on another configured env (it must match the checkpoint). A user mistake prints the
+problem and a fix and exits with code 2.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from marl.matches import (
     as_bool,
     check_display,
     duel_summary,
+    env_fps,
     format_duel,
     format_team,
     load_policy,
@@ -53,7 +56,7 @@ USAGE = ("usage: python scripts/evaluate.py run=<run dir or checkpoint> episodes
          "opponent=random|heuristic|minimax|self|<run> [seed=0] [deterministic=false: sample actions] "
          "[render=rgb_array video=out.gif | render=human | render=ansi]")
 ARGS = {"run": str, "episodes": int, "opponent": str, "seed": int, "render": str, "video": str,
-        "deterministic": as_bool, "num_envs": int, "env": str, "debug": as_bool}
+        "deterministic": as_bool, "num_envs": int, "env": str, "debug": as_bool, "fps": float, "max_frames": int}
 
 
 def parse(argv: list[str]) -> dict:
@@ -66,8 +69,9 @@ def parse(argv: list[str]) -> dict:
     a.setdefault("deterministic", True)
     a.setdefault("num_envs", 8)
     a.setdefault("render", "rgb_array" if "video" in a else "none")
-    if a["episodes"] < 1 or a["num_envs"] < 1:
-        raise ConfigError("episodes and num_envs must be >= 1", "pass e.g. episodes=100 num_envs=8")
+    if a["episodes"] < 1 or a["num_envs"] < 1 or a.get("max_frames", 1) < 1 or a.get("fps", 1) <= 0:
+        raise ConfigError("episodes, num_envs and max_frames must be >= 1, fps > 0",
+                          "pass e.g. episodes=100 num_envs=8 fps=30 max_frames=600")
     if a["render"] not in RENDER_MODES:
         raise ConfigError(f"render='{a['render']}' is not valid", f"choose one of: {', '.join(RENDER_MODES)}")
     if a["render"] == "rgb_array" and "video" not in a:
@@ -108,25 +112,43 @@ def render_matches(cfg: DictConfig, a: dict, subject: PolicyPlayer, opponent: Pl
                               "use render=rgb_array video=out.mp4 for gymnasium envs")
         env = build(cfg, num_envs=1, seed=a["seed"], render_mode="rgb_array")
         try:
-            frames = render_episodes(subject.learner, env, games, a["seed"], subject.deterministic)
+            frames = render_episodes(subject.learner, env, games, a["seed"], subject.deterministic,
+                                     max_frames=a.get("max_frames"))
         finally:
             env.close()
     else:
-        watcher = None if mode == "human" else Watcher("rgb_array" if mode == "rgb_array" else "text", games)
+        watcher = None if mode == "human" else Watcher("rgb_array" if mode == "rgb_array" else "text", games,
+                                                       max_frames=a.get("max_frames"))
         env = single_env(cfg, mode if mode != "ansi" else None, watcher, a["seed"])
         try:
             if opponent is not None:
-                for r in play_matches(env, subject, opponent, games, a["seed"]):
-                    if mode == "ansi":
-                        print(f"match over: policy as {r.seat}: {r.outcome} (returns {r.returns})\n")
+                play_matches(env, subject, opponent, games, a["seed"])
             else:
                 run_episodes(subject.learner, env, games, a["seed"], a["deterministic"])
         finally:
             env.close()
         frames = watcher.frames if watcher is not None else []
     if mode == "rgb_array":
-        path = write_video(frames, a["video"])
-        print(f"video: {path} ({len(frames)} frames, {games} {'matches' if opponent else 'episodes'})")
+        fps = a.get("fps") or env_fps(cfg.env)
+        path = write_video(frames, a["video"], fps=fps)
+        print(f"video: {path} ({len(frames)} frames at {fps:g} fps, {games} {'matches' if opponent else 'episodes'})")
+
+
+def watched_matches(cfg: DictConfig, a: dict, subject: PolicyPlayer, opponent: Player) -> list:
+    """render=ansi: the scored matches themselves, in one env copy, every move printed (policy or opponent)."""
+    watcher = Watcher("text", a["episodes"])
+    env = single_env(cfg, None, watcher, a["seed"])
+
+    def on_start(j: int, seat: str) -> None:
+        watcher.roles = {x: "policy" if x == seat else "opponent" for x in env.spec.agents}
+
+    def on_result(j: int, r) -> None:
+        print(f"game {j + 1}/{a['episodes']} over: policy as {r.seat}: {r.outcome} (returns {r.returns})\n")
+
+    try:
+        return play_matches(env, subject, opponent, a["episodes"], a["seed"], on_start=on_start, on_result=on_result)
+    finally:
+        env.close()
 
 
 def evaluate(a: dict) -> dict:
@@ -147,10 +169,11 @@ def evaluate(a: dict) -> dict:
             raise ConfigError(f"opponent={opp_name} applies to turn-based games; env '{spec.name}' is played by "
                               "the policy in every agent's seat", "drop opponent= (or pass opponent=self)")
         opponent = resolve_opponent(opp_name, subject, env, a["deterministic"], a["seed"]) if duel else None
-        if a["render"] != "none":
+        if a["render"] not in ("none", "ansi") or (a["render"] == "ansi" and not duel):
             render_matches(cfg, a, subject, opponent)
         if duel:
-            results = play_matches(env, subject, opponent, a["episodes"], a["seed"])
+            results = (watched_matches(cfg, a, subject, opponent) if a["render"] == "ansi" else
+                       play_matches(env, subject, opponent, a["episodes"], a["seed"]))
             summary = duel_summary(results, spec.agents)
             print(f"{path} on {spec.name}, {a['episodes']} matches, seed {a['seed']}, actions {mode}")
             print(format_duel(summary, "policy", opp_name))

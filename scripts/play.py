@@ -4,9 +4,10 @@
 
 Works for any turn-based (AEC) game. Connect Four and tic-tac-toe show the board after every move (X moves first);
 type a column number 1-7 (Connect Four) or a cell number 1-9 as shown on the board (tic-tac-toe); other games list
-the legal action indices and your observation. An illegal or malformed move is asked again; ``q`` or end of input
-(Ctrl-D) quits. The policy plays its most likely move unless ``deterministic=false``. A user mistake prints the
-problem and a fix and exits with code 2.
+the legal action indices and your observation. An illegal or malformed move is asked again; ``q``, end of input
+(Ctrl-D) or Ctrl-C quits (Ctrl-C with exit code 130). After each game: ``r`` for a rematch in the same seat, ``s``
+to swap seats, ``q`` to stop. The policy plays its most likely move unless ``deterministic=false``. A user mistake
+prints the problem and a fix and exits with code 2.
 """
 
 from __future__ import annotations
@@ -83,30 +84,52 @@ class HumanPlayer(Player):
             return action
 
 
-def play(a: dict[str, Any]) -> str:
-    """One game between the person and the policy of ``a["run"]``; returns the outcome from the person's side."""
+def play(a: dict[str, Any], read=input) -> list[str]:
+    """Games between the person and the policy of ``a["run"]``, with a rematch or a seat swap offered after each;
+    returns the outcomes from the person's side."""
     torch.set_num_threads(1)
     cfg, payload, path = load_policy(a["run"])
     watcher = Watcher("text", games=1)
     env = single_env(cfg, None, watcher, a["seed"])
     spec = env.spec
+    outcomes: list[str] = []
     try:
         if not spec.turn_based or len(spec.agents) < 2:
             raise ConfigError(f"env '{spec.name}' is not a turn-based game of two or more players",
                               "play.py plays AEC games such as connect_four or tictactoe")
         policy = PolicyPlayer(make_policy(cfg, payload, path, env), name="policy", deterministic=a["deterministic"])
         seat = SEATS.index(a["seat"])
-        human = HumanPlayer(watcher)
-        marks = " (X, moves first)" if seat == 0 else " (O, moves second)"
+        human = HumanPlayer(watcher, read)
         board_game = cfg.env.name in ("connect_four", "tictactoe")
-        print(f"{path.name} on {spec.name}: you are {spec.agents[seat]}{marks if board_game else ''}; "
-              f"the policy plays {', '.join(x for i, x in enumerate(spec.agents) if i != seat)}.")
-        result = play_matches(env, human, policy, 1, a["seed"], first_seat=seat)[0]
+        while True:
+            marks = " (X, moves first)" if seat == 0 else " (O, moves second)"
+            print(f"{path.name} on {spec.name}: you are {spec.agents[seat]}{marks if board_game else ''}; "
+                  f"the policy plays {', '.join(x for i, x in enumerate(spec.agents) if i != seat)}.")
+            watcher.watch(1)
+            watcher.roles = {x: "you" if i == seat else "policy" for i, x in enumerate(spec.agents)}
+            result = play_matches(env, human, policy, 1, a["seed"] + len(outcomes), first_seat=seat)[0]
+            outcomes.append(result.outcome)
+            verdict = {"win": "You win!", "loss": "You lose.", "draw": "Draw."}[result.outcome]
+            print(f"{verdict} (returns: {result.returns}, {result.length} moves)")
+            choice = again(read)
+            if choice == "q":
+                return outcomes
+            if choice == "s":
+                seat = (seat + 1) % len(spec.agents)
     finally:
         env.close()
-    verdict = {"win": "You win!", "loss": "You lose.", "draw": "Draw."}[result.outcome]
-    print(f"{verdict} (returns: {result.returns}, {result.length} moves)")
-    return result.outcome
+
+
+def again(read=input) -> str:
+    """Ask for r (rematch, same seat), s (swap seats) or q (stop); end of input is q."""
+    while True:
+        try:
+            text = read("play again? r = rematch, s = swap seats, q = quit > ").strip().lower()
+        except EOFError:
+            return "q"
+        if text in ("r", "s", "q"):
+            return text
+        print(f"'{text}' is not one of r, s, q")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -128,6 +151,9 @@ def main(argv: list[str] | None = None) -> int:
     except Quit:
         print("\nbye (game abandoned)")
         return 0
+    except KeyboardInterrupt:
+        print("\nbye (interrupted)")
+        return 130
     except MarlError as e:
         if debug:
             traceback.print_exc()

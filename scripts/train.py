@@ -9,12 +9,13 @@ from __future__ import annotations
 import os
 import sys
 import traceback
-from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from marl.config import check_preset
 from marl.errors import MarlError
 from marl.train import run
 
@@ -27,28 +28,23 @@ def main(cfg: DictConfig) -> float | None:
     _started = True
     os.environ.setdefault("WANDB_MODE", "offline")
     hc = HydraConfig.get()
-    if cfg.run_dir is None:
+    # a sweep job writes into its job dir, and hydra.run.dir=DIR names the run dir; else marl names it (outputs/...)
+    hydra_dir = hc.mode == RunMode.MULTIRUN or any(o.startswith("hydra.run.dir=") for o in hc.overrides.hydra)
+    if cfg.run_dir is None and not cfg.get("resume") and hydra_dir:
         cfg.run_dir = hc.runtime.output_dir
-    run_dir = cfg.run_dir
-    if cfg.get("resume"):  # the resumed run writes into its own directory
-        resume = Path(str(cfg.resume))
-        run_dir = str(resume.parent.parent if resume.suffix == ".pt" and resume.parent.name == "checkpoints"
-                      else resume)
     keys = [o.split("=", 1)[0].lstrip("+~") for o in hc.overrides.task]
     try:
+        if "preset" in keys:
+            check_preset(hc.runtime.choices.get("preset"))
         final = run(cfg, explicit_total_steps="total_steps" in keys, explicit_keys=keys)
     except MarlError as e:
         if cfg.get("debug", False):
             traceback.print_exc()
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:
-        print(f"interrupted: checkpoint written under {run_dir}/checkpoints; resume with resume={run_dir}",
-              file=sys.stderr)
+    except KeyboardInterrupt:  # marl.train.run printed where the checkpoint is
         sys.exit(130)
-    ret = final.get("eval/return")
-    print(f"run dir: {run_dir}\nfinal eval/return: {ret:.3f}" if ret is not None else f"run dir: {run_dir}")
-    return ret
+    return final.get("eval/return")
 
 
 if __name__ == "__main__":

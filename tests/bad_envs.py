@@ -131,3 +131,70 @@ def not_replayable(**kwargs) -> ParallelEnv:
 def not_an_env(**kwargs) -> dict:
     """Returns a plain dict instead of an env."""
     return {"agents": ["agent_0"]}
+
+
+class ObsOffSpace(Walk):
+    """From episode step 3 on, agent_1's observation is 5.0: outside its Box(-1, 1) space (the shape is right)."""
+
+    def _obs(self) -> dict[str, np.ndarray]:
+        obs = super()._obs()
+        if self.t >= 3 and "agent_1" in obs:
+            obs["agent_1"] = np.full(2, 5.0, np.float32)
+        return obs
+
+
+class RewardMissesAgent(Walk):
+    """The reward dict leaves out agent_1 at episode step 2."""
+
+    def step(self, actions):
+        obs, rewards, terms, truncs, infos = super().step(actions)
+        if self.t == 2:
+            rewards.pop("agent_1", None)
+        return obs, rewards, terms, truncs, infos
+
+
+class StrangerAgent(Walk):
+    """At episode step 2 the env reports an agent 'intruder' that is not in possible_agents."""
+
+    def step(self, actions):
+        obs, rewards, terms, truncs, infos = super().step(actions)
+        if self.t == 2:
+            for d, v in ((obs, np.zeros(2, np.float32)), (rewards, 0.0), (terms, False), (truncs, False),
+                         (infos, {})):
+                d["intruder"] = v
+        return obs, rewards, terms, truncs, infos
+
+
+class UnboundedActions(Walk):
+    """Continuous actions in Box(-inf, inf, (1,)); reward -|a - 0.5| (the best action is 0.5)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self._act_space = spaces.Box(-np.inf, np.inf, (1,), np.float32)
+
+    def step(self, actions):
+        self.t += 1
+        obs = self._obs()
+        rewards = {a: -abs(float(np.asarray(actions[a]).ravel()[0]) - 0.5) for a in self.agents}
+        trunc = self.t >= self.max_cycles
+        terms, truncs = dict.fromkeys(self.agents, False), dict.fromkeys(self.agents, trunc)
+        infos = {a: {} for a in self.agents}
+        if trunc:
+            self.agents = []
+        return obs, rewards, terms, truncs, infos
+
+
+def obs_off_space(**kwargs) -> ParallelEnv:
+    return ObsOffSpace(**kwargs)
+
+
+def reward_misses_agent(**kwargs) -> ParallelEnv:
+    return RewardMissesAgent(**kwargs)
+
+
+def stranger_agent(**kwargs) -> ParallelEnv:
+    return StrangerAgent(**kwargs)
+
+
+def unbounded_actions(**kwargs) -> ParallelEnv:
+    return UnboundedActions(**kwargs)

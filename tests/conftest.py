@@ -165,8 +165,10 @@ def base_run(tmp_path_factory) -> Path:
     """One finished tiny PPO/cartpole run (with periodic checkpoints) shared read-only; copy it before changing it."""
     cwd = tmp_path_factory.mktemp("base")
     run_dir = cwd / "run"
-    res = run_cli(["env=cartpole", "algo=ppo", *TINY, *TINY_PPO, "total_steps=128", "checkpoint_every=32",
-                   f"run_dir={run_dir}"], cwd)
+    # preset=none: resumes with other total_steps are compared with straight runs (the preset anneals the lr over
+    # total_steps)
+    res = run_cli(["env=cartpole", "algo=ppo", "preset=none", *TINY, *TINY_PPO, "total_steps=128",
+                   "checkpoint_every=32", f"run_dir={run_dir}"], cwd)
     assert res.returncode == 0, res
     return run_dir
 

@@ -20,7 +20,7 @@ ENVS = {  # name: (env yaml, env overrides)
     "speaker_listener": ("simple_speaker_listener", {"kwargs": {"max_cycles": 10}}),
     "connect_four": ("connect_four", {}),
 }
-SMALL = {"on": {"num_steps": 4, "update_epochs": 1, "num_minibatches": 1, "hidden": [8]},
+SMALL = {"on": {"num_steps": 4, "update_epochs": 1, "num_minibatches": 1, "hidden": [8], "group_size": 2},
          "off": {"learning_starts": 4, "batch_size": 4, "buffer_size": 64, "hidden": [8]}}
 
 

@@ -7,6 +7,7 @@ final evaluation) and ``checkpoints/final.pt``.
 from __future__ import annotations
 
 import importlib.util
+import re
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,9 @@ CASES = [
         for a in ("ippo", "mappo", "happo")
     ],
     ("mappo-connect_four", ["env=connect_four", "algo=mappo", *TINY_PPO], "losses/policy_loss"),
+    ("grpo-cartpole", ["env=cartpole", "algo=grpo", "algo.group_size=2", *TINY_PPO], "losses/ref_kl"),
+    ("trpo-pendulum", ["env=pendulum", "algo=trpo", *TINY_PPO], "losses/tr_accepted"),
+    ("hatrpo-simple_spread", ["env=simple_spread", "algo=hatrpo", *TINY_PPO], "losses/tr_accepted"),
 ]
 
 
@@ -53,7 +57,8 @@ def test_train_cli(overrides: list[str], loss: str, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     res = run_cli([*overrides, *TINY, "total_steps=64", f"run_dir={run_dir}"], tmp_path)
     assert res.returncode == 0, res
-    assert "final eval/return:" in res.stdout, res
+    assert ("final evaluation: vs random: win" if "env=connect_four" in overrides else "final eval/return:") in \
+        res.stdout, res
     algo = next(o for o in overrides if o.startswith("algo=")).split("=")[1]
     env = next(o for o in overrides if o.startswith("env=")).split("=")[1]
     check_run_dir(run_dir, loss, algo, env)
@@ -80,3 +85,36 @@ def test_multirun_writes_sweep_summary(tmp_path: Path) -> None:
     # one setting (the overrides minus seed) averaged over the two seeds
     assert "algo=a2c" in summary and "| 2 |" in summary, summary
     assert (sweep / "summary.csv").is_file()
+
+
+def test_turn_based_run_reports_win_rates_and_rounds_total_steps_once(tmp_path: Path) -> None:
+    """Tic-tac-toe self-play: total_steps=100 with rollouts of 16 x 2 = 32 steps is rounded up to 128 (said once, and
+    trained exactly), and the final line gives the win / draw / loss rates against each evaluation opponent."""
+    run = tmp_path / "run"
+    res = run_cli(["env=tictactoe", "algo=ppo", *TINY, *TINY_PPO, "total_steps=100", "eval_episodes=4",
+                   "selfplay.eval_opponents=[random,minimax]", f"run_dir={run}"], tmp_path)
+    assert res.returncode == 0, res
+    assert res.stderr.count("total_steps=100 is rounded up to 128") == 1, res
+    assert int(read_rows(run / "metrics.csv")[-1]["global_step"]) == 128
+    line = next(ln for ln in res.stdout.splitlines() if ln.startswith("final evaluation:"))
+    assert "vs random: win" in line and "vs minimax: win 0.0%" in line and "ret" not in line
+
+
+def test_progress_bar_shows_win_rates_of_a_turn_based_run(tiny_cfg, capsys) -> None:
+    """The bar's postfix carries the last evaluation's win rate per opponent, not ret=."""
+    from marl.train import run
+
+    cfg = tiny_cfg("env=tictactoe", "algo=ppo", *TINY_PPO, "total_steps=96", "eval_every=64", "eval_episodes=4")
+    cfg.progress = True
+    run(cfg)
+    bar = capsys.readouterr().err.replace("\r", "\n")
+    assert re.search(r"win_random=\d+%", bar) and "ret=" not in bar
+
+
+def test_a_gymnasium_run_keeps_its_return_in_the_bar(tiny_cfg, capsys) -> None:
+    from marl.train import run
+
+    cfg = tiny_cfg("env=cartpole", "algo=ppo", *TINY_PPO, "total_steps=64")
+    cfg.progress = True
+    run(cfg)
+    assert re.search(r"ret=\d+\.\d\d", capsys.readouterr().err)

@@ -98,3 +98,33 @@ def test_member_linear_members_are_independent_and_batched():
     with torch.no_grad():
         layer.weight[1].add_(1.0)
     torch.testing.assert_close(layer(x)[:, 0], y[:, 0])
+
+
+def test_unbounded_box_is_the_plain_gaussian_with_finite_gradients():
+    """Box(-inf, inf): clip and squash both send the Gaussian sample itself, with the normal log-prob."""
+    torch.manual_seed(0)
+    mean = torch.randn(16, 2, requires_grad=True)
+    log_std = torch.zeros(2, requires_grad=True)
+    low, high = torch.full((2,), -math.inf), torch.full((2,), math.inf)
+    for bound in ("clip", "squash"):
+        d = BoundedGaussian(mean, log_std, low, high, bound)
+        a = d.sample()
+        assert torch.isfinite(a).all()
+        torch.testing.assert_close(d.mode(), mean.detach())
+        lp = d.log_prob(a)
+        torch.testing.assert_close(lp, Normal(mean, log_std.exp()).log_prob(a).sum(-1))
+        lp.sum().backward()
+        assert torch.isfinite(mean.grad).all() and torch.isfinite(log_std.grad).all()
+        mean.grad, log_std.grad = None, None
+
+
+def test_squash_squashes_only_the_dims_with_two_finite_bounds():
+    """Dim 0 in [-1, 1] is squashed (never reaches the bound); dim 1 in [0, inf) is clipped at 0."""
+    low, high = torch.tensor([-1.0, 0.0]), torch.tensor([1.0, math.inf])
+    d = BoundedGaussian(torch.tensor([[5.0, -5.0]]), torch.zeros(2), low, high, "squash")
+    a = d.mode()
+    assert -1 < a[0, 0] < 1 and a[0, 1] == 0
+    expected_dim1 = torch.special.log_ndtr(torch.tensor(5.0))  # P(u <= 0) for u ~ N(-5, 1): the tail at the bound
+    dim0 = BoundedGaussian(torch.tensor([[5.0]]), torch.zeros(1), low[:1], high[:1], "squash")
+    expected_dim0 = dim0.log_prob(a[:, :1])
+    torch.testing.assert_close(d.log_prob(a), expected_dim0 + expected_dim1)

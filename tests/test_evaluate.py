@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -100,8 +101,49 @@ def test_ansi_prints_moves_and_boards(tictactoe_run, evaluate_here):
     code, out, err = evaluate_here(f"run={tictactoe_run}", "episodes=2", "opponent=minimax", "render=ansi",
                                    "deterministic=true")
     assert code == 0, err
-    assert "player_1 plays cell" in out and "---+---+---" in out and "match over" in out
+    assert "player_1 (policy) plays cell" in out and "---+---+---" in out and "game 2/2 over" in out
     assert "policy vs minimax" in out
+
+
+def test_ansi_shows_the_very_games_that_were_scored(tictactoe_run, evaluate_here):
+    """Each printed result is one of the scored matches (the table's counts are the printed ones), seats alternate,
+    and within each game the policy's seat is the one marked (policy)."""
+    code, out, err = evaluate_here(f"run={tictactoe_run}", "episodes=4", "opponent=random", "render=ansi", "seed=2")
+    assert code == 0, err
+    results = re.findall(r"game (\d)/4 over: policy as (player_\d): (win|draw|loss)", out)
+    assert [r[0] for r in results] == ["1", "2", "3", "4"]
+    assert [r[1] for r in results] == ["player_1", "player_2", "player_1", "player_2"]
+    games = re.split(r"game \d/4 over", out)[:4]
+    for (_, seat, _), text in zip(results, games, strict=True):
+        other = "player_2" if seat == "player_1" else "player_1"
+        assert f"{seat} (policy) plays" in text and f"{other} (opponent) plays" in text
+        assert f"{seat} (opponent)" not in text
+    all_row = next(ln for ln in out.splitlines() if ln.startswith("all"))
+    counts = [int(c) for c in re.findall(r"(\d+)\s+[\d.]+%", all_row)]
+    assert counts == [sum(r[2] == k for r in results) for k in ("win", "draw", "loss")]
+
+
+@pytest.fixture(scope="session")
+def cartpole_run(tmp_path_factory) -> Path:
+    return train_tiny(tmp_path_factory.mktemp("cartpole") / "run", "cartpole", steps=64)
+
+
+@pytest.mark.parametrize(("fps", "duration_ms"), [(None, 20), ("5", 200)])
+def test_video_plays_at_the_env_render_fps_or_fps(cartpole_run, tmp_path, evaluate_here, fps, duration_ms):
+    """CartPole declares render_fps 50: 20 ms a frame (not 2 fps); fps=5 overrides it; max_frames caps the video."""
+    from PIL import Image
+
+    video = tmp_path / "cartpole.gif"
+    args = [f"run={cartpole_run}", "episodes=2", f"video={video}", "max_frames=10", *([f"fps={fps}"] if fps else [])]
+    code, out, err = evaluate_here(*args)
+    assert code == 0, err
+    with Image.open(video) as im:  # GIF writers merge repeated frames (adding up their durations): sum them
+        durations = []
+        for k in range(im.n_frames):
+            im.seek(k)
+            durations.append(im.info["duration"])
+    assert sum(durations) == 10 * duration_ms and all(d % duration_ms == 0 for d in durations)
+    assert "10 frames at" in out
 
 
 def test_actions_are_greedy_by_default_and_sampled_on_request(tictactoe_run, evaluate_here):

@@ -16,7 +16,7 @@ EXCLUSIVE = {"name": "exclusive", "entry_point": "matrix_games:exclusive_paralle
 def learner_for(algo: str, env: dict | str = EXCLUSIVE, seed: int = 0, num_envs: int = 1, **algo_over):
     env_cfg = resolve_env_config(env) if isinstance(env, str) else env
     cfg = compose({"env": env_cfg, "algo": {"name": algo, **algo_over}, "num_envs": num_envs, "seed": seed,
-                    "total_steps": 10_000})
+                    "total_steps": 10_000, "preset": "none"})  # the algorithm's own YAML values
     torch.manual_seed(seed)
     learner = make_learner(cfg, build(cfg), "cpu")
     learner.reset_env(seed)
@@ -44,7 +44,7 @@ def steps(x, buf):
 
 
 def test_mappo_joint_gae_on_team_reward_hand_computed():
-    L = learner_for("mappo", num_steps=2, value_norm=False, gamma=0.9, gae_lambda=1.0)
+    L = learner_for("mappo", num_steps=2, num_minibatches=1, value_norm=False, gamma=0.9, gae_lambda=1.0)
     L.values = lambda obs, state: torch.full((*state.shape[:-1], 1), 0.5)
     buf = two_step_rollout(L, [[1.0, 0.0], [0.0, 2.0]])
     adv, target, _, _ = L.advantages(buf)
@@ -56,7 +56,7 @@ def test_mappo_joint_gae_on_team_reward_hand_computed():
 
 
 def test_ippo_gae_per_agent_on_own_reward():
-    L = learner_for("ippo", num_steps=2, value_norm=False, gamma=0.9, gae_lambda=1.0)
+    L = learner_for("ippo", num_steps=2, num_minibatches=1, value_norm=False, gamma=0.9, gae_lambda=1.0)
     L.values = lambda obs, state: torch.full((*state.shape[:-1], 2), 0.5)
     buf = two_step_rollout(L, [[1.0, 0.0], [0.0, 2.0]])
     adv, _, _, _ = L.advantages(buf)
@@ -148,7 +148,7 @@ def train_exclusive(algo: str, seed: int, **over) -> float:
 
 
 @pytest.mark.parametrize("seed", [0, 1])
-@pytest.mark.parametrize("algo", ["ippo", "happo"])
+@pytest.mark.parametrize("algo", ["ippo", "happo", "hatrpo"])
 def test_exclusive_game_per_agent_policies_learn_to_differ(algo, seed):
     assert train_exclusive(algo, seed, sharing="per_agent") >= 0.95
 

@@ -61,7 +61,7 @@ def test_whole_tictactoe_game_as_second_player_rejects_occupied_cells(ttt_run, p
     assert code == 0, err
     assert "you are player_2 (O, moves second)" in out
     assert "5 is not a legal move now" in out
-    assert out.index("player_1 plays cell") < out.index("player_2 plays cell")  # the policy opened
+    assert out.index("player_1 (policy) plays cell") < out.index("player_2 (you) plays cell")  # the policy opened
     assert any(v in out for v in VERDICTS)
 
 
@@ -77,3 +77,30 @@ def test_user_errors_exit_2(ttt_run, play_here, tmp_path):
     assert code == 2 and "seat=first or seat=second" in err
     code, _, err = play_here(f"run={tmp_path / 'missing'}", stdin="")
     assert code == 2 and "does not exist" in err and "Traceback" not in err
+
+
+def test_ctrl_c_at_the_prompt_exits_130_quietly(ttt_run, capsys, monkeypatch):
+    """Ctrl-C while the person is asked for a move: exit code 130, a short line, no traceback."""
+
+    class CtrlC(io.StringIO):
+        def readline(self, *args) -> str:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(sys, "stdin", CtrlC())
+    code = load_script("play").main([f"run={ttt_run}"])
+    out = capsys.readouterr()
+    assert code == 130
+    assert "bye (interrupted)" in out.out and "Traceback" not in out.out + out.err
+
+
+def test_rematch_and_seat_swap(ttt_run, play_here):
+    """Game 1 as first player, "s" swaps seats for game 2 (the policy opens), "q" then stops; every cell is typed in
+    turn (occupied ones are asked again) so each game ends."""
+    cells = [str(c) for c in range(1, 10)]
+    code, out, err = play_here(f"run={ttt_run}", stdin="\n".join([*cells, "x", "s", *cells, "q"]) + "\n")
+    assert code == 0, err
+    assert sum(out.count(v) for v in VERDICTS) == 2 and "'x' is not one of r, s, q" in out
+    end_of_first = min(out.index(v) for v in VERDICTS if v in out)
+    first, second = out[:end_of_first], out[end_of_first:]
+    assert "you are player_1 (X, moves first)" in first and "you are player_2 (O, moves second)" in second
+    assert second.index("player_1 (policy) plays cell") < second.index("player_2 (you) plays cell")

@@ -117,8 +117,8 @@ def test_resume_continues_from_stored_step(run_copy: Path, tmp_path: Path) -> No
     assert steps == list(range(32, 193, 32))
     # the uninterrupted run goes on from step 128 as the resumed one does (final.pt holds the env copies too)
     straight = tmp_path / "straight"
-    res = run_cli_inprocess(["env=cartpole", "algo=ppo", *TINY, *TINY_PPO, "total_steps=192", "checkpoint_every=32",
-                             f"run_dir={straight}"], tmp_path)
+    res = run_cli_inprocess(["env=cartpole", "algo=ppo", "preset=none", *TINY, *TINY_PPO, "total_steps=192",
+                             "checkpoint_every=32", f"run_dir={straight}"], tmp_path)
     assert res.returncode == 0, res
     ref = read_rows(straight / "metrics.csv")
     eval_cols = [k for k in ref[0] if k.startswith("eval/")]
@@ -127,7 +127,8 @@ def test_resume_continues_from_stored_step(run_copy: Path, tmp_path: Path) -> No
     assert resumed[-1] == ref[-1]
 
 
-KILL_RUN = ["env=cartpole", "algo=ppo", *TINY, *TINY_PPO]  # TINY: checkpoint_every=0
+# TINY: checkpoint_every=0; preset=none: the preset anneals the lr over total_steps, which these runs change
+KILL_RUN = ["env=cartpole", "algo=ppo", "preset=none", *TINY, *TINY_PPO]
 KILL_FINAL = 1024
 
 

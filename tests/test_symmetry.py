@@ -67,7 +67,8 @@ def test_symmetric_networks_are_mirror_equivariant(tiny_cfg, extra: tuple[str, .
     with collected(cfg) as (env, learner, buf):
         (g,) = buf.groups
         obs, mask = buf.groups[g].obs[:24].reshape(72, 2, -1), buf.groups[g].mask[:24].reshape(72, 2, -1)
-        asym = make_learner(tiny_cfg("env=connect_four", "algo=ppo", "algo.num_steps=24", "num_envs=3"), env, "cpu")
+        asym = make_learner(tiny_cfg("env=connect_four", "algo=ppo", "algo.symmetric=false", "algo.num_steps=24",
+                                     "num_envs=3", *extra), env, "cpu")  # symmetric=false: the preset turns it on
         m = learner.manager.policies[g].mirror
         with pytest.raises(AssertionError, match="logits_back"):  # a plain policy is not symmetric
             _check_equivariant(asym, m, obs, mask)

@@ -152,7 +152,9 @@ def test_team_reward_refused_on_the_command_line(tmp_path):
 
 def test_run_prints_and_records_its_teams(tiny_cfg, capsys):
     cfg = tiny_cfg("env=simple_tag", "algo=mappo", "total_steps=32")
-    run(cfg)
+    final = run(cfg)
+    assert final["eval/team/agent/return"] == final["eval/return/agent_0"]
+    assert final["eval/team/adversary/return"] == pytest.approx(sum(final[f"eval/return/{a}"] for a in ADV))
     out = capsys.readouterr().out
     assert "teams: adversary (adversary_0, adversary_1, adversary_2) vs agent (agent_0)" in out
     stored = OmegaConf.load(f"{cfg.run_dir}/config.yaml")

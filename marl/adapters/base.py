@@ -17,7 +17,9 @@ Step semantics (one call of :meth:`VecMultiEnv.step`):
   from this step, whoever moved (the return computation credits it to ``n``'s own previous action). When the game
   ends, on anyone's move, every agent gets its final reward and ``terminated`` in that same step.
 * Auto-resets are seeded: episode ``k`` of copy ``e`` after ``reset(seed)`` starts from
-  ``marl.adapters.replay.episode_seed(seed, e, k)`` (``seed + e`` for the first).
+  ``marl.adapters.replay.episode_seed(seed, e, k)`` (``seed + e`` for the first). After ``reset(seed, group_size=G)``
+  the copies come in groups of ``G`` replicas: copy ``e`` uses the seeds of slot ``e // G`` (GRPO's groups start
+  from the same state; other groups differ).
 """
 
 from __future__ import annotations
@@ -143,8 +145,8 @@ class VecMultiEnv(Protocol):
 
     spec: EnvSpec
 
-    def reset(self, seed: int | None = None) -> StepOut:
-        """Reset every copy; copy ``e`` is seeded with ``seed + e`` (None: unseeded)."""
+    def reset(self, seed: int | None = None, group_size: int = 1) -> StepOut:
+        """Reset every copy; copy ``e`` is seeded with ``seed + e // group_size`` (None: unseeded)."""
         ...
 
     def step(self, actions: dict[str, np.ndarray]) -> StepOut:

@@ -23,8 +23,12 @@ AGENT = "agent"
 
 
 def make_gym_env(cfg: dict, render_mode: str | None = None) -> gymnasium.Env:
-    """One gymnasium env from a plain env config (kwargs and max_episode_steps applied)."""
+    """One gymnasium env from a plain env config (kwargs and max_episode_steps applied). The entry point is a
+    registered id (``CartPole-v1``, ``my_pkg:MyEnv-v0``) or a factory ``module:callable`` returning a gymnasium.Env."""
     kwargs = dict(cfg.get("kwargs") or {})
+    ep = cfg["entry_point"]
+    if _is_factory(ep):
+        return _from_factory(ep, kwargs, cfg.get("max_episode_steps"), render_mode)
     if cfg.get("max_episode_steps") is not None:
         kwargs["max_episode_steps"] = cfg["max_episode_steps"]
     try:
@@ -32,6 +36,31 @@ def make_gym_env(cfg: dict, render_mode: str | None = None) -> gymnasium.Env:
     except Exception as err:
         raise EnvError(f"gymnasium env '{cfg['entry_point']}' could not be made: {type(err).__name__}: {err}",
                        "check the id (gymnasium.pprint_registry() lists them) and env.kwargs") from err
+
+
+def _is_factory(entry_point: str) -> bool:
+    """``module:callable`` (a Python name after the colon), as opposed to an id such as ``module:Env-v0``."""
+    _, sep, attr = entry_point.partition(":")
+    return bool(sep) and attr.isidentifier()
+
+
+def _from_factory(ep: str, kwargs: dict, max_episode_steps: int | None, render_mode: str | None) -> gymnasium.Env:
+    from marl.adapters.registry import load_entry_point
+
+    factory = load_entry_point(ep)
+    if render_mode is not None:
+        kwargs["render_mode"] = render_mode
+    try:
+        env = factory(**kwargs)
+    except Exception as err:
+        raise EnvError(f"entry point '{ep}' raised while building the env with kwargs {kwargs}: "
+                       f"{type(err).__name__}: {err}", "check env.kwargs against the factory's signature") from err
+    if not isinstance(env, gymnasium.Env):
+        raise EnvError(f"entry point '{ep}' returned a {type(env).__name__}, not a gymnasium.Env",
+                       "return a gymnasium.Env (or set env.kind=pettingzoo for a PettingZoo env)")
+    if max_episode_steps is not None:
+        env = gymnasium.wrappers.TimeLimit(env, max_episode_steps)
+    return env
 
 
 class Replayable(gymnasium.Wrapper):
@@ -114,15 +143,15 @@ class GymVecEnv:
                        terminated={AGENT: term[:, None].copy()}, truncated=trunc, done=done,
                        final_obs={AGENT: final_obs}, final_state=final_obs.reshape(e, -1).copy(), episodes=episodes)
 
-    def reset(self, seed: int | None = None) -> StepOut:
-        """Reset every copy; copy ``e`` is seeded with ``seed + e``."""
+    def reset(self, seed: int | None = None, group_size: int = 1) -> StepOut:
+        """Reset every copy; copy ``e`` is seeded with ``seed + e // group_size``."""
         seed, self.seed = (self.seed if seed is None else seed), None
-        raw, _ = self.vec.reset(seed=self._seeds(seed, np.zeros(self.num_envs, np.int64)))
-        self.history.reset(seed)
+        raw, _ = self.vec.reset(seed=self._seeds(seed, np.zeros(self.num_envs, np.int64), group_size))
+        self.history.reset(seed, group_size)
         return self._first(raw)
 
-    def _seeds(self, seed: int | None, episode: np.ndarray) -> list[int | None]:
-        return [episode_seed(seed, e, int(k)) for e, k in enumerate(episode)]
+    def _seeds(self, seed: int | None, episode: np.ndarray, group_size: int = 1) -> list[int | None]:
+        return [episode_seed(seed, e // group_size, int(k)) for e, k in enumerate(episode)]
 
     def _first(self, raw: np.ndarray) -> StepOut:
         """The StepOut of fresh episodes (observations ``raw``), with the episode statistics cleared."""
@@ -144,7 +173,8 @@ class GymVecEnv:
             self.history.record({AGENT: act[:, None]}, done)
             final_obs = np.where(done[:, None, None], self._obs(raw), 0.0).astype(np.float32)
             if done.any():  # each finished copy starts its next episode, with that episode's seed
-                seeds = [episode_seed(self.history.seed, e, int(self.history.episode[e])) if d else None
+                seeds = [episode_seed(self.history.seed, e // self.history.group, int(self.history.episode[e]))
+                         if d else None
                          for e, d in enumerate(done)]
                 raw, _ = self.vec.reset(seed=seeds, options={"reset_mask": done.copy()})
         except Exception as err:
@@ -166,9 +196,9 @@ class GymVecEnv:
         actions (:class:`NotRestorable` when that cannot be done)."""
         self.seed = None
         ps = plans(state, self.num_envs)
-        raw, _ = self.vec.reset(seed=self._seeds(state["seed"], state["episode"].numpy()))
+        raw, _ = self.vec.reset(seed=self._seeds(state["seed"], state["episode"].numpy(), int(state.get("group", 1))))
         out = self._first(raw)
-        self.vec.set_attr("replay_actions", [acts[AGENT][:, 0] for _, _, acts in ps])
+        self.vec.set_attr("replay_actions", [acts[AGENT][:, 0] for _, _, acts, _ in ps])
         for e, (last, rewards, ended) in enumerate(self.vec.call("replay")):
             if ended:
                 raise NotRestorable(f"copy {e}'s episode ended while its {len(rewards)} recorded actions were "

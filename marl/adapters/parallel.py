@@ -28,6 +28,7 @@ class CopyBase(ABC):
         self.total_steps = 0  # steps since construction
         self.run_seed: int | None = None  # seed of the last run reset (None: unseeded)
         self.episode = 0  # episodes finished since the last run reset
+        self.slot = index  # seed slot: index // group size of the last run reset (see VecMultiEnv.reset)
         self.returns = dict.fromkeys(layout.agents, 0.0)
         e = index
         self.state = buf["state"][e]
@@ -143,26 +144,27 @@ class CopyBase(ABC):
         self.returns = dict.fromkeys(self.layout.agents, 0.0)
         self.t = 0
         self.episode += 1
-        self.load_reset(episode_seed(self.run_seed, self.index, self.episode))
+        self.load_reset(episode_seed(self.run_seed, self.slot, self.episode))
         return stat
 
     @abstractmethod
     def load_reset(self, seed: int | None) -> None:
         """Reset the env and write the first observation of the new episode."""
 
-    def reset(self, seed: int | None, episode: int = 0) -> None:
-        """Start episode ``episode`` after a run reset with ``seed`` (its reset seed: ``episode_seed``) and clear
-        rewards / flags (the first StepOut of a run)."""
+    def reset(self, seed: int | None, episode: int = 0, group_size: int = 1) -> None:
+        """Start episode ``episode`` after a run reset with ``seed`` in groups of ``group_size`` copies (its reset
+        seed: ``episode_seed(seed, index // group_size, episode)``) and clear rewards / flags (the first StepOut of
+        a run)."""
         self.clear_step()
         self.returns = dict.fromkeys(self.layout.agents, 0.0)
         self.t = 0
-        self.run_seed, self.episode = seed, episode
-        self.load_reset(episode_seed(seed, self.index, episode))
+        self.run_seed, self.episode, self.slot = seed, episode, self.index // int(group_size)
+        self.load_reset(episode_seed(seed, self.slot, episode))
 
-    def restore(self, seed: int, episode: int, actions: dict[str, np.ndarray]) -> bool:
+    def restore(self, seed: int, episode: int, actions: dict[str, np.ndarray], group_size: int = 1) -> bool:
         """Rebuild episode ``episode`` in progress: reset as :meth:`reset` does and replay ``actions[g]``
         ``[L, N_g, ...]``. False when the episode ended during the replay (the env did not repeat itself)."""
-        self.reset(seed, episode)
+        self.reset(seed, episode, group_size)
         for j in range(len(next(iter(actions.values()), ()))):
             for g, a in actions.items():
                 self.act_rows[g][...] = a[j]

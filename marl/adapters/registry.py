@@ -14,6 +14,8 @@ import fnmatch
 import functools
 import importlib
 import io
+import os
+import sys
 import traceback
 from pathlib import Path
 from typing import Any
@@ -84,11 +86,14 @@ def _plain(cfg: DictConfig) -> dict:
 
 
 def load_entry_point(entry_point: str) -> Any:
-    """``"pkg.module:attr"`` -> the attribute, or an EnvError naming what is wrong."""
+    """``"pkg.module:attr"`` -> the attribute, or an EnvError naming what is wrong. Modules in the current directory
+    import without ``PYTHONPATH`` (it is searched after the installed packages)."""
     module_name, sep, attr = entry_point.partition(":")
     if not sep or not module_name or not attr:
         raise EnvError(f"entry point '{entry_point}' is not of the form 'module.path:factory'",
                        "e.g. env.entry_point=envs.nim:env")
+    if os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())
     try:
         module = importlib.import_module(module_name)
     except Exception as err:
@@ -169,7 +174,8 @@ def wants_check(env_cfg: Any) -> bool:
 
 
 def check_env(env_cfg: Any) -> None:
-    """Run PettingZoo's api_test (AEC) or parallel_api_test on a fresh instance; a failure -> EnvError."""
+    """Run PettingZoo's api_test (AEC) or parallel_api_test on a fresh instance, then marl's own checks
+    (:func:`check_episode`); a failure -> EnvError."""
     from pettingzoo.test import api_test, parallel_api_test
 
     cfg = _env_cfg(env_cfg)
@@ -188,6 +194,91 @@ def check_env(env_cfg: Any) -> None:
     finally:
         with contextlib.suppress(Exception):
             env.close()
+    env = _build_pz_env(_plain(cfg))
+    try:
+        problem = check_episode(env)
+    finally:
+        with contextlib.suppress(Exception):
+            env.close()
+    if problem is not None:
+        raise EnvError(f"entry point '{cfg.entry_point}' fails marl's env check: {problem}",
+                       "fix the env, or set env.check=false to skip the check")
+
+
+def check_episode(env: AECEnv | ParallelEnv, steps: int = 100, seed: int = 0) -> str | None:
+    """Play ``steps`` random legal moves (resetting after each episode) and return the first problem PettingZoo's API
+    tests let through, naming the agent and step: an observation outside its space, a reward / termination /
+    truncation dict missing a live agent, or an agent outside ``possible_agents``; None when there is none."""
+    possible = list(env.possible_agents)
+    rng = np.random.default_rng(seed)
+
+    def stranger(agents: Any, what: str, t: int) -> str | None:
+        odd = [a for a in agents if a not in possible]
+        return (f"at step {t} it reports {what} for agent '{odd[0]}', which is not in possible_agents "
+                f"({', '.join(possible)})") if odd else None
+
+    def off_space(agent: str, obs: Any, t: int) -> str | None:
+        space = env.observation_space(agent)
+        if space.contains(obs):
+            return None
+        arr = obs.get("observation") if isinstance(obs, dict) else obs
+        seen = (f"shape {np.shape(arr)}, values in [{np.min(arr):.3g}, {np.max(arr):.3g}]"
+                if isinstance(arr, np.ndarray) and arr.size else repr(obs)[:80])
+        return f"agent '{agent}''s observation at step {t} is outside its observation space {space} ({seen})"
+
+    def sample(agent: str, obs: Any, info: dict) -> Any:
+        space = env.action_space(agent)
+        space.seed(int(rng.integers(2**31)))
+        mask = obs.get("action_mask") if isinstance(obs, dict) else (info or {}).get("action_mask")
+        if mask is None:
+            return space.sample()
+        if isinstance(mask, tuple):  # MultiDiscrete: one mask per sub-action, as gymnasium's sample takes it
+            return space.sample(tuple(np.asarray(m, np.int8) for m in mask))
+        return space.sample(np.asarray(mask, np.int8))
+
+    if isinstance(env, AECEnv):
+        env.reset(seed=seed)
+        t = 0
+        for _ in range(steps):
+            if not env.agents:
+                env.reset()
+                t = 0
+            agent = env.agent_selection
+            problem = stranger([agent], "a turn", t)
+            obs, _, term, trunc, info = env.last()
+            problem = problem or off_space(agent, obs, t)
+            for what, d in (("rewards", env.rewards), ("terminations", env.terminations),
+                            ("truncations", env.truncations)):
+                missing = [a for a in env.agents if a not in d]
+                problem = problem or stranger(d, what, t) or (
+                    f"at step {t} its {what} dict has no entry for live agent '{missing[0]}'" if missing else None)
+            if problem:
+                return problem
+            env.step(None if term or trunc else sample(agent, obs, info))
+            t += 1
+        return None
+    obs, infos = env.reset(seed=seed)
+    t = 0
+    for _ in range(steps):
+        problem = stranger(obs, "an observation", t)
+        problem = problem or next((p for a, o in obs.items() if (p := off_space(a, o, t))), None)
+        if problem:
+            return problem
+        if not env.agents:
+            obs, infos = env.reset()
+            t = 0
+            continue
+        live = list(env.agents)
+        actions = {a: sample(a, obs.get(a), infos.get(a)) for a in live}
+        obs, rewards, terms, truncs, infos = env.step(actions)
+        t += 1
+        for what, d in (("rewards", rewards), ("terminations", terms), ("truncations", truncs), ("infos", infos)):
+            missing = [a for a in live if a not in d]
+            problem = stranger(d, what, t) or (
+                f"at step {t} its {what} dict has no entry for live agent '{missing[0]}'" if missing else None)
+            if problem:
+                return problem
+    return None
 
 
 # ------------------------------------------------------------------------------------------------ layout

@@ -27,7 +27,8 @@ class NotRestorable(Exception):
 def episode_seed(seed: int | None, copy: int, episode: int) -> int | None:
     """Reset seed of episode ``episode`` (0, 1, ...) of copy ``copy`` after a run reset with ``seed``: ``seed + copy``
     for the first episode, then a hash of (seed, copy, episode) in [0, 2**31) (some envs take a C int); None for an
-    unseeded run."""
+    unseeded run. After a reset in groups of ``G`` copies (GRPO), ``copy`` is the seed slot ``e // G``: the copies of
+    a group replay the same seeds."""
     if seed is None:
         return None
     if episode == 0:
@@ -42,13 +43,14 @@ class History:
     def __init__(self, num_envs: int, max_steps: int = MAX_STEPS):
         self.num_envs, self.max_steps = num_envs, max_steps
         self.seed: int | None = None
+        self.group = 1  # copies e share the seeds of seed slot e // group (see VecMultiEnv.reset)
         self.episode = np.zeros(num_envs, np.int64)
         self.length = np.zeros(num_envs, np.int64)
         self.actions: dict[str, np.ndarray] = {}
 
-    def reset(self, seed: int | None) -> None:
-        """All copies were reset with ``seed`` (copy e: ``seed + e``)."""
-        self.seed = seed
+    def reset(self, seed: int | None, group_size: int = 1) -> None:
+        """All copies were reset with ``seed`` in groups of ``group_size`` (copy e: ``seed + e // group_size``)."""
+        self.seed, self.group = seed, int(group_size)
         self.episode[:] = 0
         self.length[:] = 0
 
@@ -72,6 +74,7 @@ class History:
         keep = np.minimum(self.length, self.max_steps)
         return {
             "seed": self.seed,
+            "group": self.group,
             "episode": torch.from_numpy(self.episode.copy()),
             "length": torch.from_numpy(self.length.copy()),
             "actions": [{g: torch.from_numpy(a[e, :keep[e]].copy()) for g, a in self.actions.items()}
@@ -80,6 +83,7 @@ class History:
 
     def load_state_dict(self, state: dict) -> None:
         self.seed = state["seed"]
+        self.group = int(state.get("group", 1))
         self.episode[:] = state["episode"].numpy()
         self.length[:] = state["length"].numpy()
         for e, acts in enumerate(state["actions"]):
@@ -89,10 +93,10 @@ class History:
                 self.actions[g][e, :len(a)] = a.numpy()
 
 
-def plans(state: dict, num_envs: int) -> list[tuple[int, int, dict[str, np.ndarray]]]:
-    """Per copy ``(run seed, episode, {g: actions [L_e, N_g, ...]})`` from a :meth:`History.state_dict` (the copy
-    resets with ``episode_seed(run seed, e, episode)`` and replays the actions); :class:`NotRestorable` when the
-    envs were unseeded or a copy's episode outgrew the record."""
+def plans(state: dict, num_envs: int) -> list[tuple[int, int, dict[str, np.ndarray], int]]:
+    """Per copy ``(run seed, episode, {g: actions [L_e, N_g, ...]}, group size)`` from a :meth:`History.state_dict`
+    (the copy resets with ``episode_seed(run seed, e // group size, episode)`` and replays the actions);
+    :class:`NotRestorable` when the envs were unseeded or a copy's episode outgrew the record."""
     seed = state["seed"]
     if seed is None:
         raise NotRestorable("the env copies were reset without a seed")
@@ -104,7 +108,8 @@ def plans(state: dict, num_envs: int) -> list[tuple[int, int, dict[str, np.ndarr
         if any(len(a) != length for a in acts.values()):
             raise NotRestorable(f"copy {e} was {length} steps into its episode, more than the record keeps "
                                 f"({min(len(a) for a in acts.values())} steps)")
-        out.append((int(seed), int(state["episode"][e]), {g: a.numpy() for g, a in acts.items()}))
+        out.append((int(seed), int(state["episode"][e]), {g: a.numpy() for g, a in acts.items()},
+                    int(state.get("group", 1))))
     return out
 
 

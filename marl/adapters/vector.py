@@ -15,6 +15,7 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -165,11 +166,11 @@ class CopyRunner:
                 raise EnvError(f"env '{layout.name}': building copy {e} failed: {err!r}") from err
             self.copies.append(make_copy(env, layout, buf, e))
 
-    def reset(self, seed: int | None) -> None:
+    def reset(self, seed: int | None, group_size: int = 1) -> None:
         for c in self.copies:
-            self._guard(c, "reset", lambda c=c: c.reset(seed))
+            self._guard(c, "reset", lambda c=c: c.reset(seed, 0, group_size))
 
-    def restore(self, plans: list[tuple[int, int, dict[str, np.ndarray]]]) -> list[int]:
+    def restore(self, plans: list[tuple[int, int, dict[str, np.ndarray], int]]) -> list[int]:
         """Rebuild each copy from its ``(run seed, episode, actions)`` plan (see :meth:`CopyBase.restore`); returns
         the copies whose episode ended during the replay."""
         return [c.index for c, p in zip(self.copies, plans, strict=True)
@@ -194,6 +195,13 @@ class CopyRunner:
             raise
         except Exception as err:
             when = "reset" if what == "reset" else f"episode step {c.t + 1} (batch step {c.total_steps + 1})"
+            key = err.args[0] if isinstance(err, KeyError) and err.args else None
+            if isinstance(key, str) and key not in self.layout.agents and "adapters" in Path(
+                    traceback.extract_tb(err.__traceback__)[-1].filename).parts:
+                raise EnvError(
+                    f"env '{self.layout.name}' reported agent '{key}' in copy {c.index} at {when}, which is not in "
+                    f"its possible_agents ({', '.join(self.layout.agents)})",
+                    "list every agent the env can ever have in possible_agents (agents may join late)") from err
             raise EnvError(
                 f"env '{self.layout.name}' raised in copy {c.index} at {when}: {type(err).__name__}: {err}",
                 "fix the env (the traceback above is from the env's own code) or report it to its authors",
@@ -266,10 +274,10 @@ class InProcessVecEnv:
         self.runner = CopyRunner(factory, layout, self.buf, 0, num_envs)
         self.history = History(num_envs)
 
-    def reset(self, seed: int | None = None) -> StepOut:
+    def reset(self, seed: int | None = None, group_size: int = 1) -> StepOut:
         seed, self.seed = (self.seed if seed is None else seed), None
-        self.runner.reset(seed)
-        self.history.reset(seed)
+        self.runner.reset(seed, group_size)
+        self.history.reset(seed, group_size)
         return _step_out(self.buf, self.layout, [])
 
     def step(self, actions: dict[str, np.ndarray]) -> StepOut:
@@ -312,7 +320,7 @@ def _worker(conn: Any, factory: Callable[[], Any], layout: Layout, num_envs: int
             if cmd == "step":
                 conn.send(("ok", runner.step()))
             elif cmd == "reset":
-                runner.reset(arg)
+                runner.reset(*arg)
                 conn.send(("ok", None))
             elif cmd == "restore":
                 conn.send(("ok", runner.restore(arg)))
@@ -403,14 +411,14 @@ class SubprocVecEnv:
             out.append(payload)
         return out
 
-    def reset(self, seed: int | None = None) -> StepOut:
+    def reset(self, seed: int | None = None, group_size: int = 1) -> StepOut:
         seed, self.seed = (self.seed if seed is None else seed), None
         for c in self.conns:
-            c.send(("reset", seed))
+            c.send(("reset", (seed, group_size)))
         if self.local is not None:
-            self._local("reset", seed)
+            self._local("reset", seed, group_size)
         self._gather("reset")
-        self.history.reset(seed)
+        self.history.reset(seed, group_size)
         return _step_out(self.buf, self.layout, [])
 
     def restore(self, state: dict) -> StepOut:

@@ -16,6 +16,9 @@ _LEARNERS = {
     "ippo": "marl.multi.ippo:IPPO",
     "mappo": "marl.multi.mappo:MAPPO",
     "happo": "marl.multi.happo:HAPPO",
+    "grpo": "marl.algos.grpo:GRPO",
+    "trpo": "marl.algos.trpo:TRPO",
+    "hatrpo": "marl.multi.hatrpo:HATRPO",
 }
 
 

@@ -2,7 +2,8 @@
 
 Subclasses set three class flags and may override :meth:`update` (default: one gradient step) and :meth:`pg_loss`:
 ``central_critic`` (value of the global state instead of each agent's observation), ``separate_actors`` (one
-module and optimizer per agent, HAPPO), ``uses_critic`` (REINFORCE without a baseline learns no value).
+module and optimizer per agent, HAPPO / HATRPO), ``uses_critic`` (REINFORCE without a baseline and GRPO learn no
+value: no critic network or optimizer is built).
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ from torch import nn
 from marl.adapters.base import VecMultiEnv
 from marl.algos.base import Learner
 from marl.core import losses
+from marl.core.buffers import minibatch_indices
 from marl.core.normalization import RewardScaler, RunningMeanStd
 from marl.core.returns import gae
 from marl.core.symmetry import Mirror
 from marl.errors import ConfigError
-from marl.multi.critics import Critic
+from marl.multi.critics import Critic, ValueUnits
 from marl.multi.manager import AgentManager, flat_dim
 from marl.rollout import Rollout, allocate, carry_over, store_outcome, store_step, to_env_actions
 
@@ -41,6 +43,7 @@ class PGBatch:
     value_old: torch.Tensor  # [B, U] (same scale as target)
     vmask: torch.Tensor  # [B, U] where the value unit was evaluated on an acting step
     weight: torch.Tensor | None = None  # [B] per-sample surrogate weight (HAPPO's M), None = 1
+    logp_ref: dict[str, torch.Tensor] | None = None  # [B, N] log-probs of a reference policy (GRPO's KL term)
 
     def index(self, idx: torch.Tensor) -> PGBatch:
         def sel(x):
@@ -69,14 +72,19 @@ class OnPolicyLearner(Learner):
         self.manager = AgentManager(spec, a, separate=self.separate_actors).to(self.device)
         self.team_reduce = getattr(a, "team_reward", "none")
         team = self.team_reduce != "none"
-        self.critic = Critic(spec, a, self.manager, self.central_critic, team=team).to(self.device)
-        self.units = self.critic.units
+        self.critic: Critic | None = None
+        self.critic_opt: torch.optim.Adam | None = None
+        if self.uses_critic:
+            self.critic = Critic(spec, a, self.manager, self.central_critic, team=team).to(self.device)
+            self.critic_opt = self._adam(self.critic.parameters())
+            self.units = self.critic.units
+        else:  # the advantage units without a value: per team on a team reward, else per agent
+            self.units = ValueUnits(spec, team)
         self.actor_opts = self._actor_optimizers()
-        self.critic_opt = self._adam(self.critic.parameters())
         U = self.units.U
         self.obs_rms = {g.name: RunningMeanStd((flat_dim(g),)) for g in spec.groups} if a.normalize_obs else None
         self.state_rms = RunningMeanStd(tuple(spec.state_shape)) if a.normalize_obs and self.central_critic else None
-        self.reward_scaler = RewardScaler(a.gamma, (U,)) if a.normalize_reward else None  # per value unit
+        self.reward_scaler = RewardScaler(a.gamma, (U,)) if getattr(a, "normalize_reward", False) else None  # per unit
         self.value_norm = RunningMeanStd((U,)) if getattr(a, "value_norm", False) and self.uses_critic else None
         self.buf = allocate(spec, self.T, self.E, self.device, units=U, carry=U)
         self.opponents = None  # an object with override(last, actions, buf, t) -> actions (see marl/selfplay.py)
@@ -109,9 +117,12 @@ class OnPolicyLearner(Learner):
         return [self._adam(self.manager.policies[g].agent_parameters(k)) for g, k in self.manager.agent_units()]
 
     def modules(self) -> dict[str, nn.Module | torch.optim.Optimizer]:
-        mods: dict[str, nn.Module | torch.optim.Optimizer] = {"manager": self.manager, "critic": self.critic}
+        mods: dict[str, nn.Module | torch.optim.Optimizer] = {"manager": self.manager}
+        if self.critic is not None:
+            mods["critic"] = self.critic
         mods |= {f"actor_opt{i}": o for i, o in enumerate(self.actor_opts)}
-        mods["critic_opt"] = self.critic_opt
+        if self.critic_opt is not None:
+            mods["critic_opt"] = self.critic_opt
         return mods
 
     def extra_state(self) -> dict:
@@ -266,7 +277,7 @@ class OnPolicyLearner(Learner):
         """Per-group advantages ``[R, E, N_g]``, value targets and old values ``[R, E, U]`` (critic scale), and the
         value-loss mask ``[R, E, U]``. A transition still open at the buffer's end (see :meth:`open_transitions`)
         gets no advantage here: it bootstraps the unit's earlier steps and is completed by the next rollout."""
-        c, R, g = self.critic, buf.T, buf.groups
+        R, g = buf.T, buf.groups
         acting, terminated, left = self.unit_flags(buf)
         if self.uses_critic:
             v_all = self.values({k: gb.obs for k, gb in g.items()}, buf.state)  # [R+1, E, U]
@@ -278,8 +289,8 @@ class OnPolicyLearner(Learner):
                 fin_state = torch.where(buf.done.unsqueeze(-1), buf.final_state, buf.state[1:])
                 v_fin[d] = self.values({k: gb.final_obs[d] for k, gb in g.items()}, fin_state[d])
         else:
-            v_all = torch.zeros(R + 1, self.E, c.n_units, device=self.device)
-            v_fin = torch.zeros(R, self.E, c.n_units, device=self.device)
+            v_all = torch.zeros(R + 1, self.E, self.units.U, device=self.device)
+            v_fin = torch.zeros(R, self.E, self.units.U, device=self.device)
         v_old = v_all[:-1]
         if self.value_norm is not None:
             v_all, v_fin = self.value_norm.denormalize(v_all), self.value_norm.denormalize(v_fin)
@@ -346,18 +357,23 @@ class OnPolicyLearner(Learner):
         total, stats = 0.0, {}
         for k in mb.obs:
             acting, pol = mb.acting[k], self.manager.policies[k]
+            ref = mb.logp_ref[k] if mb.logp_ref is not None else None
             if pol.dense and bool(acting.any()) and not bool(acting.all()):  # acting entries only (same loss)
                 b, n = acting.nonzero().unbind(-1)
                 d = pol.entries(mb.obs[k], mb.mask[k], b, n)
                 logp = d.log_prob(mb.action[k][b, n].unsqueeze(1))
+                mask, ref = None, (ref[b, n].unsqueeze(1) if ref is not None else None)
                 pg, st = self.pg_loss(logp, mb.logp_old[k][b, n].unsqueeze(1), mb.adv[k][b, n].unsqueeze(1), None)
-                ent = losses.entropy_bonus(d.entropy())
             else:
                 d = self.manager.dist(k, mb.obs[k], mb.mask[k])
-                logp = d.log_prob(mb.action[k])
+                logp, mask = d.log_prob(mb.action[k]), acting
                 pg, st = self.pg_loss(logp, mb.logp_old[k], mb.adv[k], acting)
-                ent = losses.entropy_bonus(d.entropy(), acting)
+            ent = losses.entropy_bonus(d.entropy(), mask)
             total = total + pg - self.algo.ent_coef * ent
+            if ref is not None:  # GRPO: KL to the frozen reference policy
+                kl = losses.reference_kl(logp, ref, mask)
+                total = total + self.algo.kl_coef * kl
+                st = {**st, "ref_kl": kl}
             _accumulate(stats, {"policy_loss": pg, "entropy": ent, **st}, len(mb.obs))
         return total, stats
 
@@ -396,10 +412,26 @@ class OnPolicyLearner(Learner):
         lr = self.algo.lr
         if self.algo.anneal_lr:
             lr = lr * max(0.0, 1.0 - self.env_steps / float(self.cfg.total_steps))
-        for o in [*self.actor_opts, self.critic_opt]:
+        for o in [*self.actor_opts, *([self.critic_opt] if self.critic_opt is not None else [])]:
             for g in o.param_groups:
                 g["lr"] = lr
         return lr
+
+    def run_epochs(self, batch: PGBatch, step_fn) -> dict[str, float]:
+        """Call ``step_fn(minibatch) -> stats`` over ``update_epochs`` shuffled passes of ``num_minibatches``;
+        stop after an epoch whose mean approx KL exceeds ``target_kl`` (where the algorithm has one). Returns the
+        mean stats."""
+        stats: list[dict[str, float]] = []
+        target_kl = getattr(self.algo, "target_kl", None)
+        for _ in range(self.algo.update_epochs):
+            epoch = [
+                step_fn(batch.index(idx)) for idx in minibatch_indices(batch.size, self.algo.num_minibatches, self.gen)
+            ]
+            stats += epoch
+            kl = sum(st.get("approx_kl", 0.0) for st in epoch) / len(epoch)
+            if target_kl is not None and kl > target_kl:
+                break
+        return mean_stats(stats)
 
     # ---------------------------------------------------------------- the template
     def update(self, batch: PGBatch) -> dict[str, float]:

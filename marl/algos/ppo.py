@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from marl.algos.onpolicy import OnPolicyLearner, PGBatch, mean_stats
+from marl.algos.onpolicy import OnPolicyLearner, PGBatch
 from marl.core import losses
-from marl.core.buffers import minibatch_indices
 
 
 class PPO(OnPolicyLearner):
@@ -24,20 +23,6 @@ class PPO(OnPolicyLearner):
         if self.algo.variant == "clip":
             return losses.clipped_surrogate(logp, logp_old, adv, self.algo.clip_coef, mask, weight)
         return losses.kl_penalty_surrogate(logp, logp_old, adv, self.kl_coef.beta, mask, weight)
-
-    def run_epochs(self, batch: PGBatch, step_fn) -> dict[str, float]:
-        """Call ``step_fn(minibatch) -> stats`` over ``update_epochs`` shuffled passes of ``num_minibatches``;
-        stop after an epoch whose mean approx KL exceeds ``target_kl``. Returns the mean stats."""
-        stats: list[dict[str, float]] = []
-        for _ in range(self.algo.update_epochs):
-            epoch = [
-                step_fn(batch.index(idx)) for idx in minibatch_indices(batch.size, self.algo.num_minibatches, self.gen)
-            ]
-            stats += epoch
-            kl = sum(st.get("approx_kl", 0.0) for st in epoch) / len(epoch)
-            if self.algo.target_kl is not None and kl > self.algo.target_kl:
-                break
-        return mean_stats(stats)
 
     def update(self, batch: PGBatch) -> dict[str, float]:
         opts, params = self.all_params()

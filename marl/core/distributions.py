@@ -77,6 +77,9 @@ class BoundedGaussian:
       the normal density inside the box, the tail mass ``log Phi`` at a bound. So ``log_prob(sample())`` is the log
       probability of exactly the action the env received.
     * ``"squash"``: the sent action is ``low + (tanh(u) + 1) (high - low) / 2`` with the change-of-variables correction.
+      A dimension without two finite bounds cannot be squashed and follows the ``"clip"`` rule instead.
+
+    An infinite bound is no bound: ``Box(-inf, inf)`` gives the plain Gaussian (finite log-probs and gradients).
 
     ``mean``/``log_std``: ``[..., D]``; actions ``[..., D]``; log_prob and entropy sum over ``D`` -> ``[...]``.
     Entropy is that of the underlying Gaussian (a standard, state-independent approximation for both bounds).
@@ -86,12 +89,19 @@ class BoundedGaussian:
         self.mean, self.log_std = mean, log_std.expand_as(mean)
         self.std = self.log_std.exp()
         self.low, self.high, self.bound = low, high, bound
+        self.has_low, self.has_high = torch.isfinite(low), torch.isfinite(high)
+        self.squashed = self.has_low & self.has_high & (bound == "squash")  # [D]: dims sent through tanh
+        # infinite bounds replaced by finite stand-ins wherever they enter arithmetic (their branch is never selected)
+        self.safe_low = torch.where(self.has_low, low, torch.zeros_like(low))
+        self.safe_high = torch.where(self.has_high, high, torch.ones_like(high))
         self.normal = Normal(self.mean, self.std)
 
     def _to_env(self, u: torch.Tensor) -> torch.Tensor:
-        if self.bound == "squash":
-            return self.low + (torch.tanh(u) + 1) * 0.5 * (self.high - self.low)
-        return torch.maximum(torch.minimum(u, self.high), self.low)
+        clipped = torch.maximum(torch.minimum(u, self.high), self.low)
+        if not self.squashed.any():
+            return clipped
+        squashed = self.safe_low + (torch.tanh(u) + 1) * 0.5 * (self.safe_high - self.safe_low)
+        return torch.where(self.squashed, squashed, clipped)
 
     def sample(self) -> torch.Tensor:
         with torch.no_grad():
@@ -101,19 +111,23 @@ class BoundedGaussian:
         return self._to_env(self.mean)
 
     def log_prob(self, action: torch.Tensor) -> torch.Tensor:
-        if self.bound == "squash":
-            half = 0.5 * (self.high - self.low)
-            y = ((action - self.low) / half - 1).clamp(-1 + 1e-6, 1 - 1e-6)
+        lp = self._clip_log_prob(action)
+        if self.squashed.any():
+            half = torch.where(self.squashed, 0.5 * (self.safe_high - self.safe_low), torch.ones_like(self.safe_low))
+            y = ((action - self.safe_low) / half - 1).clamp(-1 + 1e-6, 1 - 1e-6)
             u = torch.atanh(y)
             # log|da/du| = log(half) + log(1 - tanh(u)^2)
-            return (self.normal.log_prob(u) - torch.log(half) - torch.log1p(-y.pow(2))).sum(-1)
-        z_low = (self.low - self.mean) / self.std
-        z_high = (self.high - self.mean) / self.std
-        inner = self.normal.log_prob(action)
-        log_cdf_low = _log_ndtr(z_low)
-        log_sf_high = _log_ndtr(-z_high)
-        lp = torch.where(action <= self.low, log_cdf_low, torch.where(action >= self.high, log_sf_high, inner))
+            squash = self.normal.log_prob(u) - torch.log(half) - torch.log1p(-y.pow(2))
+            lp = torch.where(self.squashed, squash, lp)
         return lp.sum(-1)
+
+    def _clip_log_prob(self, action: torch.Tensor) -> torch.Tensor:
+        """Per-dim log-prob of the clipped Gaussian (the tail mass at a finite bound, the density inside)."""
+        z_low = (self.safe_low - self.mean) / self.std
+        z_high = (self.safe_high - self.mean) / self.std
+        inner = self.normal.log_prob(action)
+        at_low, at_high = self.has_low & (action <= self.low), self.has_high & (action >= self.high)
+        return torch.where(at_low, _log_ndtr(z_low), torch.where(at_high, _log_ndtr(-z_high), inner))
 
     def entropy(self) -> torch.Tensor:
         return (0.5 + _LOG_SQRT_2PI + self.log_std).sum(-1)

@@ -71,6 +71,44 @@ def kl_penalty_surrogate(
     return loss, {"approx_kl": masked_mean(kl.detach(), mask)}
 
 
+def surrogate(
+    logp: torch.Tensor,
+    logp_old: torch.Tensor,
+    adv: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    weight: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """TRPO's (unclipped) importance-sampled surrogate ``-E[r A]`` with ``r = pi/pi_old`` (its gradient at
+    ``pi = pi_old`` is the policy gradient); ``weight`` as in :func:`clipped_surrogate` (HATRPO's M). Also returns
+    ``approx_kl``."""
+    ratio, kl, a = _ratio_terms(logp, logp_old, adv, weight)
+    return -masked_mean(ratio * a, mask), {"approx_kl": masked_mean(kl.detach(), mask)}
+
+
+def reference_kl(logp: torch.Tensor, logp_ref: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """GRPO's KL term to a frozen reference policy: the mean of ``pi_ref/pi - log(pi_ref/pi) - 1`` over ``mask``,
+    for actions sampled from ``pi`` (``logp = log pi(a|s)``, ``logp_ref = log pi_ref(a|s)`` ``[B...]``).
+
+    Per sample it is non-negative; its expectation under ``pi`` is ``KL(pi || pi_ref)`` (Schulman's unbiased "k3"
+    estimator, used by DeepSeek's GRPO), and its gradient in ``logp`` is ``1 - pi_ref/pi`` (0 at ``pi = pi_ref``).
+    """
+    log_r = logp_ref.detach() - logp
+    return masked_mean(log_r.exp() - log_r - 1.0, mask)
+
+
+def kl_divergence(old, new) -> torch.Tensor:
+    """Exact ``KL(old || new)`` per entry ``[...]`` of two distributions of :mod:`marl.core.distributions` of the
+    same kind (the trust-region constraint of TRPO). Categoricals: masked actions have probability 0 under both;
+    Gaussians: the KL of the underlying normals (the bounding of the action is the same map for both)."""
+    from torch.distributions import kl_divergence as kl
+
+    if hasattr(old, "parts"):  # MultiCategorical: independent components
+        return sum(kl_divergence(o, n) for o, n in zip(old.parts, new.parts, strict=True))
+    if hasattr(old, "normal"):  # BoundedGaussian
+        return kl(old.normal, new.normal).sum(-1)
+    return kl(old.dist, new.dist)
+
+
 class AdaptiveKLCoef:
     """Adaptive KL coefficient (Schulman et al. 2017): after an update with mean KL ``d``, halve ``beta`` if
     ``d < target / 1.5`` and double it if ``d > target * 1.5``."""

@@ -119,3 +119,14 @@ def nstep_returns(
                 break
         out[t] = g
     return out
+
+
+def group_normalize(x: torch.Tensor, dim: int, mask: torch.Tensor | None = None, eps: float = 1e-8) -> torch.Tensor:
+    """GRPO's group-relative advantage ``(x - mean) / (std + eps)`` over dimension ``dim`` (the copies of a group),
+    with the population std (``1/G``); with ``mask`` only the entries where it is true count and the others are 0.
+    A group whose entries are all equal (or a single entry) gives 0."""
+    m = torch.ones_like(x) if mask is None else mask.to(x.dtype)
+    n = m.sum(dim, keepdim=True).clamp_min(1.0)
+    mean = (x * m).sum(dim, keepdim=True) / n
+    std = (((x - mean) ** 2) * m).sum(dim, keepdim=True).div(n).sqrt()
+    return (x - mean) / (std + eps) * m

@@ -16,22 +16,43 @@ from marl.core import losses
 from marl.errors import ConfigError
 
 
+def require_per_agent(cfg, shared_alternative: str) -> None:
+    """HAPPO / HATRPO: refuse shared parameters (ConfigError naming the fix)."""
+    name = cfg.algo.name
+    if cfg.algo.sharing != "per_agent":
+        raise ConfigError(
+            f"{name.upper()} needs per-agent policies, got algo.sharing={cfg.algo.sharing}: its update weights agent "
+            "k by the policy change of the agents updated before it, which has no meaning when they share parameters",
+            f"use algo.sharing=per_agent (the {name} default), or algo={shared_alternative} for a shared policy",
+        )
+
+
+def agent_order(n: int, gen: torch.Generator) -> list[int]:
+    """A fresh random order of the ``n`` agents (no draw for one agent)."""
+    return torch.randperm(n, generator=gen).tolist() if n > 1 else [0]
+
+
+@torch.no_grad()
+def update_weight(batch: PGBatch, pol, g: str, k: int) -> None:
+    """Multiply ``batch.weight [B]`` by agent ``k`` of group ``g``'s ratio ``pi_new / pi_old`` on its acting
+    entries (1 elsewhere), after its update: the weight ``M`` of the agents updated next."""
+    d = pol.agent(k, batch.obs[g], batch.mask[g])
+    new = d.log_prob(batch.action[g][:, k : k + 1])[:, 0]
+    ratio = torch.exp(new - batch.logp_old[g][:, k])
+    batch.weight = batch.weight * torch.where(batch.acting[g][:, k], ratio, torch.ones_like(ratio))
+
+
 class HAPPO(PPO):
     central_critic = True
     separate_actors = True
 
     def __init__(self, cfg, env, device):
-        if cfg.algo.sharing != "per_agent":
-            raise ConfigError(
-                f"HAPPO needs per-agent policies, got algo.sharing={cfg.algo.sharing}: its update weights agent k by "
-                "the policy change of the agents updated before it, which has no meaning when they share parameters",
-                "use algo.sharing=per_agent (the happo default), or algo=mappo for a shared policy",
-            )
+        require_per_agent(cfg, "mappo")
         super().__init__(cfg, env, device)
 
     def update(self, batch: PGBatch) -> dict[str, float]:
         units = self.manager.agent_units()
-        order = torch.randperm(len(units), generator=self.gen).tolist() if len(units) > 1 else [0]
+        order = agent_order(len(units), self.gen)
         batch.weight = torch.ones(batch.size, device=self.device)
         critic_params = list(self.critic.parameters())
         stats = []
@@ -59,11 +80,7 @@ class HAPPO(PPO):
                 return {k2: float(v) for k2, v in st.items()}
 
             stats.append(self.run_epochs(batch, agent_step))
-            with torch.no_grad():
-                d = pol.agent(k, batch.obs[g], batch.mask[g])
-                new = d.log_prob(batch.action[g][:, k : k + 1])[:, 0]
-                ratio = torch.exp(new - batch.logp_old[g][:, k])
-                batch.weight = batch.weight * torch.where(batch.acting[g][:, k], ratio, torch.ones_like(ratio))
+            update_weight(batch, pol, g, k)
         out = mean_stats(stats)
         out["happo_weight_std"] = float(batch.weight.std()) if batch.size > 1 else 0.0
         return self.adapt_kl(out, batch)

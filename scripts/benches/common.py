@@ -10,17 +10,28 @@ import sys
 import time
 from pathlib import Path
 
+from marl import checkpoint as ckpt
+from marl.config import compose
 from marl.logging import read_metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 BENCH_DIR = ROOT / "benchmarks"
 
 
+def preset_of(env: str, algo: str) -> str:
+    """The preset ``scripts/train.py env=ENV algo=ALGO`` applies (``configs/preset/<env>_<algo>.yaml``, or none)."""
+    return str(compose({"env": {"name": env}, "algo": {"name": algo}}).preset)
+
+
 def train_job(env: str, algo: str, seed: int, steps: int, overrides: list[str], run_dir: Path) -> dict:
-    """Run ``scripts/train.py`` to completion; returns wall time, peak RSS (MB) and the metrics rows."""
+    """Run ``scripts/train.py env=ENV algo=ALGO`` (its tuned preset applies) plus ``overrides`` to completion; returns
+    wall time, peak RSS (MB) and the metrics rows. A run already past ``steps`` is not run again."""
     run_dir.parent.mkdir(parents=True, exist_ok=True)
+    final = run_dir / ckpt.CKPT_DIR / "final.pt"
+    if final.exists() and ckpt.load(final)["meta"]["env_steps"] >= steps:
+        return finished_job(run_dir)
     # an existing run directory is continued from its newest checkpoint up to ``steps`` (extends a budget)
-    target = [f"resume={run_dir}"] if (run_dir / "metrics.csv").exists() else [f"run_dir={run_dir}"]
+    target = [f"resume={run_dir}"] if any((run_dir / ckpt.CKPT_DIR).glob("*.pt")) else [f"run_dir={run_dir}"]
     args = [
         sys.executable,
         str(ROOT / "scripts" / "train.py"),
@@ -30,15 +41,14 @@ def train_job(env: str, algo: str, seed: int, steps: int, overrides: list[str], 
         f"total_steps={steps}",
         *target,
         "progress=false",
-        "hydra.output_subdir=null",
-        f"hydra.run.dir={run_dir.parent / (run_dir.name + '_hydra')}",
         *overrides,
     ]
     log = open(run_dir.parent / f"{run_dir.name}.log", "a")
     t0 = time.perf_counter()
-    env = {**os.environ, "WANDB_MODE": "disabled",  # this checkout's marl, whatever the venv has installed
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
+    # this checkout's marl, not whichever one is installed (a benchmark run from a git worktree)
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
+                            env={**os.environ, "WANDB_MODE": "disabled", "PYTHONPATH": path})
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
     log.close()

@@ -4,8 +4,9 @@
 -> benchmarks/games.{json,md} and benchmarks/connect_four_vs_heuristic.gif (best connect-four policy vs the heuristic).
 A run with some ``--cases`` replaces those cases in an existing games.json and keeps the others.
 
-Every case trains with ``scripts/train.py`` (the overrides below are the tuned settings; configs/algo/*.yaml are
-untouched) and is then evaluated in matches against baselines, the policy's seat alternating, greedy actions
+Every case trains with ``scripts/train.py env=ENV algo=ALGO`` (its tuned preset, configs/preset/<env>_<algo>.yaml,
+applies; a case's overrides change it) and is then evaluated in matches against baselines, the policy's seat
+alternating, greedy actions
 (``deterministic=true``). Targets (from the project brief):
 
 * connect_four: win rate vs random >= 95% by 200k env steps (checkpoint at the last iteration <= 200k);
@@ -25,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from benches.common import BENCH_DIR, machine, train_job, write
+from benches.common import BENCH_DIR, machine, preset_of, train_job, write
 from marl import checkpoint as ckpt
 from marl.matches import (
     Watcher,
@@ -65,55 +66,48 @@ class Case:
     checks: list[Check] = field(default_factory=list)
 
 
-# Self-play PPO/IPPO: one shared policy for both seats; 3/4 of the env copies play the opponent pool: with
-# probability 0.8 a scripted baseline (heuristic or random, half each), else a frozen snapshot of an earlier policy.
-# Entropy 0.01 keeps self-play exploring; a wider ReLU MLP learned Connect Four tactics faster than the default 64x64.
-C4 = ["num_envs=16", "algo.num_steps=128", "algo.ent_coef=0.01", "algo.lr=5e-4", "algo.hidden=[256,256]",
-      "algo.activation=relu", "selfplay.pool_fraction=0.75", "selfplay.baselines=[heuristic,random]",
-      "selfplay.baseline_prob=0.8", "selfplay.snapshot_every=50000"]
+# The tuned settings are the presets `scripts/train.py env=ENV algo=ALGO` applies by default (configs/preset/
+# connect_four_ippo.yaml, connect_four_ppo.yaml, tictactoe_ppo.yaml, leduc_holdem_ppo.yaml); a case's overrides are
+# what it changes on top: the steps of the Connect Four recipe before the preset (to reproduce the figures recorded
+# for them), a longer budget, evaluation settings.
 C4_CHECKS = [Check("random", 500, "win", ">=", 0.95), Check("heuristic", 400, "win", ">=", 0.70)]
+PLAIN = ["algo.symmetric=false", "algo.gamma=0.99"]  # the recipe before mirror-equivariant networks and gamma 0.95
+H3 = ["selfplay.baselines=[heuristic,heuristic,heuristic,random]"]  # 3 of every 4 scripted pool games: the heuristic
 
 
 def c4_ippo(steps: int, eval_every: int, eval_episodes: int, *extra: str) -> Case:
-    """IPPO on connect four with the C4 settings, 4 minibatches and an annealed lr, evaluated during training
-    against random and the heuristic every ``eval_every`` steps; ``extra`` overrides on top."""
-    return Case("connect_four", "ippo", steps, [
-        *C4, "algo.num_minibatches=4", "algo.anneal_lr=true", *extra, f"eval_every={eval_every}",
-        f"eval_episodes={eval_episodes}", "selfplay.eval_opponents=[random,heuristic]"], C4_CHECKS)
+    """IPPO on connect four (its preset), evaluated during training against random and the heuristic every
+    ``eval_every`` steps; ``extra`` overrides on top."""
+    return Case("connect_four", "ippo", steps, [*extra, f"eval_every={eval_every}", f"eval_episodes={eval_episodes}",
+                                                "selfplay.eval_opponents=[random,heuristic]"], C4_CHECKS)
 
 
 CASES: dict[str, Case] = {
-    "connect_four_ppo": Case("connect_four", "ppo", 300_000, C4, [
+    "connect_four_ppo_sym_g95": Case("connect_four", "ppo", 200_000, [], C4_CHECKS),  # the preset as it is
+    # the recipe before the preset (PLAIN, the lr not annealed), checked at 200k on the way to 300k
+    "connect_four_ppo": Case("connect_four", "ppo", 300_000, [*PLAIN, "algo.anneal_lr=false"], [
         Check("random", 500, "win", ">=", 0.95, at_step=200_000), Check("random", 500, "win", ">=", 0.95),
         Check("heuristic", 400, "win", ">=", 0.70)]),
     "connect_four_ppo_long": Case("connect_four", "ppo", 1_000_000, [
-        *C4, "eval_every=100000", "eval_episodes=100", "selfplay.eval_opponents=[heuristic,random]"], C4_CHECKS),
-    "connect_four_ippo": c4_ippo(200_000, 100_000, 500),
-    # the same with mirror-equivariant networks (algo.symmetric=true: logits and values averaged over the board and
-    # its left-right mirror image)
-    "connect_four_ippo_sym": c4_ippo(200_000, 100_000, 500, "algo.symmetric=true"),
-    # the brief's full budget for the heuristic target: connect_four_ippo's recipe run to 2M steps
-    "connect_four_ippo_2m": c4_ippo(2_000_000, 250_000, 200),
-    "connect_four_ippo_2m_sym": c4_ippo(2_000_000, 250_000, 200, "algo.symmetric=true"),
-    # the symmetric recipe with a shorter horizon (gamma 0.95): an immediate win is worth clearly more than one
-    # several moves later, and a missed block costs more than a loss that comes late
-    "connect_four_ippo_sym_g95": c4_ippo(200_000, 100_000, 500, "algo.symmetric=true", "algo.gamma=0.95"),
-    "connect_four_ippo_2m_sym_g95": c4_ippo(2_000_000, 250_000, 200, "algo.symmetric=true", "algo.gamma=0.95"),
+        *PLAIN, "algo.anneal_lr=false", "eval_every=100000", "eval_episodes=100",
+        "selfplay.eval_opponents=[heuristic,random]"], C4_CHECKS),
+    "connect_four_ippo": c4_ippo(200_000, 100_000, 500, *PLAIN),
+    # mirror-equivariant networks (algo.symmetric=true: logits and values averaged over the board and its
+    # left-right mirror image)
+    "connect_four_ippo_sym": c4_ippo(200_000, 100_000, 500, "algo.gamma=0.99"),
+    # the brief's full budget for the heuristic target
+    "connect_four_ippo_2m": c4_ippo(2_000_000, 250_000, 200, *PLAIN),
+    "connect_four_ippo_2m_sym": c4_ippo(2_000_000, 250_000, 200, "algo.gamma=0.99"),
+    # ... with a shorter horizon (gamma 0.95): the preset as it is
+    "connect_four_ippo_sym_g95": c4_ippo(200_000, 100_000, 500),
+    "connect_four_ippo_2m_sym_g95": c4_ippo(2_000_000, 250_000, 200),
     # ... and 3 of every 4 scripted pool games against the heuristic (a name listed k times is drawn k times as
     # often): 45% of all games instead of 30%, where a missed block or a missed win is always punished
-    "connect_four_ippo_sym_g95_h3": c4_ippo(200_000, 100_000, 500, "algo.symmetric=true", "algo.gamma=0.95",
-                                            "selfplay.baselines=[heuristic,heuristic,heuristic,random]"),
-    "connect_four_ippo_2m_sym_g95_h3": c4_ippo(2_000_000, 250_000, 200, "algo.symmetric=true", "algo.gamma=0.95",
-                                               "selfplay.baselines=[heuristic,heuristic,heuristic,random]"),
-    "tictactoe_ppo": Case("tictactoe", "ppo", 150_000, [
-        "num_envs=16", "algo.num_steps=128", "algo.ent_coef=0.005", "algo.lr=1e-3", "algo.hidden=[128,128]",
-        "selfplay.pool_fraction=0.75", "selfplay.baselines=[random,minimax]", "selfplay.baseline_prob=0.8",
-        "selfplay.snapshot_every=25000"],
-        [Check("random", 1000, "loss", "<=", 0.01), Check("minimax", 1000, "draw", ">=", 0.90)]),
-    "leduc_holdem_ppo": Case("leduc_holdem", "ppo", 60_000, [
-        "num_envs=16", "algo.num_steps=128", "algo.ent_coef=0.01", "selfplay.pool_fraction=0.5",
-        "selfplay.baselines=[random]", "selfplay.baseline_prob=0.3", "selfplay.snapshot_every=20000"],
-        [Check("random", 4000, "payoff_lo", ">", 0.0)]),
+    "connect_four_ippo_sym_g95_h3": c4_ippo(200_000, 100_000, 500, *H3),
+    "connect_four_ippo_2m_sym_g95_h3": c4_ippo(2_000_000, 250_000, 200, *H3),
+    "tictactoe_ppo": Case("tictactoe", "ppo", 150_000, [],
+                          [Check("random", 1000, "loss", "<=", 0.01), Check("minimax", 1000, "draw", ">=", 0.90)]),
+    "leduc_holdem_ppo": Case("leduc_holdem", "ppo", 60_000, [], [Check("random", 4000, "payoff_lo", ">", 0.0)]),
 }
 
 
@@ -311,6 +305,7 @@ def main(argv: list[str] | None = None) -> int:
         futures = {(n, s): pool.submit(run_seed, n, CASES[n], s, root) for n in names for s in args.seeds}
         per = {key: f.result() for key, f in futures.items()}
     new = {n: {"env": CASES[n].env, "algo": CASES[n].algo, "steps": CASES[n].steps,
+               "preset": preset_of(CASES[n].env, CASES[n].algo),
                "overrides": CASES[n].overrides, "seeds": [per[(n, s)] for s in args.seeds]} for n in names}
     old = json.loads(OUT.read_text()) if OUT.is_file() else {"results": {}, "gif": None}
     results = {n: new.get(n, old["results"].get(n)) for n in CASES if n in new or n in old["results"]}

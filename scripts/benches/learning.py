@@ -1,7 +1,8 @@
 """Single-agent learning benchmark: REINFORCE, A2C, PPO (discrete + continuous), DDPG on gymnasium envs, 3 seeds.
 
 `python scripts/bench.py learning [--cases ppo_cartpole,...] [--seeds 0 1 2]` -> benchmarks/single_agent.{json,md}.
-Hyperparameters per case are listed in the output (zoo-style tuned overrides on top of configs/algo/*.yaml).
+The tuned hyperparameters of each case are its preset, configs/preset/<env>_<algo>.yaml (zoo-style, on top of
+configs/algo/*.yaml), which `scripts/train.py env=ENV algo=ALGO` applies by default; the output names it.
 """
 
 from __future__ import annotations
@@ -12,66 +13,16 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from benches.common import BENCH_DIR, finished_job, first_step_reaching, last, machine, train_job, write
+from benches.common import BENCH_DIR, finished_job, first_step_reaching, last, machine, preset_of, train_job, write
 
-# name: (env, algo, steps, metric, target, overrides)
+# name: (env, algo, steps, metric, target, extra overrides); the tuned values are the presets that
+# `scripts/train.py env=ENV algo=ALGO` applies by default (configs/preset/<env>_<algo>.yaml)
 CASES: dict[str, tuple[str, str, int, str, float, list[str]]] = {
-    "ppo_cartpole": (
-        "cartpole",
-        "ppo",
-        100_000,
-        "charts/recent_return",
-        475.0,
-        [
-            "num_envs=8",
-            "algo.num_steps=32",
-            "algo.num_minibatches=1",
-            "algo.update_epochs=20",
-            "algo.lr=1e-3",
-            "algo.anneal_lr=true",
-            "algo.gamma=0.98",
-            "algo.gae_lambda=0.8",
-            "algo.ent_coef=0.0",
-        ],
-    ),
-    "a2c_cartpole": (
-        "cartpole",
-        "a2c",
-        300_000,
-        "charts/recent_return",
-        475.0,
-        ["num_envs=8", "algo.num_steps=5", "algo.lr=7e-4", "algo.gae_lambda=1.0", "algo.ent_coef=0.0"],
-    ),
-    "reinforce_baseline_cartpole": (
-        "cartpole",
-        "reinforce",
-        300_000,
-        "charts/recent_return",
-        450.0,
-        ["num_envs=8", "algo.num_steps=64", "algo.lr=2e-3", "algo.baseline=true"],
-    ),
-    "ddpg_pendulum": ("pendulum", "ddpg", 20_000, "eval/return", -200.0, ["num_envs=1", "eval_episodes=10"]),
-    "ppo_pendulum": (
-        "pendulum",
-        "ppo",
-        200_000,
-        "charts/recent_return",
-        -300.0,
-        [
-            "num_envs=4",
-            "algo.num_steps=1024",
-            "algo.num_minibatches=64",
-            "algo.update_epochs=10",
-            "algo.lr=1e-3",
-            "algo.gamma=0.9",
-            "algo.gae_lambda=0.95",
-            "algo.ent_coef=0.0",
-            "algo.normalize_obs=true",
-            "algo.log_std_init=-0.5",
-            "algo.normalize_reward=true",
-            "algo.anneal_lr=true",
-        ],
-    ),
+    "ppo_cartpole": ("cartpole", "ppo", 100_000, "charts/recent_return", 475.0, []),
+    "a2c_cartpole": ("cartpole", "a2c", 300_000, "charts/recent_return", 475.0, []),
+    "reinforce_baseline_cartpole": ("cartpole", "reinforce", 300_000, "charts/recent_return", 450.0, []),
+    "ddpg_pendulum": ("pendulum", "ddpg", 20_000, "eval/return", -200.0, ["eval_episodes=10"]),
+    "ppo_pendulum": ("pendulum", "ppo", 200_000, "charts/recent_return", -300.0, []),
 }
 
 
@@ -119,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
             "steps": steps,
             "metric": metric,
             "target": target,
+            "preset": preset_of(env, algo),
             "overrides": over,
             "seeds": per_seed,
             "mean": statistics.fmean(finals),
@@ -142,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         "# Single-agent learning benchmark\n\n"
         "`python scripts/bench.py learning` — seeds " + " ".join(map(str, args.seeds)) + "; `charts/recent_return` is "
         "the mean return of the last 20 training episodes at the end of the budget; `eval/return` the mean of "
-        "deterministic evaluation episodes at the end. Overrides per case are in single_agent.json.\n\n"
+        "deterministic evaluation episodes at the end. The preset (configs/preset/) and the extra overrides per case "
+        "are in single_agent.json.\n\n"
         + "\n".join(rows)
         + f"\n\nMachine: {machine()}\n"
     )

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import OmegaConf
 
-from benches.common import BENCH_DIR, finished_job, last, machine, train_job, write
+from benches.common import BENCH_DIR, finished_job, last, machine, preset_of, train_job, write
 from marl.adapters.base import random_actions
 from marl.adapters.registry import make_vec_env, resolve_env_config
 from marl.logging import read_metrics
@@ -40,8 +40,7 @@ PARTS: dict[str, list[tuple[str, str, int, int, list[str]]]] = {
             a,
             2_000_000,
             200_000,
-            ["algo.normalize_obs=true", "algo.normalize_reward=true", "algo.lr=3e-4", "algo.num_steps=250",
-             "algo.num_minibatches=4", "algo.ent_coef=0.0", "algo.log_std_init=-0.5"],
+            [],  # the tuned values: configs/preset/multiwalker_<algo>.yaml, applied by default
         )
         for a in ("mappo", "ippo")
     ],
@@ -181,6 +180,7 @@ def case_result(env: str, algo: str, steps: int, over: list[str], run_dirs: list
         "env": env,
         "algo": algo,
         "steps": steps,
+        "preset": preset_of(env, algo),
         "overrides": over,
         "runs": runs,
         "random_team_return": random_policy_returns(env),
@@ -262,7 +262,8 @@ def markdown(data: dict) -> str:
             lines += [
                 f"## {case['env']} — {case['algo']} (random policy: {case['random_team_return']:.1f})",
                 "",
-                f"Overrides: {' '.join(case['overrides']) or 'none (configs/algo defaults)'}; evaluation over "
+                f"Preset: {case.get('preset', 'none')}; overrides: {' '.join(case['overrides']) or 'none'}; "
+                f"evaluation over "
                 f"{' / '.join(map(str, n_eval))} episodes; peak RSS {peak_mb(case['runs'])}.",
                 "",
                 "| env steps | team return (mean ± std) | per seed | per-agent mean |",
