@@ -27,14 +27,11 @@ from benches.common import BENCH_DIR, ROOT, finished_job, last, machine, train_j
 
 # name: (env, algo, steps, target on eval/return (None: none), overrides, competitive)
 CASES: dict[str, tuple[str, str, int, float | None, list[str], bool]] = {
-    "td3_pendulum": ("pendulum", "td3", 20_000, -200.0, ["num_envs=1", "eval_episodes=10"], False),
-    "sac_pendulum": ("pendulum", "sac", 20_000, -200.0, ["num_envs=1", "eval_episodes=10"], False),
-    "ddpg_pendulum": ("pendulum", "ddpg", 20_000, -200.0, ["num_envs=1", "eval_episodes=10"], False),
-    # the SB3 zoo's SAC preset for LunarLanderContinuous-v3 (lr 7.3e-4, tau 0.01, nets [400, 300], 10k warm-up)
-    "sac_lunarlander_continuous": ("lunarlander_continuous", "sac", 300_000, 200.0,
-                                   ["num_envs=1", "eval_episodes=10", "algo.buffer_size=300000", "algo.actor_lr=7.3e-4",
-                                    "algo.critic_lr=7.3e-4", "algo.alpha_lr=7.3e-4", "algo.tau=0.01",
-                                    "algo.hidden=[400,300]", "algo.learning_starts=10000"], False),
+    # the tuned settings of these cases are their presets (configs/preset/<env>_<algo>.yaml)
+    "td3_pendulum": ("pendulum", "td3", 20_000, -200.0, ["eval_episodes=10"], False),
+    "sac_pendulum": ("pendulum", "sac", 20_000, -200.0, ["eval_episodes=10"], False),
+    "ddpg_pendulum": ("pendulum", "ddpg", 20_000, -200.0, ["eval_episodes=10"], False),
+    "sac_lunarlander_continuous": ("lunarlander_continuous", "sac", 300_000, 200.0, ["eval_episodes=10"], False),
 }
 # MPE: 300k by default; the 1M budget is `--steps 1000000` (case name suffixed @1000k)
 for _algo in ("maddpg", "matd3", "mappo"):
