@@ -26,12 +26,13 @@ import marl
 from marl import checkpoint as ckpt
 from marl.adapters.base import EnvSpec
 from marl.adapters.registry import make_vec_env
-from marl.algos import learner_class
+from marl.algos import make_learner  # noqa: F401 - also imported from here by scripts and tests
 from marl.algos.base import Learner, seed_everything
 from marl.config import ALGOS, compose, resolve_device, validate
 from marl.errors import CheckpointError, ConfigError, MarlError, TrainingError
 from marl.evaluate import render_episodes, run_episodes, summarize
 from marl.logging import RunLogger
+from marl.matches import duel_summary, env_fps, play_matches, write_video
 from marl.rundir import LOG, ConsoleLog, RunLock, check_fresh, default_run_dir, has_checkpoint, has_run
 from marl.selfplay import attach_pool
 
@@ -53,10 +54,6 @@ def build(cfg: DictConfig, num_envs: int | None = None, seed: int | None = None,
     return make_vec_env(cfg.env, num_envs or cfg.num_envs, seed=cfg.seed if seed is None else seed,
                         grouping=grouping, groups=groups, render_mode=render_mode,
                         state=ALGOS[cfg.algo.name].centralized_critic)
-
-
-def make_learner(cfg: DictConfig, env, device: str) -> Learner:
-    return learner_class(cfg.algo.name)(cfg, env, device)
 
 
 def _resolve_resume(cfg: DictConfig, explicit_total_steps: bool, explicit_keys: tuple[str, ...] = ()
@@ -336,7 +333,6 @@ def _evaluate(cfg: DictConfig, learner: Learner, eval_env) -> dict[str, float]:
     opponents = eval_opponents(cfg, spec)
     if not opponents:
         return summarize(run_episodes(learner, eval_env, cfg.eval_episodes, seed=seed), teams=spec.teams)
-    from marl.matches import duel_summary, play_matches  # marl.matches imports this module
     from marl.opponents import PolicyPlayer, make_baseline
 
     out: dict[str, float] = {}
@@ -378,7 +374,6 @@ def _check_eval_opponents(cfg: DictConfig, spec) -> None:
 def _record_video(cfg: DictConfig, learner: Learner, run_dir: Path, max_frames: int = 500) -> Path | None:
     """One deterministic evaluation episode rendered by the env itself, as ``run_dir/videos/eval_<step>.gif``.
     A renderer that fails only costs the video (a warning), never the run."""
-    from marl.matches import env_fps, write_video  # marl.matches imports this module
 
     try:
         env = build(cfg, num_envs=1, seed=cfg.seed + EVAL_SEED_OFFSET, render_mode="rgb_array")

@@ -1,4 +1,5 @@
-"""Algorithm name -> Learner class (capability flags live in :data:`marl.config.ALGOS`)."""
+"""Algorithm name -> Learner class and a learner bound to an env (capability flags live in
+:data:`marl.config.ALGOS`)."""
 
 from __future__ import annotations
 
@@ -25,3 +26,8 @@ _LEARNERS = {
 def learner_class(name: str) -> type:
     module, cls = _LEARNERS[name].split(":")
     return getattr(importlib.import_module(module), cls)
+
+
+def make_learner(cfg, env, device: str):
+    """The learner of ``cfg.algo.name`` for ``env`` on ``device`` (a :class:`marl.algos.base.Learner`)."""
+    return learner_class(cfg.algo.name)(cfg, env, device)
