@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import marl
 from marl.adapters.base import EnvSpec
+from marl.config import validate
 from marl.errors import CheckpointError
 
 CKPT_DIR = "checkpoints"
@@ -89,6 +90,21 @@ def _unpickling_reason(e: Exception) -> str:
         if "GLOBAL" in ln or ln.startswith("Unsupported"):
             return ln
     return lines[0] if lines else type(e).__name__
+
+
+# keys added to the run config since a checkpoint may have been written, with the value that reproduces how such a
+# run was trained (a run from before presets existed had none)
+ADDED_KEYS = {"preset": "none"}
+
+
+def stored_config(payload: dict) -> DictConfig:
+    """The validated run config a checkpoint was written with; keys added to marl since (:data:`ADDED_KEYS`) get the
+    value that reproduces that run."""
+    cfg = OmegaConf.create(payload["config"])
+    for key, value in ADDED_KEYS.items():
+        if key not in cfg:
+            cfg[key] = value
+    return validate(cfg)
 
 
 def check_compatible(payload: dict, env_name: str, algo_name: str | None, spec: EnvSpec, path: str | Path) -> None:

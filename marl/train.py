@@ -78,7 +78,7 @@ def _resolve_resume(cfg: DictConfig, explicit_total_steps: bool, explicit_keys: 
                           f"run_dir={cfg.run_dir}",
                           "drop run_dir=, or copy the run directory where you want it and resume the copy")
     payload = ckpt.load(path)
-    stored = validate(OmegaConf.create(payload["config"]))
+    stored = ckpt.stored_config(payload)
     for key in RUN_CONTROL:
         stored[key] = cfg[key]
     if explicit_total_steps:

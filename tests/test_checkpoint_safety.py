@@ -99,3 +99,17 @@ def test_spaces_mismatch_on_resume(tmp_path: Path) -> None:
     assert "was trained on env 'simple_spread' with other agents or spaces" in res.stderr, res
     assert "agent_2|" in res.stderr and "agent_3|" in res.stderr, res  # the checkpoint's agents, then this env's
     assert {p.name: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+
+def test_a_checkpoint_from_before_presets_loads_as_a_run_without_one(run_copy: Path) -> None:
+    """A checkpoint written before the ``preset`` key existed evaluates and resumes as the run it was (no preset)."""
+    from marl.matches import load_policy
+
+    final = run_copy / "checkpoints" / "final.pt"
+    payload = ckpt.load(final)
+    old = OmegaConf.create(payload["config"])
+    del old["preset"]
+    payload["config"] = OmegaConf.to_yaml(old)
+    torch.save(payload, final)
+    cfg, _, _ = load_policy(run_copy)
+    assert cfg.preset == "none"

@@ -4,20 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from marl import checkpoint as ckpt
 from marl.adapters.base import VecMultiEnv
 from marl.algos import make_learner
 from marl.algos.base import Learner
-from marl.config import validate
 
 
 def load_policy(run_or_ckpt: str | Path) -> tuple[DictConfig, dict, Path]:
     """The validated config, payload and path of the checkpoint of a run directory (or a checkpoint file)."""
     path = ckpt.find_latest(run_or_ckpt)
     payload = ckpt.load(path)
-    return validate(OmegaConf.create(payload["config"])), payload, path
+    return ckpt.stored_config(payload), payload, path
 
 
 def make_policy(cfg: DictConfig, payload: dict, path: Path, env: VecMultiEnv) -> Learner:
