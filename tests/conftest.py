@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import torch
 from omegaconf import DictConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,25 +75,34 @@ def run_cli(args: list[str] | tuple[str, ...], cwd: Path, timeout: float = 120) 
     return CliResult(p.returncode, p.stdout, p.stderr, cmd)
 
 
-def run_cli_inprocess(args: list[str] | tuple[str, ...], cwd: Path) -> CliResult:
-    """``scripts/train.py ARGS`` executed as ``__main__`` inside this process (Hydra, marl, exit code and all), with
-    stdout / stderr captured: the same code path as :func:`run_cli` without the ~3 s interpreter + import start-up.
-    For runs that stop early (bad input); training runs and signal tests use :func:`run_cli`."""
-    cmd = cli_args(args, cwd)
-    saved_argv, saved_env = sys.argv, dict(os.environ)
-    sys.argv = [str(TRAIN), *cmd[2:]]
+def train_inprocess(args: list[str] | tuple[str, ...], chdir: Path | None = None) -> tuple[int, str, str]:
+    """``scripts/train.py ARGS`` executed as ``__main__`` inside this process (Hydra, marl, exit code and all), in
+    ``chdir`` when given: ``(exit code, stdout, stderr)``; argv, the environment and the working directory restored."""
+    saved_argv, saved_cwd, saved_env = sys.argv, os.getcwd(), dict(os.environ)
+    sys.argv = [str(TRAIN), *args]
     os.environ["WANDB_MODE"] = "disabled"
     out, err, code = io.StringIO(), io.StringIO(), 0
+    if chdir is not None:
+        os.chdir(chdir)
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             runpy.run_path(str(TRAIN), run_name="__main__")
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     finally:
+        os.chdir(saved_cwd)
         sys.argv = saved_argv
         os.environ.clear()
         os.environ.update(saved_env)
-    return CliResult(code, out.getvalue(), err.getvalue(), cmd)
+    return code, out.getvalue(), err.getvalue()
+
+
+def run_cli_inprocess(args: list[str] | tuple[str, ...], cwd: Path) -> CliResult:
+    """The command :func:`run_cli` runs, in this process (:func:`train_inprocess`): the same code path without the
+    ~3 s interpreter + import start-up. For runs that stop early (bad input); training runs and signal tests use
+    :func:`run_cli`."""
+    cmd = cli_args(args, cwd)
+    return CliResult(*train_inprocess(cmd[2:]), cmd)
 
 
 def start_cli(args: list[str] | tuple[str, ...], cwd: Path) -> subprocess.Popen:
@@ -146,6 +156,16 @@ def collected(cfg: DictConfig, seed: int = 0):
         yield env, learner, learner.collect()
     finally:
         env.close()
+
+
+@pytest.fixture
+def one_thread():
+    """Small MLPs run fastest single-threaded (and the CPU is shared); the setting is restored afterwards. Modules
+    opt in with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture

@@ -23,14 +23,7 @@ from marl.core.networks import MLP, polyak_update
 from marl.core.noise import GaussianNoise, OUNoise
 from marl.errors import ConfigError
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small MLPs run fastest single-threaded (and the CPU is shared); restore the setting afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: small MLPs run fastest single-threaded
 
 
 # ---------------------------------------------------------------------------------------------- stand-in envs

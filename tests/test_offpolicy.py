@@ -26,13 +26,7 @@ from marl.core.distributions import gumbel_softmax_st, squashed_gaussian_sample
 from marl.core.noise import smoothed_target_action
 from marl.errors import ConfigError
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: small MLPs run fastest single-threaded
 
 
 def learner(algo: str, env, seed: int = 0, env_name: str = "pendulum", **over):

@@ -6,15 +6,11 @@ The rows of docs/errors.md these tests cover are checked to be there (``DOC_ROWS
 
 from __future__ import annotations
 
-import contextlib
-import io
 import os
-import runpy
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, TRAIN
+from conftest import ROOT, train_inprocess
 
 from marl.rundir import RunLock
 
@@ -32,22 +28,7 @@ DOC_ROWS = [
 
 def train(args: list[str], cwd: Path) -> tuple[int, str, str]:
     """``scripts/train.py ARGS`` in this process, in ``cwd``, as a user types it (no Hydra dir given)."""
-    saved_argv, saved_cwd, saved_env = sys.argv, os.getcwd(), dict(os.environ)
-    sys.argv = [str(TRAIN), *args]
-    os.environ["WANDB_MODE"] = "disabled"
-    out, err, code = io.StringIO(), io.StringIO(), 0
-    os.chdir(cwd)
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            runpy.run_path(str(TRAIN), run_name="__main__")
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    finally:
-        os.chdir(saved_cwd)
-        sys.argv = saved_argv
-        os.environ.clear()
-        os.environ.update(saved_env)
-    return code, out.getvalue(), err.getvalue()
+    return train_inprocess(args, chdir=cwd)
 
 
 def test_docs_list_the_run_directory_rows() -> None:

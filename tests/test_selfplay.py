@@ -21,13 +21,7 @@ from marl.train import build, make_learner, run
 TRAP = {"name": "trap", "entry_point": "test_selfplay:trap_env", "check": False}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small MLPs: one torch thread is fastest, and the CPU is shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: small MLPs run fastest single-threaded
 
 
 class TrapGame(AECEnv):
