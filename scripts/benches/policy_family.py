@@ -33,7 +33,7 @@ C4 = ["num_envs=16", "algo.ent_coef=0.01", "algo.lr=5e-4", "algo.hidden=[256,256
 CASES: dict[str, tuple[str, str, int, str, float, list[str]]] = {
     # the tuned settings of these cases are their presets: configs/preset/{cartpole_trpo,cartpole_grpo,pendulum_trpo}
     "trpo_cartpole": ("cartpole", "trpo", 100_000, RETURN, 475.0, ["eval_every=0"]),
-    "grpo_cartpole": ("cartpole", "grpo", 200_000, RETURN, 475.0, ["eval_every=0"]),
+    "grpo_cartpole": ("cartpole", "grpo", 300_000, RETURN, 475.0, ["eval_every=0"]),
     "ppo_cartpole": ("cartpole", "ppo", 100_000, RETURN, 475.0, [*SINGLE["ppo_cartpole"][5], "eval_every=0"]),
     "trpo_pendulum": ("pendulum", "trpo", 200_000, RETURN, -300.0, ["eval_every=0"]),
     "grpo_simple_spread": ("simple_spread", "grpo", 300_000, "eval/return", float("-inf"), MPE),
@@ -135,9 +135,11 @@ def main(argv: list[str] | None = None) -> int:
         if out is None:
             continue
         env, algo, steps, metric, target, over = CASES[name]
-        r = results.setdefault(name, {"env": env, "algo": algo, "steps": steps, "metric": metric,
-                                      "target": None if target == float("-inf") else target, "overrides": over,
-                                      "seeds": []})
+        case = {"env": env, "algo": algo, "steps": steps, "metric": metric,
+                "target": None if target == float("-inf") else target, "overrides": over}
+        r = results.setdefault(name, {**case, "seeds": []})
+        if any(r.get(k) != v for k, v in case.items()):  # the case changed (budget, overrides): old seeds are stale
+            r.update(case, seeds=[])
         r["seeds"] = sorted([s for s in r["seeds"] if s["seed"] != out["seed"]] + [out], key=lambda s: s["seed"])
         finals = [s["final"] for s in r["seeds"] if s["final"] is not None]
         r["mean"], r["min"] = statistics.fmean(finals), min(finals)
