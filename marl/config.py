@@ -52,7 +52,7 @@ class EnvConfig:
     name: str = MISSING  # short name shown in run names (cartpole, simple_spread, ..., custom)
     kind: str = "pettingzoo"  # pettingzoo | gymnasium | vmas
     entry_point: str = MISSING  # "module.path:factory" for PettingZoo (parallel_env or env), gymnasium id otherwise
-    scenario: str | None = None  # vmas: the VMAS scenario (simple_spread, navigation, balance, ...); env.kwargs go to it
+    scenario: str | None = None  # vmas: the VMAS scenario (simple_spread, navigation, ...); env.kwargs go to it
     kwargs: dict[str, Any] = field(default_factory=dict)  # passed to the factory (e.g. N, max_cycles)
     # run PettingZoo's api_test / parallel_api_test on load; null: on for your own envs (an entry point outside the
     # pettingzoo and mpe2 packages), off for PettingZoo's own
