@@ -106,7 +106,8 @@ def main(argv: list[str] | None = None) -> dict:
           "jobs, so absolute rates are low and noisy; the ratios (measured side by side in this run) are what to "
           "read.",
           "", "## MAPPO on VMAS simple_spread (3 agents, 25 steps, CPU, one thread)", "",
-          "| num_envs | env steps | train steps/s (whole process) | loop SPS | VMAS random steps/s | ratio | peak RSS MB "
+          "| num_envs | env steps | train steps/s (whole process) | loop SPS | VMAS random steps/s | ratio "
+          "| peak RSS MB "
           "| eval return (64 ep.) |", "|---|---|---|---|---|---|---|---|"]
     for E, r in vmas_rows.items():
         md.append(f"| {E} | {r['env_steps']:,} | {r['steps_per_s']:,.0f} | {r['loop_sps']:,.0f} | "
