@@ -239,7 +239,7 @@ def test_mappo_learns_simple_spread_quickly():
     the agents, VMAS's scale; this run reached -404 over 64 evaluation episodes)."""
     from marl.train import run
 
-    cfg = compose(["env=vmas_simple_spread", "algo=mappo", "num_envs=128", "algo.num_steps=25",
+    cfg = compose(["env=vmas_simple_spread", "algo=mappo", "num_envs=128", "algo.num_steps=25", "algo.lr=7e-4",
                    "total_steps=41600", "algo.update_epochs=4", "algo.num_minibatches=1", "eval_every=0",
                    "eval_episodes=64", "progress=false", "checkpoint_every=0"])
     import tempfile
