@@ -267,3 +267,18 @@ def test_vmas_on_cuda_keeps_env_and_learner_on_the_gpu(algo: str):
         assert L.buf.groups["agent"].obs.device.type == "cuda"
     finally:
         env.close()
+
+
+def test_checkpoint_and_resume_reset_the_copies_with_a_message(tmp_path, capsys):
+    """A VMAS run checkpoints (its tensors included) and resumes: the copies are reset, and the run says so."""
+    from marl.train import run
+
+    base = ["env=vmas_simple_spread", "algo=mappo", "num_envs=16", "algo.num_steps=10", "eval_every=0",
+            "eval_episodes=4", "progress=false", "checkpoint_every=0", f"run_dir={tmp_path / 'r'}"]
+    run(compose([*base, "total_steps=320"]))
+    capsys.readouterr()
+    final = run(compose(["env=vmas_simple_spread", "algo=mappo", f"resume={tmp_path / 'r'}", "total_steps=640",
+                         "progress=false"]), explicit_total_steps=True, explicit_keys=("resume", "total_steps"))
+    err = capsys.readouterr().err
+    assert "could not be restored mid-episode (VMAS copies draw their episodes from one RNG stream" in err
+    assert "they were reset" in err and np.isfinite(final["eval/return"])

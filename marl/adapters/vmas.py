@@ -28,6 +28,7 @@ Semantics, as for the other adapters:
 from __future__ import annotations
 
 import contextlib
+import difflib
 import math
 from collections.abc import Iterator
 from typing import Any
@@ -87,6 +88,11 @@ class VmasVecEnv:
         if not scenario:
             raise ConfigError("env=vmas needs a scenario (env.scenario is unset)",
                               "pass env.scenario=<name>, e.g. env.scenario=simple_spread (VMAS's scenario names)")
+        known = sorted({*vmas.scenarios, *vmas.mpe_scenarios, *vmas.debug_scenarios})
+        if isinstance(scenario, str) and scenario not in known:
+            close = difflib.get_close_matches(scenario, known, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ConfigError(f"unknown VMAS scenario '{scenario}'{hint}", f"choose one of: {', '.join(known)}")
         kwargs = dict(cfg.get("kwargs") or {})
         bad = [k for k in kwargs if k in RESERVED]
         if bad:
