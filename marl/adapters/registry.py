@@ -156,8 +156,11 @@ def _preprocess(env: Any, pp: dict) -> Any:
 
 
 def make_env(env_cfg: Any, render_mode: str | None = None) -> Any:
-    """ONE raw env copy with preprocessing applied: a PettingZoo AECEnv / ParallelEnv, or a gymnasium.Env."""
+    """ONE raw env copy with preprocessing applied: a PettingZoo AECEnv / ParallelEnv, or a gymnasium.Env (VMAS: its
+    batched env of one copy, on the CPU)."""
     cfg = _env_cfg(env_cfg)
+    if cfg.kind == "vmas":
+        return make_vec_env(cfg, 1, render_mode=render_mode)
     if cfg.kind == "gymnasium":
         from marl.adapters.gym import make_gym_env
 

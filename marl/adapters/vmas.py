@@ -211,9 +211,11 @@ class VmasVecEnv:
         with self._own_rng():
             obs, rews, term, trunc, _ = self.env.step(per_agent)
         self.history.steps += 1
-        reward = torch.stack(rews, 1)  # [E, N]
+        E = self.spec.num_envs
+        reward = torch.stack([r.reshape(E) for r in rews], 1).float()  # [E, N] (some scenarios give [E, 1] each)
         self.ret += reward
         self.length += 1
+        term, trunc = term.reshape(E).bool(), trunc.reshape(E).bool()
         truncated = trunc & ~term
         done = term | trunc
         final = obs
