@@ -534,7 +534,10 @@ def choose_backend(probe: AECEnv | ParallelEnv, num_envs: int, steps: int = 30) 
 
     free = cpu_count() - max(0.0, os.getloadavg()[0] - 1.0) if hasattr(os, "getloadavg") else float(cpu_count())
     t0 = time.perf_counter()
-    check_episode(probe, steps=steps, seed=0)
+    try:
+        check_episode(probe, steps=steps, seed=0)
+    except Exception:  # noqa: BLE001 - the env's own error is reported, with its copy and step, once it runs
+        return "inprocess", "env.backend=auto: the env raised while it was timed"
     batch = (time.perf_counter() - t0) / steps * num_envs
     facts = f"env.backend=auto: {free:.1f} of {cpu_count()} cores free, a batch step ~{batch * 1e3:.2f} ms in-process"
     return ("subprocess" if free >= AUTO_MIN_FREE and batch >= AUTO_MIN_STEP else "inprocess"), facts
