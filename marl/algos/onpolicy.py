@@ -429,8 +429,9 @@ class OnPolicyLearner(Learner):
         stats: list[dict[str, float]] = []
         target_kl = getattr(self.algo, "target_kl", None)
         for _ in range(self.algo.update_epochs):
-            epoch = [step_fn(batch.index(idx.to(self.device)))
-                     for idx in minibatch_indices(batch.size, self.algo.num_minibatches, self.gen)]
+            parts = list(minibatch_indices(batch.size, self.algo.num_minibatches, self.gen))
+            on_device = torch.cat(parts).to(self.device).split([len(p) for p in parts])  # one copy per epoch
+            epoch = [step_fn(batch.index(idx)) for idx in on_device]
             if target_kl is not None:  # the epoch's stats are read back now (else once, after the last epoch)
                 epoch = resolve(epoch)
                 stats += epoch
