@@ -282,3 +282,19 @@ def test_checkpoint_and_resume_reset_the_copies_with_a_message(tmp_path, capsys)
     err = capsys.readouterr().err
     assert "could not be restored mid-episode (VMAS copies draw their episodes from one RNG stream" in err
     assert "they were reset" in err and np.isfinite(final["eval/return"])
+
+
+def test_python_api_policy_acts_on_vmas_observations(tmp_path):
+    import vmas
+
+    import marl
+
+    run = marl.train(env="vmas_simple_spread", algo="mappo", total_steps=320, num_envs=16, progress=False,
+                     eval_episodes=2, run_dir=str(tmp_path / "r"), **{"algo.num_steps": 10})
+    policy = marl.load(run.dir)
+    env = vmas.make_env("simple_spread", num_envs=5, continuous_actions=False, max_steps=25, seed=0)
+    obs = env.reset()
+    actions = policy.act(obs)
+    assert set(actions) == set(policy.agents) and actions["agent_0"].shape == (5,)
+    obs, rews, dones, _ = env.step([actions[a] for a in policy.agents])
+    assert len(obs) == 3
