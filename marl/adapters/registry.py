@@ -532,12 +532,14 @@ def choose_backend(probe: AECEnv | ParallelEnv, num_envs: int, steps: int = 30) 
     across processes beats the per-step messages (~0.1 ms), else ``inprocess``."""
     import time
 
-    free = cpu_count() - max(0.0, os.getloadavg()[0] - 1.0) if hasattr(os, "getloadavg") else float(cpu_count())
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    free = max(0.0, cpu_count() - max(0.0, load - 1.0))
     t0 = time.perf_counter()
     try:
         check_episode(probe, steps=steps, seed=0)
     except Exception:  # noqa: BLE001 - the env's own error is reported, with its copy and step, once it runs
         return "inprocess", "env.backend=auto: the env raised while it was timed"
     batch = (time.perf_counter() - t0) / steps * num_envs
-    facts = f"env.backend=auto: {free:.1f} of {cpu_count()} cores free, a batch step ~{batch * 1e3:.2f} ms in-process"
+    facts = (f"env.backend=auto: {free:.1f} of {cpu_count()} cores free (load average {load:.1f}), a batch step "
+             f"~{batch * 1e3:.2f} ms in-process")
     return ("subprocess" if free >= AUTO_MIN_FREE and batch >= AUTO_MIN_STEP else "inprocess"), facts
