@@ -99,8 +99,8 @@ def main(argv: list[str] | None = None) -> dict:
     mpe = train_rate("simple_spread", mpe_steps, [f"eval_every={mpe_steps}", "eval_episodes=8",
                                                   f"checkpoint_every={mpe_steps}"], "mpe2_default")
     log = (RUNS / "mpe2_default.log").read_text() if (RUNS / "mpe2_default.log").exists() else ""
-    mpe["backend"] = next((ln.split(":", 1)[1].strip() for ln in log.splitlines()
-                           if ln.startswith("env backend:")), "?")
+    mpe["backend"] = next((ln.split(":", 1)[1].strip() for ln in reversed(log.splitlines())
+                           if ln.startswith("env backend:")), "?")  # the log is appended to: its last run
     mpe["random_steps_per_s"] = mpe_random
     mpe["ratio_to_random"] = mpe["steps_per_s"] / mpe_random
     best = max(vmas_rows.values(), key=lambda r: r["steps_per_s"])
