@@ -90,8 +90,11 @@ class Policy:
     def __init__(self, learner: Learner, cfg: DictConfig, env: Any):
         self.learner, self.cfg, self.spec = learner, cfg, env.spec
         self.gymnasium = cfg.env.kind == "gymnasium"
+        self.vmas = cfg.env.kind == "vmas"
         self.agents = self.spec.agents
-        if self.gymnasium:
+        if self.vmas:
+            self.device = env.device
+        elif self.gymnasium:
             self._to_batch = env._obs  # the adapter's conversion: [E, *obs] -> [E, 1, *obs] (one-hot Discrete)
         else:  # one env copy's rows, written by the adapter's own observation / action conversion
             self.buf = Buffers(env.layout, 1)
@@ -105,7 +108,11 @@ class Policy:
     def act(self, obs: Any, infos: dict[str, dict] | None = None, deterministic: bool = True) -> Any:
         """Actions for ``obs``: a PettingZoo dict ``{agent: observation}`` of the agents to act (in an AEC game, the
         agent to move: ``{env.agent_selection: env.last()[0]}``) -> ``{agent: action}`` for those agents; a
-        gymnasium observation -> one action. ``infos`` (PettingZoo): per-agent infos holding ``action_mask``."""
+        gymnasium observation -> one action. ``infos`` (PettingZoo): per-agent infos holding ``action_mask``.
+        VMAS: its batched observations (a list in agent order, or ``{agent: [E, D]}``) -> ``{agent: [E, ...]}``
+        action tensors (the list ``[actions[a] for a in policy.agents]`` is what ``vmas_env.step`` takes)."""
+        if self.vmas:
+            return self._act_vmas(obs, deterministic)
         if self.gymnasium:
             x = self._to_batch(np.asarray(obs)[None])
             actions = to_env_actions(self.learner.act({"agent": x}, {"agent": None}, deterministic), self.spec)
@@ -133,6 +140,19 @@ class Policy:
         for g, a in to_env_actions(actions, self.spec).items():
             buf[f"act/{g}"][...] = a
         return {a: copy.action(a) for a in obs}
+
+
+    def _act_vmas(self, obs: Any, deterministic: bool) -> dict[str, torch.Tensor]:
+        by_agent = dict(zip(self.agents, obs, strict=True)) if isinstance(obs, list | tuple) else dict(obs)
+        missing = [a for a in self.agents if a not in by_agent]
+        if missing:
+            raise ConfigError(f"policy.act needs the observations of every agent of VMAS env '{self.spec.name}', "
+                              f"missing '{missing[0]}'", f"pass the list vmas_env.reset() / step() returns, or "
+                              f"{{agent: [E, D]}} for {', '.join(self.agents)}")
+        x = {g.name: torch.stack([torch.as_tensor(by_agent[a], device=self.device).reshape(
+            len(by_agent[a]), -1).float() for a in g.agents], 1) for g in self.spec.groups}
+        actions = self.learner.act(x, {g.name: None for g in self.spec.groups}, deterministic)
+        return {a: actions[g.name][:, j] for g in self.spec.groups for j, a in enumerate(g.agents)}
 
 
 def load(run_or_ckpt: str | Path) -> Policy:

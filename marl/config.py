@@ -50,13 +50,14 @@ class EnvConfig:
     """Which env to build and how."""
 
     name: str = MISSING  # short name shown in run names (cartpole, simple_spread, ..., custom)
-    kind: str = "pettingzoo"  # pettingzoo | gymnasium
+    kind: str = "pettingzoo"  # pettingzoo | gymnasium | vmas
     entry_point: str = MISSING  # "module.path:factory" for PettingZoo (parallel_env or env), gymnasium id otherwise
+    scenario: str | None = None  # vmas: the VMAS scenario (simple_spread, navigation, ...); env.kwargs go to it
     kwargs: dict[str, Any] = field(default_factory=dict)  # passed to the factory (e.g. N, max_cycles)
     # run PettingZoo's api_test / parallel_api_test on load; null: on for your own envs (an entry point outside the
     # pettingzoo and mpe2 packages), off for PettingZoo's own
     check: bool | None = None
-    backend: str = "inprocess"  # inprocess | subprocess: where the env copies run
+    backend: str = "auto"  # auto | inprocess | subprocess: where the env copies run (auto: measured at start)
     workers: int = 0  # subprocess worker processes (the main process steps a share too); 0 = CPU cores - 1
     pad: bool = False  # pad unlike agents' spaces to one group (SuperSuit) with an agent-id one-hot
     max_episode_steps: int | None = None  # gymnasium only: override the time limit
@@ -415,8 +416,8 @@ RANGES: dict[str, tuple[str, Any]] = {
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "device": ("cpu", "cuda", "auto"),
-    "env.kind": ("pettingzoo", "gymnasium"),
-    "env.backend": ("inprocess", "subprocess"),
+    "env.kind": ("pettingzoo", "gymnasium", "vmas"),
+    "env.backend": ("auto", "inprocess", "subprocess"),
     "algo.activation": ("tanh", "relu", "elu"),
     "algo.sharing": ("shared", "per_agent", "by_prefix"),
     "algo.action_bound": ("clip", "squash"),

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from marl.adapters.base import EnvSpec, StepOut
+from marl.adapters.base import EnvSpec, StepOut, as_tensor
 
 
 @dataclass
@@ -97,11 +97,13 @@ def allocate(spec: EnvSpec, T: int, E: int, device: torch.device, units: int = 1
     )
 
 
-def to_env_actions(actions: dict[str, torch.Tensor], spec: EnvSpec) -> dict[str, np.ndarray]:
-    """Policy actions ``[E, N, *A]`` -> numpy in the env's action shape."""
+def to_env_actions(actions: dict[str, torch.Tensor], spec: EnvSpec) -> dict[str, np.ndarray | torch.Tensor]:
+    """Policy actions ``[E, N, *A]`` -> the env's action shape: numpy for a numpy env, tensors on the env's device
+    for a torch env (``spec.device``)."""
     out = {}
     for g in spec.groups:
-        a = actions[g.name].cpu().numpy()
+        a = actions[g.name]
+        a = a.cpu().numpy() if spec.device is None else a.to(spec.device)
         if isinstance(g.action_space, spaces.Box):
             a = a.reshape(*a.shape[:2], *g.action_space.shape)
         out[g.name] = a
@@ -116,8 +118,8 @@ def store_step(
         gb.obs[t] = obs[name]
         if gb.mask is not None:
             gb.mask[t] = masks[name]
-        gb.alive[t] = torch.from_numpy(last.alive[name]).to(gb.alive.device)
-        gb.acting[t] = torch.from_numpy(last.acting[name]).to(gb.acting.device)
+        gb.alive[t] = as_tensor(last.alive[name], gb.alive.device)
+        gb.acting[t] = as_tensor(last.acting[name], gb.acting.device)
         gb.action[t] = actions[name]
         gb.logp[t] = logps[name]
     buf.state[t] = state
@@ -127,16 +129,16 @@ def store_outcome(buf: Rollout, t: int, out: StepOut, rewards: dict[str, torch.T
     """Write what step ``t`` produced (rewards, flags; final observations are written by the caller). True when the
     step has final observations to keep: an episode ended, or an agent was truncated on its own."""
     dev = buf.done.device
-    done = torch.from_numpy(out.done).to(dev)
+    done = as_tensor(out.done, dev)
     any_left = False
     for name, gb in buf.groups.items():
         gb.reward[t] = rewards[name]
-        term = torch.from_numpy(out.terminated[name]).to(dev)
+        term = as_tensor(out.terminated[name], dev)
         gb.terminated[t] = term
-        left = gb.alive[t] & ~torch.from_numpy(out.alive[name]).to(dev) & ~term & ~done.unsqueeze(-1)
+        left = gb.alive[t] & ~as_tensor(out.alive[name], dev) & ~term & ~done.unsqueeze(-1)
         gb.left[t] = left
         any_left = any_left or bool(left.any())
-    buf.truncated[t] = torch.from_numpy(out.truncated).to(dev)
+    buf.truncated[t] = as_tensor(out.truncated, dev)
     buf.done[t] = done
     return any_left or bool(out.done.any())
 

@@ -53,7 +53,7 @@ def build(cfg: DictConfig, num_envs: int | None = None, seed: int | None = None,
     groups = OmegaConf.to_container(cfg.algo.groups) if cfg.algo.groups is not None else None
     return make_vec_env(cfg.env, num_envs or cfg.num_envs, seed=cfg.seed if seed is None else seed,
                         grouping=grouping, groups=groups, render_mode=render_mode,
-                        state=ALGOS[cfg.algo.name].centralized_critic)
+                        state=ALGOS[cfg.algo.name].centralized_critic, device=resolve_device(cfg.device))
 
 
 def _resolve_resume(cfg: DictConfig, explicit_total_steps: bool, explicit_keys: tuple[str, ...] = ()
@@ -183,6 +183,7 @@ def _run(cfg: DictConfig, explicit_total_steps: bool, explicit_keys: tuple[str, 
     print(f"preset: {describe_preset(cfg.preset)}")
     env = build(cfg)
     print(f"teams: {env.spec.describe_teams()}")
+    print(f"env backend: {env.backend}")
     logger, lock = None, RunLock(run_dir)
     try:
         learner = make_learner(cfg, env, device)

@@ -17,7 +17,7 @@ from marl.errors import ConfigError
 from marl.train import run
 
 # what an env YAML describes
-ENV_FACTS = ("name", "kind", "entry_point", "kwargs", "check", "preprocess", "symmetry", "teams")
+ENV_FACTS = ("name", "kind", "entry_point", "scenario", "kwargs", "check", "preprocess", "symmetry", "teams")
 PAIRS = [("cartpole", "a2c"), ("cartpole", "reinforce"), ("simple_spread", "mappo"), ("simple_tag", "ippo"),
          ("simple_speaker_listener", "happo"), ("pendulum", "ddpg"), ("tictactoe", "ppo")]
 

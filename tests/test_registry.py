@@ -51,7 +51,8 @@ def test_every_yaml_loads_into_the_schema():
         if name == "custom":
             continue
         cfg = resolve_env_config(name)
-        assert cfg.name == name and ":" in cfg.entry_point or cfg.kind == "gymnasium"
+        expected = f"vmas_{cfg.scenario}" if name == "vmas" else name  # env=vmas is named after its scenario
+        assert cfg.name == expected and ":" in cfg.entry_point or cfg.kind == "gymnasium"
 
 
 def test_unknown_env_name():

@@ -1,8 +1,10 @@
 """The batched, fixed-shape step interface every env (PettingZoo AEC / parallel, gymnasium) is adapted to.
 
 Shapes: ``E`` env copies, group ``g`` with ``N_g`` agents (fixed order from ``possible_agents``), ``S`` state size.
-Every array is numpy, preallocated-friendly and fixed-shape: agents that are dead or not yet spawned are padded
-(zeros) and flagged in ``alive``, never dropped.
+Every array is fixed-shape: agents that are dead or not yet spawned are padded (zeros) and flagged in ``alive``,
+never dropped. A numpy env (PettingZoo, gymnasium) gives numpy arrays; a torch env (VMAS, ``EnvSpec.device`` set)
+gives torch tensors on that device and takes torch actions. Consumers convert with :func:`as_tensor`, a no-op for a
+tensor already on the device, so one rollout / advantage / update path serves both.
 
 Step semantics (one call of :meth:`VecMultiEnv.step`):
 
@@ -28,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
+import torch
 from gymnasium import spaces
 
 
@@ -78,6 +81,8 @@ class EnvSpec:
     render_modes: tuple[str, ...] = ()
     # who shares a reward objective (independent of the policy groups); empty: inferred with infer_teams
     teams: Teams = ()
+    # the torch device of a torch env's StepOut tensors and actions (VMAS); None: numpy arrays in and out
+    device: str | None = None
 
     def __post_init__(self) -> None:
         if not self.teams:
@@ -109,6 +114,13 @@ class EnvSpec:
         raise KeyError(name)
 
 
+def as_tensor(x: np.ndarray | torch.Tensor, device: torch.device | str, dtype: torch.dtype | None = None
+              ) -> torch.Tensor:
+    """An env array (numpy) or tensor (a torch env's) as a tensor on ``device``; no copy for a tensor already there
+    with that dtype. numpy bool / int / float keep their dtype unless ``dtype`` is given."""
+    return torch.as_tensor(x, dtype=dtype, device=device)
+
+
 @dataclass
 class EpisodeStat:
     """One finished episode of one env copy."""
@@ -124,7 +136,8 @@ class EpisodeStat:
 
 @dataclass
 class StepOut:
-    """What :meth:`VecMultiEnv.reset` / :meth:`VecMultiEnv.step` return. Per-group dicts are keyed by group name."""
+    """What :meth:`VecMultiEnv.reset` / :meth:`VecMultiEnv.step` return. Per-group dicts are keyed by group name.
+    The types say numpy; a torch env (``EnvSpec.device`` set) gives torch tensors of the same shapes and dtypes."""
 
     obs: dict[str, np.ndarray]  # [E, N_g, *obs_shape] float32
     action_mask: dict[str, np.ndarray | None]  # [E, N_g, A] bool (A = n for Discrete, sum(nvec) for MultiDiscrete)

@@ -33,6 +33,7 @@ from marl.errors import ConfigError, EnvError
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "env"
 GROUPINGS = ("spaces", "prefix")
+BACKENDS = ("auto", "inprocess", "subprocess")
 
 
 # ------------------------------------------------------------------------------------------------- config
@@ -68,10 +69,10 @@ def _env_cfg(env_cfg: Any) -> DictConfig:
                           "pass env.entry_point=my_pkg.my_module:env_factory (PettingZoo) or a gymnasium id")
     if OmegaConf.is_missing(cfg, "name"):
         cfg.name = str(cfg.entry_point).split(":")[0].split(".")[-1]
-    if cfg.kind not in ("pettingzoo", "gymnasium"):
-        raise ConfigError(f"env.kind='{cfg.kind}' is not valid", "choose one of: pettingzoo, gymnasium")
-    if cfg.backend not in ("inprocess", "subprocess"):
-        raise ConfigError(f"env.backend='{cfg.backend}' is not valid", "choose one of: inprocess, subprocess")
+    if cfg.kind not in ("pettingzoo", "gymnasium", "vmas"):
+        raise ConfigError(f"env.kind='{cfg.kind}' is not valid", "choose one of: pettingzoo, gymnasium, vmas")
+    if cfg.backend not in BACKENDS:
+        raise ConfigError(f"env.backend='{cfg.backend}' is not valid", f"choose one of: {', '.join(BACKENDS)}")
     if cfg.kind == "pettingzoo" and cfg.max_episode_steps is not None:
         raise ConfigError("env.max_episode_steps only applies to gymnasium envs",
                           "use the PettingZoo env's own time-limit kwarg, e.g. env.kwargs.max_cycles=100")
@@ -155,8 +156,11 @@ def _preprocess(env: Any, pp: dict) -> Any:
 
 
 def make_env(env_cfg: Any, render_mode: str | None = None) -> Any:
-    """ONE raw env copy with preprocessing applied: a PettingZoo AECEnv / ParallelEnv, or a gymnasium.Env."""
+    """ONE raw env copy with preprocessing applied: a PettingZoo AECEnv / ParallelEnv, or a gymnasium.Env (VMAS: its
+    batched env of one copy, on the CPU)."""
     cfg = _env_cfg(env_cfg)
+    if cfg.kind == "vmas":
+        return make_vec_env(cfg, 1, render_mode=render_mode)
     if cfg.kind == "gymnasium":
         from marl.adapters.gym import make_gym_env
 
@@ -462,21 +466,33 @@ def _check_groups(groups: dict[str, list[str]], agents: list[str], same: Any, na
 
 def make_vec_env(env_cfg: Any, num_envs: int, seed: int | None = None, grouping: str = "spaces",
                  groups: dict[str, list[str]] | None = None, render_mode: str | None = None,
-                 state: bool = True) -> VecMultiEnv:
+                 state: bool = True, device: str = "cpu") -> VecMultiEnv:
     """E copies of the configured env behind the batched step interface (copy ``e`` seeded with ``seed + e``).
 
     ``state=False``: skip the global state (``env.state()`` or the concatenated observations) of every step and leave
-    ``StepOut.state`` zero, same shape; for learners without a centralized critic, which never read it."""
+    ``StepOut.state`` zero, same shape; for learners without a centralized critic, which never read it.
+    ``device``: where a torch env (``kind: vmas``) keeps its copies; numpy envs ignore it."""
     cfg = _env_cfg(env_cfg)
     if num_envs < 1:
         raise ConfigError(f"num_envs={num_envs} must be >= 1", "pass num_envs=1 or more")
+    if cfg.kind == "vmas":
+        from marl.adapters.vmas import VmasVecEnv
+
+        teams = OmegaConf.to_container(cfg.teams) if cfg.teams is not None else None
+        env = VmasVecEnv({**_plain(cfg), "teams": teams}, num_envs, seed, grouping, groups, device, render_mode, state)
+        env.backend = f"vmas (one batched torch env of {num_envs} copies on {device}; env.backend does not apply)"
+        return env
     # subprocess: W workers plus the main process each step an equal share (the main process the smaller one);
     # workers=0 means one worker per core besides the main process
     workers = cfg.workers or max(1, cpu_count() - 1)
     if cfg.kind == "gymnasium":
         from marl.adapters.gym import GymVecEnv
 
-        return GymVecEnv(_plain(cfg), num_envs, seed, subprocess=cfg.backend == "subprocess", render_mode=render_mode)
+        env = GymVecEnv(_plain(cfg), num_envs, seed, subprocess=cfg.backend == "subprocess", render_mode=render_mode)
+        env.backend = ("subprocess (gymnasium AsyncVectorEnv)" if cfg.backend == "subprocess" else
+                       "inprocess (gymnasium SyncVectorEnv" + (", env.backend=auto" if cfg.backend == "auto" else "")
+                       + ")")
+        return env
     if cfg.pad:
         groups = None
         grouping = "spaces"
@@ -488,12 +504,42 @@ def make_vec_env(env_cfg: Any, num_envs: int, seed: int | None = None, grouping:
         teams = OmegaConf.to_container(cfg.teams) if cfg.teams is not None else None
         layout = dataclasses.replace(build_layout(probe, cfg.name, grouping, groups, seed, teams),
                                      compute_state=state)
+        backend, why = choose_backend(probe, num_envs) if cfg.backend == "auto" else (cfg.backend, "env.backend")
     finally:
         probe.close()
     if cfg.pad and len(layout.groups) != 1:
         raise EnvError(f"env '{cfg.name}': padding did not give all agents one observation/action space",
                        "env.pad=true needs Box or Discrete spaces that SuperSuit can pad")
     factory = functools.partial(_build_pz_env, plain, render_mode)
-    if cfg.backend == "subprocess":
-        return SubprocVecEnv(factory, layout, num_envs, workers, seed, local=num_envs // (workers + 1))
-    return InProcessVecEnv(factory, layout, num_envs, seed)
+    if backend == "subprocess":
+        local = num_envs // (workers + 1)
+        env = SubprocVecEnv(factory, layout, num_envs, workers, seed, local=local)
+        backend = f"subprocess ({len(env.slices)} worker(s) + {local} copies in the main process; {why})"
+    else:
+        env = InProcessVecEnv(factory, layout, num_envs, seed)
+        backend = f"inprocess ({why})"
+    env.backend = backend
+    return env
+
+
+AUTO_MIN_FREE = 1.5  # env.backend=auto: free cores (CPUs less the load average, this process counted free) needed
+AUTO_MIN_STEP = 1e-3  # ... and seconds one batch step of all copies takes in this process, for workers to pay off
+
+
+def choose_backend(probe: AECEnv | ParallelEnv, num_envs: int, steps: int = 30) -> tuple[str, str]:
+    """``(backend, reason)`` for ``env.backend=auto``: ``subprocess`` when more than one core is free and one batch
+    step of ``num_envs`` copies (timed on ``probe``, ``steps`` random steps) takes long enough that splitting it
+    across processes beats the per-step messages (~0.1 ms), else ``inprocess``."""
+    import time
+
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    free = max(0.0, cpu_count() - max(0.0, load - 1.0))
+    t0 = time.perf_counter()
+    try:
+        check_episode(probe, steps=steps, seed=0)
+    except Exception:  # noqa: BLE001 - the env's own error is reported, with its copy and step, once it runs
+        return "inprocess", "env.backend=auto: the env raised while it was timed"
+    batch = (time.perf_counter() - t0) / steps * num_envs
+    facts = (f"env.backend=auto: {free:.1f} of {cpu_count()} cores free (load average {load:.1f}), a batch step "
+             f"~{batch * 1e3:.2f} ms in-process")
+    return ("subprocess" if free >= AUTO_MIN_FREE and batch >= AUTO_MIN_STEP else "inprocess"), facts

@@ -116,6 +116,8 @@ def plans(state: dict, num_envs: int) -> list[tuple[int, int, dict[str, np.ndarr
 def step_out_state(out: StepOut) -> dict:
     """A StepOut as tensors and plain data (weights_only-safe); its ``episodes`` are left out."""
     def t(x):
+        if torch.is_tensor(x):  # a torch env's StepOut (VMAS)
+            return x.detach().cpu().clone()
         return None if x is None else torch.from_numpy(np.array(x))
 
     return {k: ({g: t(v) for g, v in val.items()} if isinstance(val, dict) else t(val))

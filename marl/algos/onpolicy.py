@@ -15,7 +15,7 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from marl.adapters.base import VecMultiEnv
+from marl.adapters.base import VecMultiEnv, as_tensor
 from marl.algos.base import Learner
 from marl.core import losses
 from marl.core.buffers import minibatch_indices
@@ -44,11 +44,14 @@ class PGBatch:
     vmask: torch.Tensor  # [B, U] where the value unit was evaluated on an acting step
     weight: torch.Tensor | None = None  # [B] per-sample surrogate weight (HAPPO's M), None = 1
     logp_ref: dict[str, torch.Tensor] | None = None  # [B, N] log-probs of a reference policy (GRPO's KL term)
+    # every entry of every acting mask and of vmask is True (checked once on the whole batch, so its minibatches take
+    # the dense loss paths without a host sync each)
+    full: bool = False
 
     def index(self, idx: torch.Tensor) -> PGBatch:
         def sel(x):
-            if x is None:
-                return None
+            if x is None or isinstance(x, bool):
+                return x
             if isinstance(x, dict):
                 return {k: (v[idx] if v is not None else None) for k, v in x.items()}
             return x[idx]
@@ -181,14 +184,15 @@ class OnPolicyLearner(Learner):
 
     # ---------------------------------------------------------------- acting
     def obs_tensors(self, raw: dict[str, np.ndarray], alive: dict[str, np.ndarray] | None = None) -> dict:
-        """Env obs ``{g: [E, N, *obs]}`` -> normalized flat ``{g: [E, N, D]}``; updates stats when ``alive`` given."""
+        """Env obs ``{g: [E, N, *obs]}`` (numpy, or tensors of a torch env) -> normalized flat ``{g: [E, N, D]}`` on
+        ``device``; updates stats when ``alive`` given."""
         out = {}
         for g in self.spec.groups:
             x = torch.as_tensor(raw[g.name], dtype=torch.float32).reshape(*raw[g.name].shape[:2], -1)
             if self.obs_rms is not None:
                 rms = self.obs_rms[g.name]
                 if alive is not None:
-                    rms.update(x[torch.from_numpy(alive[g.name])])
+                    rms.update(x[as_tensor(alive[g.name], x.device)])
                 x = rms.normalize(x)
             out[g.name] = x.to(self.device)
         return out
@@ -202,7 +206,7 @@ class OnPolicyLearner(Learner):
         return x.to(self.device)
 
     def masks(self, raw: dict[str, np.ndarray | None]) -> dict[str, torch.Tensor | None]:
-        return {k: (torch.as_tensor(v, device=self.device) if v is not None else None) for k, v in raw.items()}
+        return {k: (as_tensor(v, self.device) if v is not None else None) for k, v in raw.items()}
 
     def act(self, obs, action_mask, deterministic: bool):
         """Actions for raw env obs ``{g: [E, N, *obs]}`` (normalization applied, stats untouched)."""
@@ -222,10 +226,10 @@ class OnPolicyLearner(Learner):
             if self.opponents is not None:  # seats played by frozen / scripted opponents: act for them, never train
                 actions = self.opponents.override(last, actions, buf, t)
             out = self.env.step(to_env_actions(actions, self.spec))
-            rewards = {k: torch.as_tensor(v, device=self.device) for k, v in out.reward.items()}
+            rewards = {k: as_tensor(v, self.device) for k, v in out.reward.items()}
             unit_r = self.units.reduce(rewards, self.team_reduce)  # [E, U]: the reward that enters the advantage
             if self.reward_scaler is not None:
-                unit_r = self.reward_scaler(unit_r, torch.as_tensor(out.done, device=self.device))
+                unit_r = self.reward_scaler(unit_r, as_tensor(out.done, self.device))
             buf.unit_reward[t] = unit_r
             if store_outcome(buf, t, out, rewards):
                 final = self.obs_tensors(out.final_obs)
@@ -268,8 +272,7 @@ class OnPolicyLearner(Learner):
         rows = torch.arange(R, device=acting.device)[:, None, None]
         last_act = torch.where(acting, rows, -1).amax(0)
         last_end = torch.where(ended, rows, -1).amax(0)
-        nxt = self.units.reduce({k: torch.as_tensor(v, device=acting.device) for k, v in self.last.acting.items()},
-                                "any")
+        nxt = self.units.reduce({k: as_tensor(v, acting.device) for k, v in self.last.acting.items()}, "any")
         return last_act.clamp_min(0), (last_act >= 0) & (last_end < last_act) & ~nxt
 
     @torch.no_grad()
@@ -345,7 +348,9 @@ class OnPolicyLearner(Learner):
             value_old=flat(v_old),
             vmask=flat(vmask),
         )
-        return drop_idle(batch)
+        batch = drop_idle(batch)
+        batch.full = bool(batch.vmask.all()) and all(bool(a.all()) for a in batch.acting.values())
+        return batch
 
     # ---------------------------------------------------------------- losses shared by the updates
     def pg_loss(self, logp, logp_old, adv, mask, weight=None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -358,7 +363,7 @@ class OnPolicyLearner(Learner):
         for k in mb.obs:
             acting, pol = mb.acting[k], self.manager.policies[k]
             ref = mb.logp_ref[k] if mb.logp_ref is not None else None
-            if pol.dense and bool(acting.any()) and not bool(acting.all()):  # acting entries only (same loss)
+            if pol.dense and not mb.full and bool(acting.any()) and not bool(acting.all()):  # acting entries only
                 b, n = acting.nonzero().unbind(-1)
                 d = pol.entries(mb.obs[k], mb.mask[k], b, n)
                 logp = d.log_prob(mb.action[k][b, n].unsqueeze(1))
@@ -381,7 +386,7 @@ class OnPolicyLearner(Learner):
         if not self.uses_critic:
             return torch.zeros((), device=self.device)
         c = self.critic
-        if c.sparse_ok and not bool(mb.vmask.all()):  # only the entries that enter the loss (same loss)
+        if c.sparse_ok and not mb.full and not bool(mb.vmask.all()):  # only the entries in the loss (same loss)
             v, off = torch.zeros_like(mb.target), 0
             for g in self.spec.groups:
                 b, n = mb.vmask[:, off : off + g.n_agents].nonzero().unbind(-1)
@@ -424,14 +429,17 @@ class OnPolicyLearner(Learner):
         stats: list[dict[str, float]] = []
         target_kl = getattr(self.algo, "target_kl", None)
         for _ in range(self.algo.update_epochs):
-            epoch = [
-                step_fn(batch.index(idx)) for idx in minibatch_indices(batch.size, self.algo.num_minibatches, self.gen)
-            ]
-            stats += epoch
-            kl = sum(st.get("approx_kl", 0.0) for st in epoch) / len(epoch)
-            if target_kl is not None and kl > target_kl:
-                break
-        return mean_stats(stats)
+            parts = list(minibatch_indices(batch.size, self.algo.num_minibatches, self.gen))
+            on_device = torch.cat(parts).to(self.device).split([len(p) for p in parts])  # one copy per epoch
+            epoch = [step_fn(batch.index(idx)) for idx in on_device]
+            if target_kl is not None:  # the epoch's stats are read back now (else once, after the last epoch)
+                epoch = resolve(epoch)
+                stats += epoch
+                if sum(st.get("approx_kl", 0.0) for st in epoch) / len(epoch) > target_kl:
+                    break
+            else:
+                stats += epoch
+        return mean_stats(resolve(stats))
 
     # ---------------------------------------------------------------- the template
     def update(self, batch: PGBatch) -> dict[str, float]:
@@ -440,7 +448,7 @@ class OnPolicyLearner(Learner):
         vloss = self.critic_loss(batch)
         opts, params = self.all_params()
         self.step(opts, actor + self.algo.vf_coef * vloss, params)
-        return {**stats, "value_loss": vloss.item()}
+        return resolve([{**stats, "value_loss": vloss.detach()}])[0]
 
     def iteration(self) -> dict[str, float]:
         lr = self.set_lr()
@@ -469,10 +477,40 @@ def drop_idle(batch: PGBatch) -> PGBatch:
     return batch if bool(keep.all()) else batch.index(keep.nonzero().squeeze(-1))
 
 
-def _accumulate(into: dict[str, float], new: dict[str, torch.Tensor], n: int) -> None:
-    """Average stats over ``n`` groups into ``into``."""
+class GroupMean(list):
+    """Terms ``(value, n)`` of a stat averaged over ``n`` groups, kept as (detached) tensors until :func:`resolve`
+    reads every stat of an update back from the device at once; its value is ``sum(float(value) / n)``."""
+
+
+def _accumulate(into: dict, new: dict[str, torch.Tensor], n: int) -> None:
+    """Average stats over ``n`` groups into ``into`` (as :class:`GroupMean` terms; no host sync)."""
     for k, v in new.items():
-        into[k] = into.get(k, 0.0) + float(v.detach() if torch.is_tensor(v) else v) / n
+        into.setdefault(k, GroupMean()).append((v.detach() if torch.is_tensor(v) else v, n))
+
+
+def resolve(items: list[dict]) -> list[dict[str, float]]:
+    """Stats dicts whose values are floats, 0-d tensors or :class:`GroupMean` terms -> floats, reading every tensor
+    back from the device in one transfer (not one per minibatch and stat)."""
+    leaves = [x for d in items for v in d.values() for x in ((t for t, _ in v) if isinstance(v, GroupMean) else (v,))
+              if torch.is_tensor(x)]
+    host = iter(torch.stack([t.reshape(()).double() for t in leaves]).tolist() if leaves else [])
+
+    def val(x) -> float:
+        return next(host) if torch.is_tensor(x) else float(x)
+
+    out = []
+    for d in items:
+        row = {}
+        for k, v in d.items():
+            if isinstance(v, GroupMean):
+                total = 0.0
+                for x, n in v:
+                    total = total + val(x) / n
+                row[k] = total
+            else:
+                row[k] = val(v)
+        out.append(row)
+    return out
 
 
 def mean_stats(items: list[dict[str, float]]) -> dict[str, float]:

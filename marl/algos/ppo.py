@@ -31,7 +31,7 @@ class PPO(OnPolicyLearner):
             actor, st = self.actor_loss(mb)
             vloss = self.critic_loss(mb)
             self.step(opts, actor + self.algo.vf_coef * vloss, params)
-            return {**st, "value_loss": vloss.item()}
+            return {**st, "value_loss": vloss.detach()}
 
         return self.adapt_kl(self.run_epochs(batch, joint_step), batch)
 

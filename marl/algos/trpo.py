@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from marl.algos.onpolicy import OnPolicyLearner, PGBatch
+from marl.algos.onpolicy import OnPolicyLearner, PGBatch, resolve
 from marl.core import losses
 from marl.core.trust_region import trust_region_step
 
@@ -45,7 +45,7 @@ class TRPO(OnPolicyLearner):
         def critic_step(mb: PGBatch) -> dict[str, float]:
             vloss = self.critic_loss(mb)
             self.step([self.critic_opt], vloss, params)
-            return {"value_loss": vloss.item()}
+            return {"value_loss": vloss.detach()}
 
         return self.run_epochs(batch, critic_step)
 
@@ -55,4 +55,4 @@ class TRPO(OnPolicyLearner):
         old = self.old_dists(batch)
         tr = self.tr_step(list(self.manager.parameters()), lambda: self.actor_loss(batch)[0],
                           lambda: self.mean_kl(batch, old))
-        return {**stats, **tr, **self.fit_critic(batch)}
+        return {**resolve([stats])[0], **tr, **self.fit_critic(batch)}

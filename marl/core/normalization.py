@@ -6,7 +6,8 @@ import torch
 
 
 class RunningMeanStd:
-    """Running mean / variance of ``[..., *shape]`` samples (parallel Welford / Chan et al.), float64 on the CPU.
+    """Running mean / variance of ``[..., *shape]`` samples (parallel Welford / Chan et al.), float64 on the device
+    of the samples (the CPU until the first update).
 
     Counts are kept per element, so :meth:`update` can take a mask: each element (e.g. each value unit) is updated
     from its own selected samples only."""
@@ -18,13 +19,15 @@ class RunningMeanStd:
 
     def update(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> None:
         """Add the samples ``x [..., *shape]``; with ``mask`` (same shape as ``x``) only the selected entries."""
-        x = x.detach().to("cpu", torch.float64).reshape(-1, *self.mean.shape)
+        x = x.detach().to(torch.float64).reshape(-1, *self.mean.shape)
         if x.shape[0] == 0:
             return
+        if self.mean.device != x.device:  # the statistics live where the data does (no host sync on a GPU)
+            self.mean, self.var, self.count = (v.to(x.device) for v in (self.mean, self.var, self.count))
         if mask is None:
             m = torch.ones_like(x)
         else:
-            m = mask.detach().to("cpu", torch.float64).reshape(-1, *self.mean.shape)
+            m = mask.detach().to(x.device, torch.float64).reshape(-1, *self.mean.shape)
         n = m.sum(0)
         safe = n.clamp_min(1.0)
         b_mean = (x * m).sum(0) / safe
@@ -45,7 +48,7 @@ class RunningMeanStd:
         return y * self.var.sqrt().to(y.device, y.dtype) + self.mean.to(y.device, y.dtype)
 
     def state_dict(self) -> dict:
-        return {"mean": self.mean.clone(), "var": self.var.clone(), "count": self.count.clone()}
+        return {"mean": self.mean.cpu().clone(), "var": self.var.cpu().clone(), "count": self.count.cpu().clone()}
 
     def load_state_dict(self, state: dict) -> None:
         self.mean, self.var = state["mean"].clone(), state["var"].clone()

@@ -71,13 +71,13 @@ class HAPPO(PPO):
                 )
                 ent = losses.entropy_bonus(d.entropy(), acting)
                 loss = pg - self.algo.ent_coef * ent
-                st = {**st, "policy_loss": pg.item(), "entropy": ent.item()}
+                st = {**st, "policy_loss": pg.detach(), "entropy": ent.detach()}
                 if with_critic:
                     vloss = self.critic_loss(mb)
                     loss = loss + self.algo.vf_coef * vloss
-                    st["value_loss"] = vloss.item()
+                    st["value_loss"] = vloss.detach()
                 self.step(opts, loss, params)
-                return {k2: float(v) for k2, v in st.items()}
+                return st
 
             stats.append(self.run_epochs(batch, agent_step))
             update_weight(batch, pol, g, k)

@@ -1,0 +1,57 @@
+"""env.backend=auto: worker processes only when a core is free and a batch step is slow enough to gain; the start
+line says which backend runs and why."""
+
+from __future__ import annotations
+
+import pytest
+
+from marl.adapters import make_vec_env, resolve_env_config
+from marl.adapters import registry as R
+from marl.adapters.vector import InProcessVecEnv, SubprocVecEnv
+
+
+def build(monkeypatch, cores: int, load: float, num_envs: int = 4):
+    monkeypatch.setattr(R, "cpu_count", lambda: cores)
+    monkeypatch.setattr(R.os, "getloadavg", lambda: (load, load, load))
+    cfg = resolve_env_config("simple_spread")
+    assert cfg.backend == "auto"  # the shipped default
+    return make_vec_env(cfg, num_envs, seed=0)
+
+
+def test_a_busy_machine_steps_in_process(monkeypatch):
+    env = build(monkeypatch, cores=2, load=3.0)
+    try:
+        assert isinstance(env, InProcessVecEnv)
+        assert env.backend.startswith("inprocess (env.backend=auto: 0.0 of 2 cores free")
+    finally:
+        env.close()
+
+
+def test_free_cores_and_a_slow_step_use_workers(monkeypatch):
+    monkeypatch.setattr(R, "AUTO_MIN_STEP", 0.0)  # any step is slow enough
+    env = build(monkeypatch, cores=4, load=0.5)
+    try:
+        assert isinstance(env, SubprocVecEnv) and env.backend.startswith("subprocess (")
+        assert "4.0 of 4 cores free" in env.backend
+    finally:
+        env.close()
+
+
+def test_a_fast_step_stays_in_process_even_on_an_idle_machine(monkeypatch):
+    monkeypatch.setattr(R, "AUTO_MIN_STEP", 10.0)  # no step is slow enough
+    env = build(monkeypatch, cores=4, load=0.0)
+    try:
+        assert isinstance(env, InProcessVecEnv)
+    finally:
+        env.close()
+
+
+@pytest.mark.parametrize("backend", ["inprocess", "subprocess"])
+def test_an_explicit_backend_is_kept(monkeypatch, backend):
+    cfg = resolve_env_config("simple_spread")
+    cfg.backend = backend
+    env = make_vec_env(cfg, 2, seed=0)
+    try:
+        assert env.backend.startswith(backend)
+    finally:
+        env.close()
