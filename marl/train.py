@@ -46,14 +46,15 @@ def env_seed(seed: int, iteration: int) -> int:
     return int(seed) + 100_003 * int(iteration)
 
 
-def build(cfg: DictConfig, num_envs: int | None = None, seed: int | None = None, render_mode: str | None = None):
+def build(cfg: DictConfig, num_envs: int | None = None, seed: int | None = None, render_mode: str | None = None,
+          steps: int | None = None):
     """The vectorized env for ``cfg`` (grouping from ``algo.sharing`` / ``algo.groups``; the global state is computed
-    only for algorithms with a centralized critic)."""
+    only for algorithms with a centralized critic; ``steps``: the env steps it will take, for ``env.backend=auto``)."""
     grouping = "prefix" if cfg.algo.sharing == "by_prefix" else "spaces"
     groups = OmegaConf.to_container(cfg.algo.groups) if cfg.algo.groups is not None else None
     return make_vec_env(cfg.env, num_envs or cfg.num_envs, seed=cfg.seed if seed is None else seed,
                         grouping=grouping, groups=groups, render_mode=render_mode,
-                        state=ALGOS[cfg.algo.name].centralized_critic, device=resolve_device(cfg.device))
+                        state=ALGOS[cfg.algo.name].centralized_critic, device=resolve_device(cfg.device), steps=steps)
 
 
 def _resolve_resume(cfg: DictConfig, explicit_total_steps: bool, explicit_keys: tuple[str, ...] = ()
@@ -181,7 +182,7 @@ def _run(cfg: DictConfig, explicit_total_steps: bool, explicit_keys: tuple[str, 
     torch.set_num_threads(cfg.threads or 1)
     seed_everything(cfg.seed)
     print(f"preset: {describe_preset(cfg.preset)}")
-    env = build(cfg)
+    env = build(cfg, steps=int(cfg.total_steps))
     print(f"teams: {env.spec.describe_teams()}")
     print(f"env backend: {env.backend}")
     logger, lock = None, RunLock(run_dir)

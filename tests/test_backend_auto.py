@@ -10,12 +10,12 @@ from marl.adapters import registry as R
 from marl.adapters.vector import InProcessVecEnv, SubprocVecEnv
 
 
-def build(monkeypatch, cores: int, load: float, num_envs: int = 4):
+def build(monkeypatch, cores: int, load: float, num_envs: int = 4, steps: int | None = 1_000_000):
     monkeypatch.setattr(R, "cpu_count", lambda: cores)
     monkeypatch.setattr(R.os, "getloadavg", lambda: (load, load, load))
     cfg = resolve_env_config("simple_spread")
     assert cfg.backend == "auto"  # the shipped default
-    return make_vec_env(cfg, num_envs, seed=0)
+    return make_vec_env(cfg, num_envs, seed=0, steps=steps)
 
 
 def test_a_busy_machine_steps_in_process(monkeypatch):
@@ -42,6 +42,19 @@ def test_a_fast_step_stays_in_process_even_on_an_idle_machine(monkeypatch):
     env = build(monkeypatch, cores=4, load=0.0)
     try:
         assert isinstance(env, InProcessVecEnv)
+    finally:
+        env.close()
+
+
+@pytest.mark.parametrize("steps", [None, 20_000])
+def test_a_short_run_or_an_evaluation_stays_in_process(monkeypatch, steps):
+    """Starting workers costs seconds: short runs (tests, smoke runs) and evaluation envs (steps unknown) step
+    in-process even where workers would pay off over a long run."""
+    monkeypatch.setattr(R, "AUTO_MIN_STEP", 0.0)
+    env = build(monkeypatch, cores=4, load=0.0, steps=steps)
+    try:
+        assert isinstance(env, InProcessVecEnv)
+        assert ("too short" in env.backend) if steps else ("evaluation" in env.backend)
     finally:
         env.close()
 

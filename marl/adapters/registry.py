@@ -466,12 +466,13 @@ def _check_groups(groups: dict[str, list[str]], agents: list[str], same: Any, na
 
 def make_vec_env(env_cfg: Any, num_envs: int, seed: int | None = None, grouping: str = "spaces",
                  groups: dict[str, list[str]] | None = None, render_mode: str | None = None,
-                 state: bool = True, device: str = "cpu") -> VecMultiEnv:
+                 state: bool = True, device: str = "cpu", steps: int | None = None) -> VecMultiEnv:
     """E copies of the configured env behind the batched step interface (copy ``e`` seeded with ``seed + e``).
 
     ``state=False``: skip the global state (``env.state()`` or the concatenated observations) of every step and leave
     ``StepOut.state`` zero, same shape; for learners without a centralized critic, which never read it.
-    ``device``: where a torch env (``kind: vmas``) keeps its copies; numpy envs ignore it."""
+    ``device``: where a torch env (``kind: vmas``) keeps its copies; numpy envs ignore it. ``steps``: the env steps the
+    copies will take (a training run's ``total_steps``; None: unknown, e.g. evaluation), for ``env.backend=auto``."""
     cfg = _env_cfg(env_cfg)
     if num_envs < 1:
         raise ConfigError(f"num_envs={num_envs} must be >= 1", "pass num_envs=1 or more")
@@ -504,7 +505,7 @@ def make_vec_env(env_cfg: Any, num_envs: int, seed: int | None = None, grouping:
         teams = OmegaConf.to_container(cfg.teams) if cfg.teams is not None else None
         layout = dataclasses.replace(build_layout(probe, cfg.name, grouping, groups, seed, teams),
                                      compute_state=state)
-        backend, why = choose_backend(probe, num_envs) if cfg.backend == "auto" else (cfg.backend, "env.backend")
+        backend, why = choose_backend(probe, num_envs, steps) if cfg.backend == "auto" else (cfg.backend, "env.backend")
     finally:
         probe.close()
     if cfg.pad and len(layout.groups) != 1:
@@ -524,13 +525,20 @@ def make_vec_env(env_cfg: Any, num_envs: int, seed: int | None = None, grouping:
 
 AUTO_MIN_FREE = 1.5  # env.backend=auto: free cores (CPUs less the load average, this process counted free) needed
 AUTO_MIN_STEP = 1e-3  # ... and seconds one batch step of all copies takes in this process, for workers to pay off
+AUTO_MIN_RUN = 50_000  # ... and env steps the run takes: starting workers (~1-2 s each) pays off over longer runs only
 
 
-def choose_backend(probe: AECEnv | ParallelEnv, num_envs: int, steps: int = 30) -> tuple[str, str]:
-    """``(backend, reason)`` for ``env.backend=auto``: ``subprocess`` when more than one core is free and one batch
-    step of ``num_envs`` copies (timed on ``probe``, ``steps`` random steps) takes long enough that splitting it
-    across processes beats the per-step messages (~0.1 ms), else ``inprocess``."""
+def choose_backend(probe: AECEnv | ParallelEnv, num_envs: int, run_steps: int | None = None,
+                   steps: int = 30) -> tuple[str, str]:
+    """``(backend, reason)`` for ``env.backend=auto``: ``subprocess`` when the run is long (``run_steps`` env steps, at
+    least ``AUTO_MIN_RUN``), more than one core is free and one batch step of ``num_envs`` copies (timed on
+    ``probe``, ``steps`` random steps) takes long enough that splitting it across processes beats the per-step
+    messages (~0.1 ms), else ``inprocess``."""
     import time
+
+    if run_steps is None or run_steps < AUTO_MIN_RUN:
+        return "inprocess", (f"env.backend=auto: a run of {run_steps:,} env steps is too short to pay for starting "
+                             "workers" if run_steps is not None else "env.backend=auto: evaluation")
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
     free = max(0.0, cpu_count() - max(0.0, load - 1.0))
