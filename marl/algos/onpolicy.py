@@ -297,6 +297,9 @@ class OnPolicyLearner(Learner):
             store_step(buf, t, last, obs, state, masks, actions, logps)
             if self.opponents is not None:  # seats played by frozen / scripted opponents: act for them, never train
                 actions = self.opponents.override(last, actions, buf, t)
+                for k, gb in buf.groups.items():  # recurrent: the seats an opponent played keep their state
+                    if gb.h is not None:
+                        self.h_actor[k] = torch.where(gb.acting[t].unsqueeze(-1), self.h_actor[k], gb.h[t])
             out = self.env.step(to_env_actions(actions, self.spec))
             rewards = {k: torch.as_tensor(v, device=self.device) for k, v in out.reward.items()}
             unit_r = self.units.reduce(rewards, self.team_reduce)  # [E, U]: the reward that enters the advantage
