@@ -46,6 +46,7 @@ class Player(ABC):
     def reset(self, starts: np.ndarray | None = None) -> None:
         """New episodes start in the copies flagged in ``starts [E]`` (None: all): a recurrent player clears its
         state there. Callers call it after every env reset and step; memoryless players ignore it."""
+        return None
 
 
 class BoardPlayer(Player):

@@ -57,6 +57,7 @@ class Learner(ABC):
     def reset_memory(self, starts: np.ndarray | None = None) -> None:
         """Clear :meth:`act`'s recurrent state for the copies where an episode starts (``starts [E]`` bool; None:
         all). Call it after every env reset and step (``learner.reset_memory(out.done)``); feed-forward: nothing."""
+        return None
 
     @abstractmethod
     def modules(self) -> dict[str, torch.nn.Module | torch.optim.Optimizer]:

@@ -103,7 +103,8 @@ class Critic(nn.Module):
     @property
     def sparse_ok(self) -> bool:
         """Whether :meth:`local_entries` can evaluate any subset of the value units (local critic, shared nets)."""
-        return not self.central and not self.recurrent and all(self.manager.policies[g.name].shared for g in self.spec.groups)
+        return not self.central and not self.recurrent and all(
+            self.manager.policies[g.name].shared for g in self.spec.groups)
 
     @property
     def n_units(self) -> int:
