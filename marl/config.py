@@ -555,8 +555,8 @@ def validate(cfg: DictConfig | dict) -> DictConfig:
                           "drop algo.team_reward, or use algo=mappo (or happo) to train each team on its team reward")
     if algo.get("rnn") and not any(f.name == "rnn" for f in fields(ALGOS[name].schema)):
         raise ConfigError(f"algo.rnn={algo.rnn} is not available for algo={name}: "
-                          + ("its rounds replay group copies from one seed and score whole episodes, with no "
-                             "recurrent replay" if name == "grpo" else "it has no recurrent networks"),
+                          + ("its collection runs whole rounds of seed-matched group copies and records no "
+                             "recurrent states" if name == "grpo" else "it has no recurrent networks"),
                           "use an on-policy learner for a recurrent policy (ppo, ippo, mappo, happo, a2c, reinforce, "
                           "trpo, hatrpo), or set algo.rnn=null")
     top = OmegaConf.masked_copy(cfg, [k for k in cfg.keys() if k not in ("algo", "hydra")])

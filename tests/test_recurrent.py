@@ -10,8 +10,10 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from conftest import TINY, TINY_PPO, WALL_CLOCK, read_rows, run_cli_inprocess
 from pettingzoo.test import api_test, parallel_api_test, parallel_seed_test
 from pettingzoo.utils.conversions import parallel_to_aec
+from test_resume import kill_after_checkpoint
 
 from envs import memory
 from marl.config import compose
@@ -185,7 +187,7 @@ def test_states_reset_at_episode_start_and_freeze_for_agents_that_left() -> None
     starts = episode_starts(buf.done, C)
     starts[C] = True  # the first rollout begins with fresh episodes
     seen_start = seen_frozen = False
-    for k, gb in buf.groups.items():
+    for gb in buf.groups.values():
         for t in range(C, R):
             for e in range(learner.E):
                 if starts[t, e]:
@@ -337,3 +339,42 @@ def test_selfplay_snapshots_carry_their_own_states() -> None:
     pool.load_state_dict(st)
     for s, saved in zip(pool.snapshots, st["snapshot_state"], strict=True):
         assert set(s.state) == set(saved)
+
+
+# ------------------------------------------------------------------------------------------------ resume, backends
+
+KILL_RNN = {  # name: (run, final step)
+    "mappo-gru-simple_spread": (["env=simple_spread", "algo=mappo", *TINY, *TINY_PPO, "algo.rnn=gru",
+                                 "algo.rnn_chunk=8"], 768),
+    # turn-based: carried transitions with their recorded states, the opponent pool's snapshots with theirs
+    "ppo-lstm-tictactoe-selfplay": (["env=tictactoe", "algo=ppo", *TINY, *TINY_PPO, "num_envs=4",
+                                     "algo.symmetric=false", "algo.rnn=lstm", "algo.rnn_chunk=8",
+                                     "selfplay.pool_fraction=0.5", "selfplay.snapshot_every=128"], 1024),
+}
+
+
+@pytest.mark.parametrize("name", list(KILL_RNN))
+def test_sigkill_resume_is_bit_identical_with_recurrent_states(name: str, tmp_path) -> None:
+    args, final = KILL_RNN[name]
+    res = run_cli_inprocess([*args, f"total_steps={final}", f"run_dir={tmp_path / 'straight'}"], tmp_path)
+    assert res.returncode == 0, res
+    reference = read_rows(tmp_path / "straight" / "metrics.csv")
+    run_dir = tmp_path / "run"
+    kill_after_checkpoint(args, run_dir, tmp_path, final)
+    res = run_cli_inprocess([f"resume={run_dir}", f"total_steps={final}"], tmp_path)
+    assert res.returncode == 0, res
+    assert "warning" not in res.stderr, res
+    assert read_rows(run_dir / "metrics.csv") == reference
+
+
+def test_subprocess_backend_gives_the_same_recurrent_run(tmp_path) -> None:
+    args = ["env=simple_spread", "algo=mappo", *TINY, *TINY_PPO, "algo.rnn=gru", "algo.rnn_chunk=8",
+            "total_steps=256"]
+    rows = []
+    for backend in ("inprocess", "subprocess"):
+        res = run_cli_inprocess([*args, f"env.backend={backend}", "env.workers=1", f"run_dir={tmp_path / backend}"],
+                                tmp_path)
+        assert res.returncode == 0, res
+        rows.append([{k: v for k, v in r.items() if k not in WALL_CLOCK} for r in
+                     read_rows(tmp_path / backend / "metrics.csv")])
+    assert rows[0] == rows[1] and len(rows[0]) > 0
