@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 import torch
 from conftest import TINY, TINY_PPO, WALL_CLOCK, read_rows, run_cli_inprocess
+from gymnasium import spaces
+from pettingzoo import ParallelEnv
 from pettingzoo.test import api_test, parallel_api_test, parallel_seed_test
 from pettingzoo.utils.conversions import parallel_to_aec
 from test_resume import kill_after_checkpoint
@@ -378,3 +380,59 @@ def test_subprocess_backend_gives_the_same_recurrent_run(tmp_path) -> None:
         rows.append([{k: v for k, v in r.items() if k not in WALL_CLOCK} for r in
                      read_rows(tmp_path / backend / "metrics.csv")])
     assert rows[0] == rows[1] and len(rows[0]) > 0
+
+
+class LateJoin(ParallelEnv):
+    """Two agents; ``b`` joins at step 2 (padded before that), episodes of 5 steps."""
+
+    metadata = {"name": "late_join_v0"}
+
+    def __init__(self):
+        self.possible_agents = ["a_0", "a_1"]
+        self._obs = spaces.Box(-1.0, 1.0, (3,), np.float32)
+        self._act = spaces.Discrete(2)
+        self.t, self.rng = 0, np.random.default_rng()
+
+    def observation_space(self, agent):
+        return self._obs
+
+    def action_space(self, agent):
+        return self._act
+
+    def _o(self):
+        return {a: self.rng.uniform(-1, 1, 3).astype(np.float32) for a in self.agents}
+
+    def reset(self, seed=None, options=None):
+        if seed is not None:
+            self.rng = np.random.default_rng(seed)
+        self.t, self.agents = 0, ["a_0"]
+        return self._o(), {a: {} for a in self.agents}
+
+    def step(self, actions):
+        self.t += 1
+        if self.t == 2:
+            self.agents = ["a_0", "a_1"]
+        end = self.t >= 5
+        obs = self._o()
+        out = (obs, dict.fromkeys(self.agents, 0.0), dict.fromkeys(self.agents, end),
+               dict.fromkeys(self.agents, False), {a: {} for a in self.agents})
+        if end:
+            self.agents = []
+        return out
+
+
+def late_join(**kwargs) -> ParallelEnv:
+    return LateJoin()
+
+
+def test_padded_agent_state_stays_zero_until_it_joins() -> None:
+    learner = learner_for("env=custom", "env.entry_point=test_recurrent:late_join", "algo=ppo", "algo.rnn=gru",
+                          "algo.num_steps=20", "algo.rnn_chunk=10")
+    buf = learner.collect()
+    gb = next(iter(buf.groups.values()))
+    C = buf.carry
+    pad = ~gb.alive[C:, :, 1]
+    assert bool(pad.any()) and bool((~pad).any())
+    assert bool((gb.h[C:, :, 1][pad] == 0).all())  # the padded slot's state: zero until it joins
+    joined = gb.alive[C:-1, :, 1] & ~episode_starts(buf.done, C)[C + 1:]
+    assert bool((gb.h[C + 1:, :, 1][joined] != 0).any())
