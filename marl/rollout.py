@@ -153,9 +153,9 @@ def carry_over(buf: Rollout, unit_of: torch.Tensor, last_row: torch.Tensor, open
     ``unit_of [N]``: the value unit of every agent (group order); ``last_row [E, U]``: the row of unit ``u``'s last
     acting step in copy ``e``; ``open_ [E, U]``: that step's transition is still open (no episode end after it and
     the unit does not act at the next observation). Carry row ``u`` then holds, for copy ``e``, unit ``u``'s members
-    that acted at that step (observation, action, log-prob, mask, state; recurrent: the actor and critic states fed to that step,
-    from which the update replays it) and the unit's reward accumulated from
-    that step to the end of the buffer; everything else in the carry rows is cleared. A transition already in a carry
+    that acted at that step (observation, action, log-prob, mask, state; recurrent networks: the actor and critic
+    states fed to that step, which the update replays it from) and the unit's reward accumulated from that step to
+    the end of the buffer; everything else in the carry rows is cleared. A transition already in a carry
     row that stays open (the unit did not act again) is kept, with the new rewards added."""
     C, E = buf.carry, buf.done.shape[1]
     if C == 0:
