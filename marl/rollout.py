@@ -88,7 +88,7 @@ def allocate(spec: EnvSpec, T: int, E: int, device: torch.device, units: int = 1
             reward=torch.zeros(T, E, n, device=device),
             terminated=torch.zeros(T, E, n, dtype=torch.bool, device=device),
             left=torch.zeros(T, E, n, dtype=torch.bool, device=device),
-            h=torch.zeros(T, E, n, actor_state[g.name], device=device) if actor_state else None,
+            h=torch.zeros(T, E, n, actor_state[g.name], device=device) if (actor_state or {}).get(g.name) else None,
         )
     s = int(spec.state_shape[0])
     return Rollout(

@@ -58,9 +58,8 @@ def summarize(name: str, seed: int, job: dict) -> dict:
 
 def speed(rounds: int = 4, steps: int = 4000) -> dict[str, dict[str, float]]:
     """Wall time per env step of MAPPO on simple_spread (8 copies, the mappo defaults), feed-forward and with a GRU,
-    in one process, interleaved ``rounds`` times ``steps`` env steps each; peak memory of each (torch's CPU
-    allocator does not report it: the process's max RSS growth while that learner first runs)."""
-    import resource
+    in one process, interleaved ``rounds`` times ``steps`` env steps each (peak memory: the training cases, each a
+    process of its own)."""
     import time
 
     import torch
@@ -69,16 +68,14 @@ def speed(rounds: int = 4, steps: int = 4000) -> dict[str, dict[str, float]]:
     from marl.train import build, make_learner
 
     torch.set_num_threads(1)
-    learners, used, rss = {}, {}, {}
+    learners, used = {}, {}
     for name, rnn in (("feed-forward", None), ("gru", "gru")):
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         cfg = compose({"env": {"name": "simple_spread"}, "algo": {"name": "mappo", "rnn": rnn}, "seed": 0,
                        "total_steps": 10**7})
         learner = make_learner(cfg, build(cfg), "cpu")
         learner.reset_env(0)
         learner.iteration()  # warm up (and the first buffers)
         learners[name], used[name] = learner, [0.0, 0]
-        rss[name] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
     for _ in range(rounds):
         for name, learner in learners.items():
             s0, t0 = learner.env_steps, time.perf_counter()
@@ -86,7 +83,7 @@ def speed(rounds: int = 4, steps: int = 4000) -> dict[str, dict[str, float]]:
                 learner.iteration()
             used[name][0] += time.perf_counter() - t0
             used[name][1] += learner.env_steps - s0
-    out = {n: {"env_steps": k, "us_per_step": 1e6 * t / k, "sps": k / t, "rss_growth_mb": rss[n]}
+    out = {n: {"env_steps": k, "us_per_step": 1e6 * t / k, "sps": k / t}
            for n, (t, k) in used.items()}
     out["gru"]["speed_vs_ff"] = out["gru"]["sps"] / out["feed-forward"]["sps"]
     return out
@@ -161,10 +158,10 @@ def markdown(results: dict, timing: dict) -> str:
         md += "\n".join(evals) + "\n"
     if timing:
         md += ("\n## MAPPO on simple_spread, interleaved in one process (`--speed`)\n\n"
-               "| network | env steps | µs / env step | env steps/s | speed vs feed-forward | RSS growth (MB) |\n"
-               "|---|---|---|---|---|---|\n"
+               "| network | env steps | µs / env step | env steps/s | speed vs feed-forward |\n"
+               "|---|---|---|---|---|\n"
                + "\n".join(f"| {n} | {t['env_steps']:,} | {t['us_per_step']:.0f} | {t['sps']:.0f} | "
-                           f"{t.get('speed_vs_ff', 1.0):.2f}x | {t['rss_growth_mb']:.0f} |" for n, t in timing.items())
+                           f"{t.get('speed_vs_ff', 1.0):.2f}x |" for n, t in timing.items())
                + "\n")
     missing = [n for n in CASES if n not in results]
     if missing:
