@@ -98,11 +98,14 @@ class RecurrentNet(nn.Module):
         ``[B, L, ..., M, out]``, the states after every step ``[B, L, ..., M, S]``). The layers around the cell run
         once over all ``L`` steps."""
         gi = self.rnn.ih(self.pre(x))
+        dims = tuple(d for d in range(reset.dim()) if d != 1)
+        any_reset, all_advance = reset.any(dim=dims).tolist(), advance.all(dim=dims).tolist()  # skip no-op masks
         ys, after = [], []
         for t in range(x.shape[1]):
-            state = torch.where(reset[:, t].unsqueeze(-1), torch.zeros_like(state), state)
+            if any_reset[t]:
+                state = torch.where(reset[:, t].unsqueeze(-1), torch.zeros_like(state), state)
             y, new = self.rnn.cell(gi[:, t], state)
-            state = torch.where(advance[:, t].unsqueeze(-1), new, state)
+            state = new if all_advance[t] else torch.where(advance[:, t].unsqueeze(-1), new, state)
             ys.append(y)
             after.append(state)
         return self.out(torch.stack(ys, dim=1)), torch.stack(after, dim=1)
