@@ -149,7 +149,11 @@ def markdown(results: dict, timing: dict) -> str:
           "Every `_gru` case is its `_ff` case plus `algo.rnn=gru` (MAPPO defaults otherwise: `rnn_hidden=64`, "
           "`rnn_chunk=10`). `eval/return`: deterministic evaluation, the sum over agents (memory env: 2 agents, "
           "chance 1.0, solved 2.0). The runs shared 2 CPU cores with other jobs (load average in the machine line), so "
-          "SPS is indicative only; the interleaved speed table compares the two networks under the same load.\n\n"
+          "SPS is indicative only; the interleaved speed table compares the two networks under the same load. A budget "
+          "below the case's own (`scripts/benches/recurrent.py`: MPE 300k, leduc 200k) was shortened with `--steps` "
+          "to fit the session. On the memory env (a 32-unit network, 16-step chunks, a trivial env) the update's "
+          "step-by-step replay dominates the run time, so its GRU / feed-forward speed ratio is the worst case; on "
+          "simple_spread the env's own cost dilutes it.\n\n"
           + "\n".join(rows) + "\n")
     evals = [f"| {n} | s{s['seed']} | " + ", ".join(f"{int(k):,}: {v:.3g}" for k, v in s["evals"].items()) + " |"
              for n, r in results.items() for s in r["seeds"] if s["evals"]]
