@@ -121,6 +121,9 @@ RATIO_CASES = {
     "ppo-gru-nim": ("env=nim", "algo=ppo", "algo.rnn=gru", "algo.num_steps=15", "algo.rnn_chunk=5",
                     "selfplay.pool_fraction=0"),
     "mappo-lstm-relay": ("env=relay", "algo=mappo", "algo.rnn=lstm", "algo.num_steps=12", "algo.rnn_chunk=4"),
+    # MultiDiscrete actions with a per-sub-action mask (tests/test_adapters_core.py's Dials)
+    "ppo-multidiscrete-dials": ("env=custom", "env.entry_point=test_adapters_core:dials", "algo=ppo", "algo.rnn=gru",
+                                "algo.num_steps=12", "algo.rnn_chunk=4"),
     # the conv torso before the cell, by_prefix sharing
     "ppo-conv-tictactoe": ("env=tictactoe", "algo=ppo", "algo.rnn=gru", "algo.num_steps=12", "algo.rnn_chunk=6",
                            "algo.conv=[[8,2]]", "algo.symmetric=false", "algo.sharing=by_prefix",
