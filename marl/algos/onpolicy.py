@@ -290,7 +290,7 @@ class OnPolicyLearner(Learner):
             if self.rnn:  # recurrent: record the states fed to this step; the acting agents' advance
                 for k, gb in buf.groups.items():
                     gb.h[t] = self.h_actor[k]
-                on = {k: torch.from_numpy(v).to(self.device) for k, v in last.acting.items()}
+                on = {k: torch.as_tensor(v, device=self.device) for k, v in last.acting.items()}
                 actions, logps, self.h_actor = self.manager.act_recurrent(obs, masks, self.h_actor, on)
             else:
                 actions, logps = self.manager.act(obs, masks)
