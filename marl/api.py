@@ -101,8 +101,8 @@ class Policy:
             self.copy = ParallelCopy(None, env.layout, self.buf, 0)
 
     def reset(self) -> None:
-        """Start a new episode. Clears a recurrent policy's state; marl's networks are feed-forward today, so
-        there is none to clear."""
+        """Start a new episode: clears a recurrent policy's state (``algo.rnn``); call it before every episode."""
+        self.learner.reset_memory()
 
     @torch.no_grad()
     def act(self, obs: Any, infos: dict[str, dict] | None = None, deterministic: bool = True) -> Any:
@@ -136,7 +136,8 @@ class Policy:
                 copy.clear_agent(a)
         groups = [g.name for g in self.spec.groups]
         actions = self.learner.act({g: buf[f"obs/{g}"] for g in groups},
-                                   {g: buf.get(f"mask/{g}") for g in groups}, deterministic)
+                                   {g: buf.get(f"mask/{g}") for g in groups}, deterministic,
+                                   {g: buf[f"acting/{g}"] for g in groups})  # recurrent: only these agents advance
         for g, a in to_env_actions(actions, self.spec).items():
             buf[f"act/{g}"][...] = a
         return {a: copy.action(a) for a in obs}

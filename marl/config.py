@@ -105,6 +105,9 @@ class OnPolicyConfig(AlgoConfig):
     # (H, W, C) before the MLP, in the actor and the local critic; null: flatten the observation into the MLP
     conv: list[list[int]] | None = MISSING
     symmetric: bool = MISSING  # average actor logits and local values over the position and its mirror (env.symmetry)
+    rnn: str | None = MISSING  # gru | lstm: a recurrent cell in the actor and the critic; null: feed-forward
+    rnn_hidden: int = MISSING  # units of the recurrent cell (algo.rnn)
+    rnn_chunk: int = MISSING  # BPTT length: the update replays chunks of this many steps; must divide num_steps
 
 
 @dataclass
@@ -194,6 +197,9 @@ class TRPOConfig(AlgoConfig):
     backtrack_coef: float = MISSING  # line-search shrink factor in (0, 1)
     update_epochs: int = MISSING  # critic passes over each rollout
     num_minibatches: int = MISSING  # critic minibatches per pass
+    rnn: str | None = MISSING  # gru | lstm | null (as OnPolicyConfig.rnn)
+    rnn_hidden: int = MISSING  # units of the recurrent cell
+    rnn_chunk: int = MISSING  # BPTT chunk length; must divide num_steps
 
 
 @dataclass
@@ -377,6 +383,8 @@ RANGES: dict[str, tuple[str, Any]] = {
     "algo.actor_lr": ("gt0", None),
     "algo.critic_lr": ("gt0", None),
     "algo.gamma": ("unit_open_closed", None),
+    "algo.rnn_hidden": ("ge1", None),
+    "algo.rnn_chunk": ("ge1", None),
     "algo.gae_lambda": ("unit_closed", None),
     "algo.clip_coef": ("gt0", None),
     "algo.vclip_coef": ("gt0", None),
@@ -422,6 +430,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "algo.sharing": ("shared", "per_agent", "by_prefix"),
     "algo.action_bound": ("clip", "squash"),
     "algo.variant": ("clip", "kl", "adaptive_kl"),
+    "algo.rnn": ("gru", "lstm"),
     "algo.returns": ("gae", "nstep"),
     "algo.noise": ("gaussian", "ou"),
     "algo.team_reward": ("sum", "mean", "none"),
@@ -477,6 +486,24 @@ def _short(value: float) -> str:
     return repr(value)
 
 
+def _check_recurrent(cfg: DictConfig) -> None:
+    """``algo.rnn``: the chunk length must divide the rollout, and the minibatches split chunks."""
+    a = cfg.algo
+    if not a.get("rnn"):
+        return
+    if a.num_steps % a.rnn_chunk:
+        raise ConfigError(f"'algo.rnn_chunk={a.rnn_chunk}' does not divide algo.num_steps={a.num_steps}: the update "
+                          "replays every rollout as whole chunks of rnn_chunk steps",
+                          "pick an algo.rnn_chunk that divides algo.num_steps (e.g. "
+                          f"{max(d for d in range(1, min(a.num_steps, 16) + 1) if a.num_steps % d == 0)})")
+    n, chunks = a.get("num_minibatches"), a.num_steps // a.rnn_chunk * cfg.num_envs
+    if n is not None and n > chunks:
+        raise ConfigError(f"'algo.num_minibatches={n}' is larger than the number of chunks a recurrent update "
+                          f"splits: num_steps / rnn_chunk x num_envs = {a.num_steps} / {a.rnn_chunk} x "
+                          f"{cfg.num_envs} = {chunks}",
+                          f"pass algo.num_minibatches={chunks} or less, or a shorter algo.rnn_chunk")
+
+
 def _check_minibatches(cfg: DictConfig) -> None:
     """PPO family: an epoch splits the num_steps * num_envs rollout into num_minibatches; more is refused."""
     n, batch = cfg.algo.get("num_minibatches"), cfg.algo.get("num_steps", 0) * cfg.num_envs
@@ -527,6 +554,12 @@ def validate(cfg: DictConfig | dict) -> DictConfig:
         raise ConfigError(f"algo.team_reward does not apply to algo={name}: it trains every agent on its own reward "
                           "with its own value (a team reward needs the centralized critic of mappo / happo)",
                           "drop algo.team_reward, or use algo=mappo (or happo) to train each team on its team reward")
+    if algo.get("rnn") and not any(f.name == "rnn" for f in fields(ALGOS[name].schema)):
+        raise ConfigError(f"algo.rnn={algo.rnn} is not available for algo={name}: "
+                          + ("its collection runs whole rounds of seed-matched group copies and records no "
+                             "recurrent states" if name == "grpo" else "it has no recurrent networks"),
+                          "use an on-policy learner for a recurrent policy (ppo, ippo, mappo, happo, a2c, reinforce, "
+                          "trpo, hatrpo), or set algo.rnn=null")
     top = OmegaConf.masked_copy(cfg, [k for k in cfg.keys() if k not in ("algo", "hydra")])
     merged = _merge(TrainConfig, top, "")
     merged.algo = _merge(ALGOS[name].schema, algo, "algo")
@@ -540,6 +573,7 @@ def validate(cfg: DictConfig | dict) -> DictConfig:
         )
     _check_ranges(merged)
     _check_minibatches(merged)
+    _check_recurrent(merged)
     return merged
 
 

@@ -23,9 +23,11 @@ def run_episodes(learner: Learner, env: VecMultiEnv, episodes: int, seed: int, d
     per_copy = np.zeros(E, dtype=int)
     out: list[EpisodeStat] = []
     last = env.reset(seed=seed)
+    learner.reset_memory()
     while len(out) < episodes:
-        actions = learner.act(last.obs, last.action_mask, deterministic)
+        actions = learner.act(last.obs, last.action_mask, deterministic, last.acting)
         last = env.step(to_env_actions(actions, env.spec))
+        learner.reset_memory(last.done)
         for ep in last.episodes:
             if per_copy[ep.env_index] < quota and len(out) < episodes:
                 per_copy[ep.env_index] += 1
@@ -41,9 +43,11 @@ def render_episodes(
     """Frames of env copy 0 (built with ``render_mode="rgb_array"``), rendered by the env itself after every step,
     for ``episodes`` episodes (or until ``max_frames``)."""
     last = env.reset(seed=seed)
+    learner.reset_memory()
     frames, done = [env.render(0)], 0
     while max_frames is None or len(frames) < max_frames:
-        last = env.step(to_env_actions(learner.act(last.obs, last.action_mask, deterministic), env.spec))
+        last = env.step(to_env_actions(learner.act(last.obs, last.action_mask, deterministic, last.acting), env.spec))
+        learner.reset_memory(last.done)
         done += int(last.done[0])
         if done >= episodes:
             break

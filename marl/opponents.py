@@ -43,6 +43,11 @@ class Player(ABC):
     def act(self, last: StepOut, rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Actions ``{g: int64 [E, N_g]}`` for the entries where ``rows[g]`` (bool ``[E, N_g]``) is True."""
 
+    def reset(self, starts: np.ndarray | None = None) -> None:
+        """New episodes start in the copies flagged in ``starts [E]`` (None: all): a recurrent player clears its
+        state there. Callers call it after every env reset and step; memoryless players ignore it."""
+        return None
+
 
 class BoardPlayer(Player):
     """A scripted player deciding one seat at a time from that seat's observation and legal-move mask."""
@@ -189,8 +194,11 @@ class PolicyPlayer(Player):
 
     @torch.no_grad()
     def act(self, last: StepOut, rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        actions = self.learner.act(last.obs, last.action_mask, self.deterministic)
+        actions = self.learner.act(last.obs, last.action_mask, self.deterministic, rows)  # recurrent: rows advance
         return {g: a.cpu().numpy() for g, a in actions.items()}
+
+    def reset(self, starts: np.ndarray | None = None) -> None:
+        self.learner.reset_memory(starts)
 
 
 class FrozenPolicyPlayer(Player):
@@ -203,6 +211,8 @@ class FrozenPolicyPlayer(Player):
 
     def __init__(self, manager: torch.nn.Module, obs_rms: dict[str, RunningMeanStd] | None, name: str = "snapshot"):
         self.manager, self.obs_rms, self.name = manager, obs_rms, name
+        # recurrent actors: this snapshot's own state per copy and seat {g: [E, N_g, S]} (sized on first use)
+        self.state: dict[str, torch.Tensor] = {}
 
     def obs_tensor(self, raw: np.ndarray, group: str) -> torch.Tensor:
         """Env obs ``[E, N, *obs]`` -> flat ``[E, N, D]``, normalized with the frozen statistics."""
@@ -215,12 +225,36 @@ class FrozenPolicyPlayer(Player):
         out = {g: np.zeros(r.shape, dtype=np.int64) for g, r in rows.items()}
         if need.size == 0:
             return out
+        if self.manager.recurrent:
+            return self._act_recurrent(last, rows, need, out)
         for g in rows:
             m = last.action_mask.get(g)
             mask = torch.as_tensor(m[need]) if m is not None else None
             a = self.manager.dist(g, self.obs_tensor(last.obs[g][need], g), mask).sample()
             out[g][need] = a.numpy()
         return out
+
+    def _act_recurrent(self, last: StepOut, rows: dict[str, np.ndarray], need: np.ndarray, out: dict) -> dict:
+        """As :meth:`act` from this snapshot's states; the states of the seats in ``rows`` advance."""
+        if not self.state:
+            self.state = self.manager.initial_state(len(next(iter(rows.values()))))
+        for g in rows:
+            m = last.action_mask.get(g)
+            mask = torch.as_tensor(m[need]) if m is not None else None
+            d, new = self.manager.policies[g].step(self.obs_tensor(last.obs[g][need], g), self.state[g][need], mask)
+            out[g][need] = d.sample().numpy()
+            on = torch.from_numpy(rows[g][need]).unsqueeze(-1)
+            self.state[g][need] = torch.where(on, new, self.state[g][need])
+        return out
+
+    def reset(self, starts: np.ndarray | None = None) -> None:
+        if not self.state:
+            return
+        if starts is None:
+            self.state = {}
+            return
+        keep = torch.from_numpy(~np.asarray(starts, dtype=bool))[:, None, None]
+        self.state = {g: h * keep for g, h in self.state.items()}
 
 
 # ------------------------------------------------------------------------------------------------ registry

@@ -36,6 +36,7 @@ class GroupRollout:
     reward: torch.Tensor  # [T, E, N] raw rewards of each agent (the advantages read Rollout.unit_reward)
     terminated: torch.Tensor  # [T, E, N] bool
     left: torch.Tensor  # [T, E, N] bool: the agent was truncated on its own at t (left unterminated; episode goes on)
+    h: torch.Tensor | None = None  # [T, E, N, S] recurrent policies: the actor state fed to step t (None: feed-forward)
 
 
 @dataclass
@@ -47,6 +48,7 @@ class Rollout:
     done: torch.Tensor  # [R, E] bool
     unit_reward: torch.Tensor  # [R, E, U] the reward of each value unit (team or agent), scaled when normalize_reward
     carry: int = 0  # C: carry rows in front of the steps
+    hv: torch.Tensor | None = None  # [R+1, E, U, S] recurrent critic: the unit states fed to each row (None: none)
 
     @property
     def T(self) -> int:
@@ -62,8 +64,10 @@ def action_shape(space: spaces.Space) -> tuple[tuple[int, ...], torch.dtype]:
     return (int(math.prod(space.shape)),), torch.float32
 
 
-def allocate(spec: EnvSpec, T: int, E: int, device: torch.device, units: int = 1, carry: int = 0) -> Rollout:
-    """Zeroed buffers for ``carry + T`` step rows of ``E`` copies and ``units`` value units."""
+def allocate(spec: EnvSpec, T: int, E: int, device: torch.device, units: int = 1, carry: int = 0,
+             actor_state: dict[str, int] | None = None, critic_state: int = 0) -> Rollout:
+    """Zeroed buffers for ``carry + T`` step rows of ``E`` copies and ``units`` value units; recurrent networks:
+    ``actor_state`` (state size per group) and ``critic_state`` (per value unit) add the state fields."""
     groups = {}
     T = T + carry
     for g in spec.groups:
@@ -84,6 +88,7 @@ def allocate(spec: EnvSpec, T: int, E: int, device: torch.device, units: int = 1
             reward=torch.zeros(T, E, n, device=device),
             terminated=torch.zeros(T, E, n, dtype=torch.bool, device=device),
             left=torch.zeros(T, E, n, dtype=torch.bool, device=device),
+            h=torch.zeros(T, E, n, actor_state[g.name], device=device) if (actor_state or {}).get(g.name) else None,
         )
     s = int(spec.state_shape[0])
     return Rollout(
@@ -94,6 +99,7 @@ def allocate(spec: EnvSpec, T: int, E: int, device: torch.device, units: int = 1
         done=torch.zeros(T, E, dtype=torch.bool, device=device),
         unit_reward=torch.zeros(T, E, units, device=device),
         carry=carry,
+        hv=torch.zeros(T + 1, E, units, critic_state, device=device) if critic_state else None,
     )
 
 
@@ -149,8 +155,9 @@ def carry_over(buf: Rollout, unit_of: torch.Tensor, last_row: torch.Tensor, open
     ``unit_of [N]``: the value unit of every agent (group order); ``last_row [E, U]``: the row of unit ``u``'s last
     acting step in copy ``e``; ``open_ [E, U]``: that step's transition is still open (no episode end after it and
     the unit does not act at the next observation). Carry row ``u`` then holds, for copy ``e``, unit ``u``'s members
-    that acted at that step (observation, action, log-prob, mask, state) and the unit's reward accumulated from
-    that step to the end of the buffer; everything else in the carry rows is cleared. A transition already in a carry
+    that acted at that step (observation, action, log-prob, mask, state; recurrent networks: the actor and critic
+    states fed to that step, which the update replays it from) and the unit's reward accumulated from that step to
+    the end of the buffer; everything else in the carry rows is cleared. A transition already in a carry
     row that stays open (the unit did not act again) is kept, with the new rewards added."""
     C, E = buf.carry, buf.done.shape[1]
     if C == 0:
@@ -162,6 +169,7 @@ def carry_over(buf: Rollout, unit_of: torch.Tensor, last_row: torch.Tensor, open
     units = torch.arange(open_.shape[1], device=dev)
     pending_r = tail[last_row, e_idx[:, None], units[None, :]]  # [E, U]
     state = buf.state[last_row, e_idx[:, None]]  # [E, U, S]
+    hv = buf.hv[last_row, e_idx[:, None], units[None, :]] if buf.hv is not None else None  # [E, U, H] critic states
     moved = []
     off = 0
     for gb in buf.groups.values():
@@ -174,11 +182,13 @@ def carry_over(buf: Rollout, unit_of: torch.Tensor, last_row: torch.Tensor, open
         e_i, n_i = take.nonzero().unbind(-1)
         rows_src, rows_dst = src[e_i, n_i], ua[n_i]
         vals = {k: getattr(gb, k)[rows_src, e_i, n_i].clone() for k in ("obs", "action", "logp")}
+        if gb.h is not None:
+            vals["h"] = gb.h[rows_src, e_i, n_i].clone()
         if gb.mask is not None:
             vals["mask"] = gb.mask[rows_src, e_i, n_i].clone()
         moved.append((gb, rows_dst, e_i, n_i, vals))
     for gb in buf.groups.values():
-        for k in ("obs", "final_obs", "action", "logp", "reward"):
+        for k in ("obs", "final_obs", "action", "logp", "reward") + (("h",) if gb.h is not None else ()):
             getattr(gb, k)[:C] = 0
         for k in ("alive", "acting", "terminated", "left"):
             getattr(gb, k)[:C] = False
@@ -195,3 +205,6 @@ def carry_over(buf: Rollout, unit_of: torch.Tensor, last_row: torch.Tensor, open
     e_o, u_o = open_.nonzero().unbind(-1)
     buf.unit_reward[u_o, e_o, u_o] = pending_r[e_o, u_o]
     buf.state[u_o, e_o] = state[e_o, u_o]
+    if hv is not None:
+        buf.hv[:C] = 0
+        buf.hv[u_o, e_o, u_o] = hv[e_o, u_o]

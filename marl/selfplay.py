@@ -118,6 +118,9 @@ class OpponentPool:
             while self.next_snapshot <= self.learner.env_steps:
                 self.next_snapshot += self.every
         self._draw(last.done)
+        if last.done.any():  # recurrent snapshots: new episodes start from zero states
+            for player in self.players:
+                player.reset(last.done)
         learner_seat = seat_rows(self.spec, self.seat, np.ones(self.E, dtype=bool))
         for k, player in enumerate(self.players):
             mine = self.opponent == k
@@ -143,6 +146,7 @@ class OpponentPool:
             "snapshots": [s.manager.state_dict() for s in self.snapshots],
             "snapshot_obs_rms": [{g: r.state_dict() for g, r in (s.obs_rms or {}).items()} for s in self.snapshots],
             "snapshot_steps": list(self.snapshot_steps),
+            "snapshot_state": [{g: h.clone() for g, h in s.state.items()} for s in self.snapshots],
             "next_snapshot": int(self.next_snapshot),
             "opponent": torch.from_numpy(self.opponent.copy()),
             "seat": torch.from_numpy(self.seat.copy()),
@@ -161,6 +165,8 @@ class OpponentPool:
             for g, rms in obs_rms.items():
                 player.obs_rms[g].load_state_dict(rms)
             self.snapshots.append(player)
+        for player, st in zip(self.snapshots, state.get("snapshot_state", [{}] * len(self.snapshots)), strict=True):
+            player.state = {g: h.clone() for g, h in st.items()}
         self.snapshot_steps = [int(s) for s in state["snapshot_steps"]]
         self.next_snapshot = int(state["next_snapshot"])
         self.opponent = state["opponent"].numpy().copy()

@@ -48,9 +48,16 @@ class Learner(ABC):
 
     @abstractmethod
     def act(
-        self, obs: dict[str, torch.Tensor], action_mask: dict[str, torch.Tensor | None], deterministic: bool
+        self, obs: dict[str, torch.Tensor], action_mask: dict[str, torch.Tensor | None], deterministic: bool,
+        acting: dict[str, np.ndarray] | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Actions per group ``[E, N_g, ...]`` for observations ``[E, N_g, *obs]`` (``alive``-padded)."""
+        """Actions per group ``[E, N_g, ...]`` for observations ``[E, N_g, *obs]`` (``alive``-padded). A recurrent
+        policy advances the state of the ``acting [E, N_g]`` agents only (None: all); feed-forward ones ignore it."""
+
+    def reset_memory(self, starts: np.ndarray | None = None) -> None:
+        """Clear :meth:`act`'s recurrent state for the copies where an episode starts (``starts [E]`` bool; None:
+        all). Call it after every env reset and step (``learner.reset_memory(out.done)``); feed-forward: nothing."""
+        return None
 
     @abstractmethod
     def modules(self) -> dict[str, torch.nn.Module | torch.optim.Optimizer]:

@@ -220,6 +220,7 @@ class DDPG(Learner):
         obs: dict[str, torch.Tensor | np.ndarray],
         action_mask: dict[str, torch.Tensor | np.ndarray | None],
         deterministic: bool,
+        acting: dict[str, np.ndarray] | None = None,
     ) -> dict[str, torch.Tensor]:
         """Actions ``[E, N_g, *action_shape]`` for raw observations ``[E, N_g, *obs]`` (tensors or numpy arrays, as
         a StepOut holds them) per group: the policy's deterministic action, or (not ``deterministic``) a fresh

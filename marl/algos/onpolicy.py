@@ -4,6 +4,11 @@ Subclasses set three class flags and may override :meth:`update` (default: one g
 ``central_critic`` (value of the global state instead of each agent's observation), ``separate_actors`` (one
 module and optimizer per agent, HAPPO / HATRPO), ``uses_critic`` (REINFORCE without a baseline and GRPO learn no
 value: no critic network or optimizer is built).
+
+Recurrent networks (``algo.rnn``: gru | lstm): the learner holds the actor states of every env copy and agent and
+the critic's per value unit, records them in the rollout (the state fed to each step) and resets them per copy at
+episode start; the update replays chunks of ``algo.rnn_chunk`` steps from the recorded states
+(:mod:`marl.core.recurrent`) instead of shuffled single steps.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from marl.algos.base import Learner
 from marl.core import losses
 from marl.core.buffers import minibatch_indices
 from marl.core.normalization import RewardScaler, RunningMeanStd
+from marl.core.recurrent import chunk_rows, chunk_starts, episode_starts
 from marl.core.returns import gae
 from marl.core.symmetry import Mirror
 from marl.errors import ConfigError
@@ -47,6 +53,12 @@ class PGBatch:
     # every entry of every acting mask and of vmask is True (checked once on the whole batch, so its minibatches take
     # the dense loss paths without a host sync each)
     full: bool = False
+    # recurrent networks: B = K chunks of L steps, every field above [K, L, ...]; replayed from these states
+    h0: dict[str, torch.Tensor] | None = None  # [K, N, S] actor states fed to each chunk's first step
+    hv0: torch.Tensor | None = None  # [K, U, H] critic states fed to each chunk's first step
+    reset: torch.Tensor | None = None  # [K, L] an episode starts at this step (its state is zeroed)
+    advance: dict[str, torch.Tensor] | None = None  # [K, L, N] the agent acted (its actor state advances)
+    vadvance: torch.Tensor | None = None  # [K, L, U] the value unit acted (its critic state advances)
 
     def index(self, idx: torch.Tensor) -> PGBatch:
         def sel(x):
@@ -89,7 +101,16 @@ class OnPolicyLearner(Learner):
         self.state_rms = RunningMeanStd(tuple(spec.state_shape)) if a.normalize_obs and self.central_critic else None
         self.reward_scaler = RewardScaler(a.gamma, (U,)) if getattr(a, "normalize_reward", False) else None  # per unit
         self.value_norm = RunningMeanStd((U,)) if getattr(a, "value_norm", False) and self.uses_critic else None
-        self.buf = allocate(spec, self.T, self.E, self.device, units=U, carry=U)
+        self.rnn = getattr(a, "rnn", None)
+        self.buf = allocate(spec, self.T, self.E, self.device, units=U, carry=U,
+                            actor_state={g: p.state_dim for g, p in self.manager.policies.items()},
+                            critic_state=self.critic.state_dim if self.critic is not None else 0)
+        # recurrent: the actor states fed to the next step {g: [E, N_g, S]}, the critic's [E, U, H] (states of the
+        # running rollout; act() keeps its own, ``act_state``, for evaluation and the API)
+        self.h_actor = self.manager.initial_state(self.E, self.device)
+        self.h_critic = (torch.zeros(self.E, U, self.critic.state_dim, device=self.device)
+                         if self.critic is not None and self.critic.recurrent else None)
+        self.act_state: dict[str, torch.Tensor] | None = None
         self.opponents = None  # an object with override(last, actions, buf, t) -> actions (see marl/selfplay.py)
         if getattr(a, "symmetric", False):  # mirror-equivariant actor and (local) critic
             for g, m in self._mirrors().items():
@@ -99,6 +120,10 @@ class OnPolicyLearner(Learner):
     def _mirrors(self) -> dict[str, Mirror]:
         """One :class:`Mirror` per group from ``env.symmetry`` (algo.symmetric); ConfigError where it cannot apply."""
         name = self.cfg.algo.name
+        if self.rnn:
+            raise ConfigError(f"algo.symmetric with algo.rnn={self.rnn}: the mirror average runs the network twice "
+                              "per step, which a recurrent state does not support",
+                              "drop algo.symmetric, or set algo.rnn=null")
         if self.central_critic:
             raise ConfigError(f"algo.symmetric is not available for algo={name}: its centralized critic reads the "
                               "global state, which has no declared mirror image",
@@ -138,6 +163,10 @@ class OnPolicyLearner(Learner):
             st["reward_scaler"] = self.reward_scaler.state_dict()
         if self.value_norm:
             st["value_norm"] = self.value_norm.state_dict()
+        if self.rnn:
+            st["rnn"] = {f"actor/{k}": v.cpu().clone() for k, v in self.h_actor.items()}
+            if self.h_critic is not None:
+                st["rnn"]["critic"] = self.h_critic.cpu().clone()
         return st
 
     def load_extra_state(self, state: dict) -> None:
@@ -151,6 +180,11 @@ class OnPolicyLearner(Learner):
             self.value_norm.load_state_dict(state["value_norm"])
         if "carry" in state:
             self._load_carry(state["carry"])
+        rnn = state.get("rnn", {})
+        if self.rnn and all(rnn.get(f"actor/{k}", torch.empty(0)).shape == v.shape for k, v in self.h_actor.items()):
+            self.h_actor = {k: rnn[f"actor/{k}"].to(self.device) for k in self.h_actor}  # same copies only
+            if self.h_critic is not None:
+                self.h_critic = rnn["critic"].to(self.device)
 
     def reset_env(self, seed: int) -> None:
         """Reset every env copy and forget what referred to the dropped episodes: open transitions in the carry rows
@@ -161,13 +195,25 @@ class OnPolicyLearner(Learner):
                    torch.zeros(E, U, dtype=torch.bool, device=self.device))
         if self.reward_scaler is not None:
             self.reward_scaler.ret = None
+        self.reset_states(np.ones(E, dtype=bool))
+
+    def reset_states(self, starts: np.ndarray) -> None:
+        """Recurrent: zero the actor and critic states of the copies where a new episode starts (``starts [E]``)."""
+        if not self.rnn or not starts.any():
+            return
+        keep = torch.as_tensor(~starts, device=self.device)[:, None, None]
+        self.h_actor = {k: h * keep for k, h in self.h_actor.items()}
+        if self.h_critic is not None:
+            self.h_critic = self.h_critic * keep
 
     def _carry_state(self) -> dict:
         """The carry rows of the rollout buffer: transitions the next rollout completes (see marl/rollout.py)."""
         C, buf = self.buf.carry, self.buf
         out = {"state": buf.state[:C].cpu().clone(), "unit_reward": buf.unit_reward[:C].cpu().clone()}
+        if buf.hv is not None:
+            out["hv"] = buf.hv[:C].cpu().clone()
         for k, gb in buf.groups.items():
-            for f in ("obs", "action", "logp", "alive", "acting") + (("mask",) if gb.mask is not None else ()):
+            for f in ("obs", "action", "logp", "alive", "acting") + _optional(gb):
                 out[f"{k}/{f}"] = getattr(gb, f)[:C].cpu().clone()
         return out
 
@@ -178,8 +224,10 @@ class OnPolicyLearner(Learner):
             return
         buf.state[:C] = st["state"].to(self.device)
         buf.unit_reward[:C] = st["unit_reward"].to(self.device)
+        if buf.hv is not None:
+            buf.hv[:C] = st["hv"].to(self.device)
         for k, gb in buf.groups.items():
-            for f in ("obs", "action", "logp", "alive", "acting") + (("mask",) if gb.mask is not None else ()):
+            for f in ("obs", "action", "logp", "alive", "acting") + _optional(gb):
                 getattr(gb, f)[:C] = st[f"{k}/{f}"].to(self.device)
 
     # ---------------------------------------------------------------- acting
@@ -208,10 +256,30 @@ class OnPolicyLearner(Learner):
     def masks(self, raw: dict[str, np.ndarray | None]) -> dict[str, torch.Tensor | None]:
         return {k: (as_tensor(v, self.device) if v is not None else None) for k, v in raw.items()}
 
-    def act(self, obs, action_mask, deterministic: bool):
-        """Actions for raw env obs ``{g: [E, N, *obs]}`` (normalization applied, stats untouched)."""
-        actions, _ = self.manager.act(self.obs_tensors(obs), self.masks(action_mask), deterministic)
+    def act(self, obs, action_mask, deterministic: bool, acting: dict[str, np.ndarray] | None = None):
+        """Actions for raw env obs ``{g: [E, N, *obs]}`` (normalization applied, stats untouched). A recurrent
+        policy steps its own state ``act_state`` (not the training rollout's): it advances for the ``acting``
+        agents (default: all), and :meth:`reset_memory` clears it where episodes start."""
+        x, masks = self.obs_tensors(obs), self.masks(action_mask)
+        if not self.rnn:
+            return self.manager.act(x, masks, deterministic)[0]
+        E = next(iter(x.values())).shape[0]
+        if self.act_state is None or next(iter(self.act_state.values())).shape[0] != E:
+            self.act_state = self.manager.initial_state(E, self.device)
+        on = {k: (torch.as_tensor(acting[k], device=self.device) if acting is not None
+                  else torch.ones(v.shape[:2], dtype=torch.bool, device=self.device)) for k, v in x.items()}
+        actions, _, self.act_state = self.manager.act_recurrent(x, masks, self.act_state, on, deterministic)
         return actions
+
+    def reset_memory(self, starts: np.ndarray | None = None) -> None:
+        """Clear :meth:`act`'s recurrent state where an episode starts (``starts [E]``; None: every copy)."""
+        if self.act_state is None:
+            return
+        if starts is None:
+            self.act_state = None
+            return
+        keep = torch.as_tensor(~np.asarray(starts, dtype=bool), device=self.device)[:, None, None]
+        self.act_state = {k: h * keep for k, h in self.act_state.items()}
 
     def collect(self) -> Rollout:
         """``T`` steps of every copy into rows ``C .. C+T-1`` of the buffer (the carry rows hold what the previous
@@ -219,12 +287,23 @@ class OnPolicyLearner(Learner):
         buf, last, C = self.buf, self.last, self.buf.carry
         first = self.env_steps == 0  # later rollouts start from an observation already counted in the statistics
         obs, state = self.obs_tensors(last.obs, last.alive if first else None), self.state_tensor(last.state, first)
+        if self.h_critic is not None:  # recurrent critic: its state at the first step row (advantages() replays it)
+            buf.hv[C] = self.h_critic
         for t in range(C, C + self.T):
             masks = self.masks(last.action_mask)
-            actions, logps = self.manager.act(obs, masks)
+            if self.rnn:  # recurrent: record the states fed to this step; the acting agents' advance
+                for k, gb in buf.groups.items():
+                    gb.h[t] = self.h_actor[k]
+                on = {k: torch.as_tensor(v, device=self.device) for k, v in last.acting.items()}
+                actions, logps, self.h_actor = self.manager.act_recurrent(obs, masks, self.h_actor, on)
+            else:
+                actions, logps = self.manager.act(obs, masks)
             store_step(buf, t, last, obs, state, masks, actions, logps)
             if self.opponents is not None:  # seats played by frozen / scripted opponents: act for them, never train
                 actions = self.opponents.override(last, actions, buf, t)
+                for k, gb in buf.groups.items():  # recurrent: the seats an opponent played keep their state
+                    if gb.h is not None:
+                        self.h_actor[k] = torch.where(gb.acting[t].unsqueeze(-1), self.h_actor[k], gb.h[t])
             out = self.env.step(to_env_actions(actions, self.spec))
             rewards = {k: as_tensor(v, self.device) for k, v in out.reward.items()}
             unit_r = self.units.reduce(rewards, self.team_reduce)  # [E, U]: the reward that enters the advantage
@@ -237,6 +316,7 @@ class OnPolicyLearner(Learner):
                     gb.final_obs[t] = final[k]
                 buf.final_state[t] = self.state_tensor(out.final_state, False)
             self.episodes.extend(out.episodes)
+            self.reset_states(out.done)  # recurrent: new episodes start from zero states
             obs, state, last = self.obs_tensors(out.obs, out.alive), self.state_tensor(out.state, True), out
         R = C + self.T
         for k, gb in buf.groups.items():
@@ -282,7 +362,9 @@ class OnPolicyLearner(Learner):
         gets no advantage here: it bootstraps the unit's earlier steps and is completed by the next rollout."""
         R, g = buf.T, buf.groups
         acting, terminated, left = self.unit_flags(buf)
-        if self.uses_critic:
+        if self.h_critic is not None:
+            v_all, v_fin = self.recurrent_values(buf, acting, left)
+        elif self.uses_critic:
             v_all = self.values({k: gb.obs for k, gb in g.items()}, buf.state)  # [R+1, E, U]
             # [R, E, U]: V(final observation), only read where a copy's episode ended or an agent was truncated on its
             # own (its state: the final state at an episode end, else the state the others go on from)
@@ -313,6 +395,36 @@ class OnPolicyLearner(Learner):
             target = self.value_norm.normalize(target, clip=None)
         self._stop = stop
         return self.units.broadcast(adv), target, v_old, vmask
+
+    def recurrent_values(self, buf: Rollout, acting: torch.Tensor, left: torch.Tensor
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Recurrent critic: values of every row ``[R+1, E, U]`` and of the final observations ``[R, E, U]`` (as
+        :meth:`advantages`), replaying the step rows from the state recorded at collection (``buf.hv[C]``), with
+        resets at episode starts; a carried transition from its recorded state alone. Records the state fed to
+        every row in ``buf.hv`` and keeps the one after the last step for the next rollout."""
+        C, R, g, c = buf.carry, buf.T, buf.groups, self.critic
+        U = self.units.U
+
+        def seq(x: torch.Tensor) -> torch.Tensor:  # step rows, batch first: [E, T, ...]
+            return x[C:R].transpose(0, 1)
+
+        reset = episode_starts(buf.done, C)[C:R].transpose(0, 1).unsqueeze(-1).expand(-1, -1, U)  # [E, T, U]
+        h0 = buf.hv[C]
+        v, after = c.sequence({k: seq(gb.obs) for k, gb in g.items()}, seq(buf.state), h0, reset, seq(acting))
+        v, after = v.transpose(0, 1), after.transpose(0, 1)  # [T, E, U], [T, E, U, H]
+        fed = torch.where(reset.transpose(0, 1).unsqueeze(-1), 0.0, torch.cat([h0[None], after[:-1]]))
+        buf.hv[C:R] = fed
+        buf.hv[R] = after[-1] * ~buf.done[R - 1, :, None, None]
+        v_next, _ = c.step({k: gb.obs[R] for k, gb in g.items()}, buf.state[R], buf.hv[R])
+        v_carry, _ = c.step({k: gb.obs[:C] for k, gb in g.items()}, buf.state[:C], buf.hv[:C])
+        v_all = torch.cat([v_carry, v, v_next[None]])
+        v_fin = torch.zeros(R, self.E, U, device=self.device)
+        d = (buf.done | left.any(-1))[C:]  # carry rows never end an episode
+        if bool(d.any()):  # the final observation, from the state after its step (before the reset)
+            fin_state = torch.where(buf.done.unsqueeze(-1), buf.final_state, buf.state[1:])[C:]
+            v_fin[C:][d] = c.step({k: gb.final_obs[C:][d] for k, gb in g.items()}, fin_state[d], after[d])[0]
+        self.h_critic = buf.hv[R].clone()
+        return v_all, v_fin
 
     def estimate(self, reward, value, next_value, terminated, done, acting, stop=None) -> torch.Tensor:
         """Advantages ``[R, E, U]`` from the unit tensors (denormalized values); GAE here, A2C may use n-step."""
@@ -347,10 +459,60 @@ class OnPolicyLearner(Learner):
             target=flat(target),
             value_old=flat(v_old),
             vmask=flat(vmask),
-        )
+        ) if not self.rnn else self.sequence_batch(buf, acting, adv, target, v_old, vmask)
         batch = drop_idle(batch)
         batch.full = bool(batch.vmask.all()) and all(bool(a.all()) for a in batch.acting.values())
         return batch
+
+    def sequence_batch(self, buf: Rollout, acting: dict[str, torch.Tensor], adv: dict[str, torch.Tensor],
+                       target: torch.Tensor, v_old: torch.Tensor, vmask: torch.Tensor) -> PGBatch:
+        """Recurrent: the rollout as ``K`` chunks of ``L = rnn_chunk`` steps (:func:`marl.core.recurrent.chunk_rows`;
+        each carried transition a chunk of its own), with the recorded states at every chunk's start."""
+        C, L, gs = buf.carry, int(self.algo.rnn_chunk), buf.groups
+
+        def seq(x: torch.Tensor, fill: float | bool = 0) -> torch.Tensor:
+            return chunk_rows(x[: buf.T], C, L, fill)
+
+        unit_acting = self.unit_flags(buf)[0]
+        return PGBatch(
+            obs={k: seq(gb.obs) for k, gb in gs.items()},
+            mask={k: (seq(gb.mask, True) if gb.mask is not None else None) for k, gb in gs.items()},
+            action={k: seq(gb.action) for k, gb in gs.items()},
+            logp_old={k: seq(gb.logp) for k, gb in gs.items()},
+            acting={k: seq(acting[k], False) for k in gs},
+            adv={k: seq(v) for k, v in adv.items()},
+            state=seq(buf.state),
+            target=seq(target),
+            value_old=seq(v_old),
+            vmask=seq(vmask, False),
+            h0={k: chunk_starts(gb.h, C, L) for k, gb in gs.items()},
+            hv0=chunk_starts(buf.hv[: buf.T], C, L) if buf.hv is not None else None,
+            reset=seq(episode_starts(buf.done, C), False),
+            advance={k: seq(gb.acting, False) for k, gb in gs.items()},
+            vadvance=seq(unit_acting, False),
+        )
+
+    def policy_dist(self, k: str, mb: PGBatch):
+        """Group ``k``'s distribution over the minibatch ``[B, N]`` (recurrent: over its chunks ``[K, L, N]``)."""
+        if not self.rnn:
+            return self.manager.dist(k, mb.obs[k], mb.mask[k])
+        reset = mb.reset.unsqueeze(-1).expand_as(mb.advance[k])
+        return self.manager.policies[k].sequence(mb.obs[k], mb.h0[k], reset, mb.advance[k], mb.mask[k])
+
+    def agent_dist(self, g: str, k: int, mb: PGBatch):
+        """Agent ``k`` of group ``g`` alone (separate actors) -> over ``[B, 1]`` (recurrent: ``[K, L, 1]``)."""
+        pol = self.manager.policies[g]
+        if not self.rnn:
+            return pol.agent(k, mb.obs[g], mb.mask[g])
+        reset = mb.reset.unsqueeze(-1).expand_as(mb.advance[g])
+        return pol.agent_sequence(k, mb.obs[g], mb.h0[g], reset, mb.advance[g], mb.mask[g])
+
+    def batch_values(self, mb: PGBatch) -> torch.Tensor:
+        """Critic values of the minibatch ``[B, U]`` (recurrent: ``[K, L, U]``, replayed from ``mb.hv0``)."""
+        if self.h_critic is None:
+            return self.values(mb.obs, mb.state)
+        reset = mb.reset.unsqueeze(-1).expand_as(mb.vadvance)
+        return self.critic.sequence(mb.obs, mb.state, mb.hv0, reset, mb.vadvance)[0]
 
     # ---------------------------------------------------------------- losses shared by the updates
     def pg_loss(self, logp, logp_old, adv, mask, weight=None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -370,7 +532,7 @@ class OnPolicyLearner(Learner):
                 mask, ref = None, (ref[b, n].unsqueeze(1) if ref is not None else None)
                 pg, st = self.pg_loss(logp, mb.logp_old[k][b, n].unsqueeze(1), mb.adv[k][b, n].unsqueeze(1), None)
             else:
-                d = self.manager.dist(k, mb.obs[k], mb.mask[k])
+                d = self.policy_dist(k, mb)
                 logp, mask = d.log_prob(mb.action[k]), acting
                 pg, st = self.pg_loss(logp, mb.logp_old[k], mb.adv[k], acting)
             ent = losses.entropy_bonus(d.entropy(), mask)
@@ -393,7 +555,7 @@ class OnPolicyLearner(Learner):
                 v = v.index_put((b, n + off), c.local_entries(g.name, mb.obs[g.name], b, n))
                 off += g.n_agents
         else:
-            v = self.values(mb.obs, mb.state)
+            v = self.batch_values(mb)
         clip = self.algo.vclip_coef if getattr(self.algo, "clip_vloss", False) else None
         return losses.value_loss(v, mb.target, mb.value_old, clip, mb.vmask)
 
@@ -459,7 +621,7 @@ class OnPolicyLearner(Learner):
         self.iterations += 1
         if self.uses_critic:
             with torch.no_grad():
-                v = self.values(batch.obs, batch.state)
+                v = self.batch_values(batch)
             metrics["explained_variance"] = losses.explained_variance(v, batch.target, batch.vmask)
         metrics["learning_rate"] = lr
         return {
@@ -471,15 +633,20 @@ def drop_idle(batch: PGBatch) -> PGBatch:
     """The rows ``[B]`` where some trained agent acted: in turn-based games with pool opponents, the opponents'
     moves (no trained agent to move) add nothing to any loss (every term is masked by ``acting`` / ``vmask``), so
     dropping them leaves the losses unchanged and saves their forward and backward passes."""
-    keep = batch.vmask.any(-1)
+    keep = batch.vmask.flatten(1).any(-1)  # per row [B], or per chunk [K] (recurrent)
     for a in batch.acting.values():
-        keep = keep | a.any(-1)
+        keep = keep | a.flatten(1).any(-1)
     return batch if bool(keep.all()) else batch.index(keep.nonzero().squeeze(-1))
 
 
 class GroupMean(list):
     """Terms ``(value, n)`` of a stat averaged over ``n`` groups, kept as (detached) tensors until :func:`resolve`
     reads every stat of an update back from the device at once; its value is ``sum(float(value) / n)``."""
+
+
+def _optional(gb) -> tuple[str, ...]:
+    """The optional carry fields a group's rollout has: its action mask, its recurrent actor state."""
+    return (("mask",) if gb.mask is not None else ()) + (("h",) if gb.h is not None else ())
 
 
 def _accumulate(into: dict, new: dict[str, torch.Tensor], n: int) -> None:

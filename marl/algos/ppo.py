@@ -53,7 +53,7 @@ class PPO(OnPolicyLearner):
             m = batch.acting[k]
             if not bool(m.any()):
                 continue
-            logp = self.manager.dist(k, batch.obs[k], batch.mask[k]).log_prob(batch.action[k])
+            logp = self.policy_dist(k, batch).log_prob(batch.action[k])
             log_r = logp - batch.logp_old[k]
             total += float(((log_r.exp() - 1) - log_r)[m].sum())
             count += int(m.sum())

@@ -31,11 +31,11 @@ class TRPO(OnPolicyLearner):
     @torch.no_grad()
     def old_dists(self, batch: PGBatch) -> dict:
         """The policy before the step on ``batch``, per group (detached distributions)."""
-        return {k: self.manager.dist(k, batch.obs[k], batch.mask[k]) for k in batch.obs}
+        return {k: self.policy_dist(k, batch) for k in batch.obs}
 
     def mean_kl(self, batch: PGBatch, old: dict) -> torch.Tensor:
         """Mean exact ``KL(pi_old || pi)`` over the acting entries, averaged over the groups that act."""
-        kls = [losses.masked_mean(losses.kl_divergence(old[k], self.manager.dist(k, batch.obs[k], batch.mask[k])),
+        kls = [losses.masked_mean(losses.kl_divergence(old[k], self.policy_dist(k, batch)),
                                   batch.acting[k]) for k in batch.obs if bool(batch.acting[k].any())]
         return torch.stack(kls).mean() if kls else torch.zeros((), device=self.device)
 

@@ -114,8 +114,14 @@ class ConvTorso(nn.Module):
 
 
 def torso_mlp(in_dim: int, hidden: Sequence[int], out_dim: int, members: int, activation: str, out_gain: float,
-              image_shape: Sequence[int] | None = None, conv: Sequence[Sequence[int]] | None = None) -> nn.Module:
-    """An :class:`MLP`, preceded by a :class:`ConvTorso` when ``conv`` layers are given (``image_shape`` needed)."""
+              image_shape: Sequence[int] | None = None, conv: Sequence[Sequence[int]] | None = None,
+              rnn: str | None = None, rnn_hidden: int = 64) -> nn.Module:
+    """An :class:`MLP`, preceded by a :class:`ConvTorso` when ``conv`` layers are given (``image_shape`` needed);
+    with ``rnn`` (gru | lstm) a :class:`marl.core.recurrent.RecurrentNet` (a cell between the layers and the output)."""
+    if rnn:
+        from marl.core.recurrent import RecurrentNet  # recurrent.py builds on this module's layers
+
+        return RecurrentNet(in_dim, hidden, out_dim, members, activation, out_gain, rnn, rnn_hidden, image_shape, conv)
     if not conv:
         return MLP(in_dim, hidden, out_dim, members, activation, out_gain)
     torso = ConvTorso(image_shape or (), conv, in_dim, members)
@@ -147,10 +153,14 @@ class Actor(nn.Module):
         log_std_init: float = 0.0,
         image_shape: Sequence[int] | None = None,
         conv: Sequence[Sequence[int]] | None = None,
+        rnn: str | None = None,
+        rnn_hidden: int = 64,
     ):
         super().__init__()
         self.space = action_space
-        self.net = torso_mlp(in_dim, hidden, action_dim(action_space), members, activation, 0.01, image_shape, conv)
+        self.net = torso_mlp(in_dim, hidden, action_dim(action_space), members, activation, 0.01, image_shape, conv,
+                             rnn, rnn_hidden)
+        self.recurrent = bool(rnn)
         self.continuous = isinstance(action_space, spaces.Box)
         if self.continuous:
             d = action_dim(action_space)
@@ -162,6 +172,17 @@ class Actor(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None):
         """x ``[..., M, in]``, mask ``[..., M, A]`` -> a distribution over ``[..., M]`` agents."""
         return self.head(self.net(x), mask)
+
+    def step(self, x: torch.Tensor, state: torch.Tensor, mask: torch.Tensor | None = None):
+        """Recurrent actor, one step: x ``[..., M, in]``, state ``[..., M, S]`` -> (distribution, new state)."""
+        out, state = self.net.step(x, state)
+        return self.head(out, mask), state
+
+    def sequence(self, x, state, reset, advance, mask: torch.Tensor | None = None):
+        """Recurrent actor over sequences ``[B, L, ..., M, in]`` (see :meth:`RecurrentNet.sequence`) ->
+        distribution over ``[B, L, ..., M]``."""
+        out, _ = self.net.sequence(x, state, reset, advance)
+        return self.head(out, mask)
 
     def head(self, out: torch.Tensor, mask: torch.Tensor | None = None, log_std: torch.Tensor | None = None):
         """Distribution from the network output ``[..., M, A]`` (logits or means; ``log_std`` overrides ``M``'s)."""
@@ -177,12 +198,24 @@ class ValueCritic(nn.Module):
     """``V(x)``: ``[..., M, in] -> [..., M]``."""
 
     def __init__(self, in_dim: int, hidden: Sequence[int], members: int = 1, activation: str = "tanh",
-                 image_shape: Sequence[int] | None = None, conv: Sequence[Sequence[int]] | None = None):
+                 image_shape: Sequence[int] | None = None, conv: Sequence[Sequence[int]] | None = None,
+                 rnn: str | None = None, rnn_hidden: int = 64):
         super().__init__()
-        self.net = torso_mlp(in_dim, hidden, 1, members, activation, 1.0, image_shape, conv)
+        self.net = torso_mlp(in_dim, hidden, 1, members, activation, 1.0, image_shape, conv, rnn, rnn_hidden)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x).squeeze(-1)
+
+    def step(self, x: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Recurrent critic, one step -> (values ``[..., M]``, new state ``[..., M, S]``)."""
+        v, state = self.net.step(x, state)
+        return v.squeeze(-1), state
+
+    def sequence(self, x, state, reset, advance) -> tuple[torch.Tensor, torch.Tensor]:
+        """Recurrent critic over sequences ``[B, L, ..., M, in]`` -> (values ``[B, L, ..., M]``, states after each
+        step)."""
+        v, after = self.net.sequence(x, state, reset, advance)
+        return v.squeeze(-1), after
 
 
 class DeterministicActor(nn.Module):

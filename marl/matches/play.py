@@ -56,6 +56,8 @@ def play_matches(env: VecMultiEnv, subject: Player, opponent: Player, episodes: 
         started += 1
 
     last = env.reset(seed=seed)
+    subject.reset()
+    opponent.reset()
     for e in range(E):
         start(e)
     while any(r is None for r in results):
@@ -64,6 +66,9 @@ def play_matches(env: VecMultiEnv, subject: Player, opponent: Player, episodes: 
         a_opp = opponent.act(last, {g: ~m & last.acting[g] for g, m in mine.items()})
         actions = {g: np.where(mine[g], a_sub[g], a_opp[g]) for g in mine}
         last = env.step(actions)
+        if last.done.any():  # recurrent players: new matches start from zero states
+            subject.reset(last.done)
+            opponent.reset(last.done)
         for ep in last.episodes:
             e = ep.env_index
             if match_of[e] >= 0:

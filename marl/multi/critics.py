@@ -18,7 +18,7 @@ from torch import nn
 
 from marl.adapters.base import EnvSpec
 from marl.core.networks import ValueCritic
-from marl.multi.manager import AgentManager, conv_kwargs, flat_dim
+from marl.multi.manager import AgentManager, conv_kwargs, flat_dim, rnn_kwargs
 
 
 class ValueUnits:
@@ -74,12 +74,17 @@ class Critic(nn.Module):
                 pol = manager.policies[g.name]
                 in_dim = flat_dim(g) + (g.n_agents if pol.one_hot else 0)
                 self.nets[g.name] = ValueCritic(in_dim, hidden, 1 if pol.shared else g.n_agents, algo.activation,
-                                                **conv_kwargs(g, algo))
+                                                **conv_kwargs(g, algo), **rnn_kwargs(algo))
         else:
             s_dim, u = int(spec.state_shape[0]), self.units.U
             self.unit_id = u > 1  # a unit one-hot (team or agent id) appended to the state
-            self.net = ValueCritic(s_dim + (u if self.unit_id else 0), hidden, 1, algo.activation)
+            self.net = ValueCritic(s_dim + (u if self.unit_id else 0), hidden, 1, algo.activation, **rnn_kwargs(algo))
             self.register_buffer("eye", torch.eye(u))
+        self.recurrent = bool(getattr(algo, "rnn", None))
+        # recurrent: one state [..., U, S] per value unit (local critic: the agents, in group order)
+        self.state_dim = 0
+        if self.recurrent:
+            self.state_dim = (self.net if central else next(iter(self.nets.values()))).net.state_dim
 
     def _local(self, group: str, obs: torch.Tensor) -> torch.Tensor:
         """Own-observation values ``[..., N_g]``; averaged with the mirror image's when the policy is symmetric."""
@@ -98,7 +103,8 @@ class Critic(nn.Module):
     @property
     def sparse_ok(self) -> bool:
         """Whether :meth:`local_entries` can evaluate any subset of the value units (local critic, shared nets)."""
-        return not self.central and all(self.manager.policies[g.name].shared for g in self.spec.groups)
+        return not self.central and not self.recurrent and all(
+            self.manager.policies[g.name].shared for g in self.spec.groups)
 
     @property
     def n_units(self) -> int:
@@ -113,3 +119,39 @@ class Critic(nn.Module):
         u = self.units.U
         x = state.unsqueeze(-2).expand(*state.shape[:-1], u, state.shape[-1])
         return self.net(torch.cat([x, self.eye.expand(*state.shape[:-1], u, u)], dim=-1))
+
+    def _central_input(self, state: torch.Tensor) -> torch.Tensor:
+        """The central net's input ``[..., U (or 1), S (+U)]`` from the global state ``[..., S]``."""
+        if not self.unit_id:
+            return state.unsqueeze(-2)
+        u = self.units.U
+        x = state.unsqueeze(-2).expand(*state.shape[:-1], u, state.shape[-1])
+        return torch.cat([x, self.eye.expand(*state.shape[:-1], u, u)], dim=-1)
+
+    def step(self, obs: dict[str, torch.Tensor], state: torch.Tensor, h: torch.Tensor
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Recurrent critic, one step: obs ``{group: [..., N_g, D]}``, state ``[..., S]``, unit states
+        ``h [..., U, H]`` -> (values ``[..., U]``, new unit states)."""
+        if self.central:
+            return self.net.step(self._central_input(state), h)
+        vs, hs = [], []
+        for g, hg in zip(self.spec.groups, h.split(self.units.sizes, dim=-2), strict=True):
+            v, hn = self.nets[g.name].step(self.manager.policies[g.name].inputs(obs[g.name]), hg)
+            vs.append(v)
+            hs.append(hn)
+        return torch.cat(vs, dim=-1), torch.cat(hs, dim=-2)
+
+    def sequence(self, obs: dict[str, torch.Tensor], state: torch.Tensor, h: torch.Tensor, reset: torch.Tensor,
+                 advance: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Recurrent critic over sequences ``[B, L, ...]`` from unit states ``h [B, U, H]``, with ``reset`` /
+        ``advance [B, L, U]`` -> (values ``[B, L, U]``, unit states after each step ``[B, L, U, H]``)."""
+        if self.central:
+            return self.net.sequence(self._central_input(state), h, reset, advance)
+        vs, hs = [], []
+        parts = zip(self.spec.groups, h.split(self.units.sizes, dim=-2), reset.split(self.units.sizes, dim=-1),
+                    advance.split(self.units.sizes, dim=-1), strict=True)
+        for g, hg, rg, ag in parts:
+            v, after = self.nets[g.name].sequence(self.manager.policies[g.name].inputs(obs[g.name]), hg, rg, ag)
+            vs.append(v)
+            hs.append(after)
+        return torch.cat(vs, dim=-1), torch.cat(hs, dim=-2)

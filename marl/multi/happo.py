@@ -33,13 +33,14 @@ def agent_order(n: int, gen: torch.Generator) -> list[int]:
 
 
 @torch.no_grad()
-def update_weight(batch: PGBatch, pol, g: str, k: int) -> None:
-    """Multiply ``batch.weight [B]`` by agent ``k`` of group ``g``'s ratio ``pi_new / pi_old`` on its acting
-    entries (1 elsewhere), after its update: the weight ``M`` of the agents updated next."""
-    d = pol.agent(k, batch.obs[g], batch.mask[g])
-    new = d.log_prob(batch.action[g][:, k : k + 1])[:, 0]
-    ratio = torch.exp(new - batch.logp_old[g][:, k])
-    batch.weight = batch.weight * torch.where(batch.acting[g][:, k], ratio, torch.ones_like(ratio))
+def update_weight(batch: PGBatch, learner, g: str, k: int) -> None:
+    """Multiply ``batch.weight [B]`` (recurrent: ``[K, L]``) by agent ``k`` of group ``g``'s ratio
+    ``pi_new / pi_old`` on its acting entries (1 elsewhere), after its update: the weight ``M`` of the agents
+    updated next."""
+    d = learner.agent_dist(g, k, batch)
+    new = d.log_prob(batch.action[g][..., k : k + 1])[..., 0]
+    ratio = torch.exp(new - batch.logp_old[g][..., k])
+    batch.weight = batch.weight * torch.where(batch.acting[g][..., k], ratio, torch.ones_like(ratio))
 
 
 class HAPPO(PPO):
@@ -53,7 +54,7 @@ class HAPPO(PPO):
     def update(self, batch: PGBatch) -> dict[str, float]:
         units = self.manager.agent_units()
         order = agent_order(len(units), self.gen)
-        batch.weight = torch.ones(batch.size, device=self.device)
+        batch.weight = torch.ones(batch.state.shape[:-1], device=self.device)  # [B] or [K, L]
         critic_params = list(self.critic.parameters())
         stats = []
         for i, u in enumerate(order):
@@ -63,12 +64,12 @@ class HAPPO(PPO):
             params = [pol.agent_parameters(k)] + ([critic_params] if i == 0 else [])
 
             def agent_step(mb: PGBatch, g=g, k=k, pol=pol, with_critic=i == 0, opts=opts, params=params):
-                d = pol.agent(k, mb.obs[g], mb.mask[g])
-                acting = mb.acting[g][:, k : k + 1]
-                logp = d.log_prob(mb.action[g][:, k : k + 1])
-                pg, st = self.pg_loss(
-                    logp, mb.logp_old[g][:, k : k + 1], mb.adv[g][:, k : k + 1], acting, mb.weight[:, None]
-                )
+                d = self.agent_dist(g, k, mb)
+                sl = slice(k, k + 1)
+                acting = mb.acting[g][..., sl]
+                logp = d.log_prob(mb.action[g][..., sl])
+                pg, st = self.pg_loss(logp, mb.logp_old[g][..., sl], mb.adv[g][..., sl], acting,
+                                      mb.weight.unsqueeze(-1))
                 ent = losses.entropy_bonus(d.entropy(), acting)
                 loss = pg - self.algo.ent_coef * ent
                 st = {**st, "policy_loss": pg.detach(), "entropy": ent.detach()}
@@ -80,7 +81,7 @@ class HAPPO(PPO):
                 return st
 
             stats.append(self.run_epochs(batch, agent_step))
-            update_weight(batch, pol, g, k)
+            update_weight(batch, self, g, k)
         out = mean_stats(stats)
         out["happo_weight_std"] = float(batch.weight.std()) if batch.size > 1 else 0.0
         return self.adapt_kl(out, batch)

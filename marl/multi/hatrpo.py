@@ -26,21 +26,22 @@ class HATRPO(TRPO):
 
     def update(self, batch: PGBatch) -> dict[str, float]:
         units = self.manager.agent_units()
-        batch.weight = torch.ones(batch.size, device=self.device)
+        batch.weight = torch.ones(batch.state.shape[:-1], device=self.device)  # [B] or [K, L]
         stats = []
         for u in agent_order(len(units), self.gen):
             g, k = units[u]
-            pol, acting = self.manager.policies[g], batch.acting[g][:, k : k + 1]
+            pol, acting = self.manager.policies[g], batch.acting[g][..., k : k + 1]
             if not bool(acting.any()):
                 continue
             with torch.no_grad():
-                old = pol.agent(k, batch.obs[g], batch.mask[g])
+                old = self.agent_dist(g, k, batch)
 
             def terms(g=g, k=k, pol=pol, acting=acting) -> tuple[torch.Tensor, torch.Tensor]:
                 """Agent k's weighted surrogate loss and mean entropy."""
-                d = pol.agent(k, batch.obs[g], batch.mask[g])
-                pg, _ = self.pg_loss(d.log_prob(batch.action[g][:, k : k + 1]), batch.logp_old[g][:, k : k + 1],
-                                     batch.adv[g][:, k : k + 1], acting, batch.weight[:, None])
+                d = self.agent_dist(g, k, batch)
+                sl = slice(k, k + 1)
+                pg, _ = self.pg_loss(d.log_prob(batch.action[g][..., sl]), batch.logp_old[g][..., sl],
+                                     batch.adv[g][..., sl], acting, batch.weight.unsqueeze(-1))
                 return pg, losses.entropy_bonus(d.entropy(), acting)
 
             def loss_fn(terms=terms):
@@ -48,13 +49,13 @@ class HATRPO(TRPO):
                 return pg - self.algo.ent_coef * ent
 
             def kl_fn(g=g, k=k, pol=pol, acting=acting, old=old):
-                return losses.masked_mean(losses.kl_divergence(old, pol.agent(k, batch.obs[g], batch.mask[g])), acting)
+                return losses.masked_mean(losses.kl_divergence(old, self.agent_dist(g, k, batch)), acting)
 
             with torch.no_grad():
                 pg, ent = terms()
                 st = {"policy_loss": float(pg), "entropy": float(ent)}
             stats.append({**st, **self.tr_step(pol.agent_parameters(k), loss_fn, kl_fn)})
-            update_weight(batch, pol, g, k)
+            update_weight(batch, self, g, k)
         out = mean_stats(stats) if stats else {}
         out["happo_weight_std"] = float(batch.weight.std()) if batch.size > 1 else 0.0
         return {**out, **self.fit_critic(batch)}

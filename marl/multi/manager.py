@@ -36,6 +36,12 @@ def conv_kwargs(group: GroupSpec, algo: DictConfig) -> dict:
     return {"image_shape": shape, "conv": [list(map(int, layer)) for layer in conv]}
 
 
+def rnn_kwargs(algo: DictConfig) -> dict:
+    """``rnn`` / ``rnn_hidden`` for the networks when ``algo.rnn`` is set (else nothing: feed-forward)."""
+    kind = getattr(algo, "rnn", None)
+    return {"rnn": kind, "rnn_hidden": int(algo.rnn_hidden)} if kind else {}
+
+
 class GroupPolicy(nn.Module):
     """The actor(s) of one group: ``[..., N, D] -> distribution over [..., N]``."""
 
@@ -51,7 +57,9 @@ class GroupPolicy(nn.Module):
             action_bound=algo.action_bound,
             log_std_init=float(getattr(algo, "log_std_init", 0.0)),
             **conv_kwargs(group, algo),
+            **rnn_kwargs(algo),
         )
+        self.recurrent = bool(getattr(algo, "rnn", None))
         self.separate = separate and not self.shared
         if self.separate:
             self.actors = nn.ModuleList(Actor(in_dim, group.action_space, members=1, **kw) for _ in range(n))
@@ -69,19 +77,56 @@ class GroupPolicy(nn.Module):
     @property
     def dense(self) -> bool:
         """One network for every agent of the group (shared parameters): any subset of entries can be evaluated."""
-        return self.shared and not self.separate
+        return self.shared and not self.separate and not self.recurrent
+
+    @property
+    def state_dim(self) -> int:
+        """Size ``S`` of one agent's recurrent state (0: feed-forward)."""
+        if not self.recurrent:
+            return 0
+        return (self.actors[0] if self.separate else self.actor).net.state_dim
+
+    def step(self, obs: torch.Tensor, state: torch.Tensor, mask: torch.Tensor | None = None):
+        """Recurrent policy, one step: obs ``[..., N, D]``, state ``[..., N, S]`` -> (distribution, new state)."""
+        x = self.inputs(obs)
+        if not self.separate:
+            return self.actor.step(x, state, mask)
+        outs, states = zip(*(a.net.step(x[..., k : k + 1, :], state[..., k : k + 1, :])
+                             for k, a in enumerate(self.actors)), strict=True)
+        return self._join(list(outs), mask), torch.cat(states, dim=-2)
+
+    def sequence(self, obs, state, reset, advance, mask: torch.Tensor | None = None):
+        """Recurrent policy over sequences ``obs [B, L, N, D]`` from ``state [B, N, S]`` with ``reset`` /
+        ``advance [B, L, N]`` (:meth:`marl.core.recurrent.RecurrentNet.sequence`) -> distribution over
+        ``[B, L, N]``."""
+        x = self.inputs(obs)
+        if not self.separate:
+            return self.actor.sequence(x, state, reset, advance, mask)
+        outs = [a.net.sequence(x[..., k : k + 1, :], state[..., k : k + 1, :], reset[..., k : k + 1],
+                               advance[..., k : k + 1])[0] for k, a in enumerate(self.actors)]
+        return self._join(outs, mask)
+
+    def agent_sequence(self, k: int, obs, state, reset, advance, mask: torch.Tensor | None = None):
+        """Agent ``k`` alone (``separate``), as :meth:`sequence` -> distribution over ``[B, L, 1]``."""
+        sl = slice(k, k + 1)
+        m = mask[..., sl, :] if mask is not None else None
+        return self.actors[k].sequence(self.inputs(obs)[..., sl, :], state[..., sl, :], reset[..., sl],
+                                       advance[..., sl], m)
+
+    def _join(self, outs: list[torch.Tensor], mask: torch.Tensor | None):
+        """One distribution from the per-agent head outputs ``[..., 1, A]`` of separate actors."""
+        first = self.actors[0]
+        if first.continuous:
+            log_std = torch.cat([a.log_std for a in self.actors], dim=0)
+            return first.head(torch.cat(outs, dim=-2), None, log_std=log_std)
+        return first.head(torch.cat(outs, dim=-2), mask)
 
     def forward(self, obs: torch.Tensor, mask: torch.Tensor | None = None):
         x = self.inputs(obs)
         if not self.separate:
             return self._shared(x, mask)
         # one module per agent (HAPPO): run each on its slice and join the head outputs into one distribution
-        outs = [a.net(x[..., k : k + 1, :]) for k, a in enumerate(self.actors)]
-        first = self.actors[0]
-        if first.continuous:
-            log_std = torch.cat([a.log_std for a in self.actors], dim=0)
-            return first.head(torch.cat(outs, dim=-2), None, log_std=log_std)
-        return first.head(torch.cat(outs, dim=-2), mask)
+        return self._join([a.net(x[..., k : k + 1, :]) for k, a in enumerate(self.actors)], mask)
 
     def _shared(self, x: torch.Tensor, mask: torch.Tensor | None):
         if self.mirror is None:
@@ -131,6 +176,32 @@ class AgentManager(nn.Module):
             a = d.mode() if deterministic else d.sample()
             actions[g.name], logps[g.name] = a, d.log_prob(a)
         return actions, logps
+
+    @property
+    def recurrent(self) -> bool:
+        return any(p.recurrent for p in self.policies.values())
+
+    def initial_state(self, num_envs: int, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+        """Zero recurrent states ``{group: [E, N_g, S]}`` (empty for feed-forward policies)."""
+        if not self.recurrent:
+            return {}
+        return {g.name: torch.zeros(num_envs, g.n_agents, self.policies[g.name].state_dim, device=device)
+                for g in self.spec.groups}
+
+    @torch.no_grad()
+    def act_recurrent(
+        self, obs: dict[str, torch.Tensor], mask: dict[str, torch.Tensor | None], state: dict[str, torch.Tensor],
+        acting: dict[str, torch.Tensor], deterministic: bool = False,
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """As :meth:`act` from the states fed to this step ``{g: [E, N_g, S]}``; also returns the states after
+        it: advanced where ``acting [E, N_g]``, kept elsewhere."""
+        actions, logps, after = {}, {}, {}
+        for g in self.spec.groups:
+            d, new = self.policies[g.name].step(obs[g.name], state[g.name], mask.get(g.name))
+            a = d.mode() if deterministic else d.sample()
+            actions[g.name], logps[g.name] = a, d.log_prob(a)
+            after[g.name] = torch.where(acting[g.name].unsqueeze(-1), new, state[g.name])
+        return actions, logps, after
 
     def agent_units(self) -> list[tuple[str, int]]:
         """Every (group, index) pair: the units HAPPO updates one at a time."""
