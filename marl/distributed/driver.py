@@ -282,7 +282,7 @@ class RayVecEnv:
             self.lag = 0
         else:
             results = [self._collect_async()]
-            lr.last = results[0]["last"]
+            lr.last = join_steps([results[0]["last"]])  # a writable copy
             self.lag = lr.iterations - results[0]["version"]
         from marl.distributed.worker import load_arrays
 

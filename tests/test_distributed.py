@@ -1,0 +1,89 @@
+"""``env.backend=ray`` (marl/distributed): one local Ray session (2 CPUs) for the whole module.
+
+Sync mode with one worker is the in-process run bit for bit (same seeds, same sampling, statistics taken over);
+with two workers a run is reproducible run to run; async mode trains with a non-zero policy lag; a worker whose
+process dies is rebuilt and the run finishes; an env that keeps failing stops the run with a clear error and a
+checkpoint. V-trace's numerics are in tests/test_vtrace.py.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+from conftest import read_rows, train_inprocess
+
+ray = pytest.importorskip("ray")
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+SMALL = ("progress=false", "eval_episodes=2", "eval_every=0", "checkpoint_every=0", "preset=none")
+PPO = ("env=cartpole", "algo=ppo", "algo.num_steps=16", "algo.update_epochs=2", "algo.num_minibatches=2")
+WALK = ("env=custom", "env.entry_point=bad_envs:walk", "env.check=false", "algo=ppo", "algo.num_steps=8",
+        "algo.update_epochs=1", "algo.num_minibatches=1")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ray_session():
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 2**20, configure_logging=False)
+    yield
+    ray.shutdown()
+
+
+def train(tmp: Path, name: str, *args: str) -> tuple[int, str, Path]:
+    run = tmp / name
+    code, _, err = train_inprocess([*SMALL, *args, f"run_dir={run}", f"hydra.run.dir={tmp / 'hydra' / name}"])
+    return code, err, run
+
+
+def common(a: list[dict], b: list[dict]) -> tuple[list[dict], list[dict]]:
+    keys = set(a[0]) & set(b[0])
+    return [{k: r[k] for k in keys} for r in a], [{k: r[k] for k in keys} for r in b]
+
+
+def test_sync_one_worker_is_the_inprocess_run(tmp_path):
+    args = (*PPO, "num_envs=2", "total_steps=96", "algo.normalize_obs=true")
+    c1, e1, ip = train(tmp_path, "inprocess", *args)
+    c2, e2, rr = train(tmp_path, "ray", *args, "env.backend=ray", "env.workers=1")
+    assert c1 == 0 and c2 == 0, e1 + e2
+    a, b = read_rows(ip / "metrics.csv"), read_rows(rr / "metrics.csv")
+    assert len(a) == len(b) == 3 and all(r["charts/policy_lag"] == "0.0" for r in b)
+    assert common(a, b)[0] == common(a, b)[1]
+
+
+def test_sync_two_workers_reproducible(tmp_path):
+    args = (*WALK, "num_envs=4", "total_steps=96", "env.backend=ray", "env.workers=2", "algo.normalize_obs=true")
+    runs = [train(tmp_path, f"w2_{i}", *args) for i in range(2)]
+    assert all(c == 0 for c, _, _ in runs), runs[0][1]
+    a, b = (read_rows(r / "metrics.csv") for _, _, r in runs)
+    assert a == b and [int(r["global_step"]) for r in a] == [32, 64, 96]
+
+
+def test_async_trains_with_policy_lag(tmp_path):
+    code, err, run = train(tmp_path, "async", *WALK, "num_envs=4", "total_steps=160", "env.backend=ray",
+                           "env.workers=2", "ray.mode=async")
+    assert code == 0, err
+    rows = read_rows(run / "metrics.csv")
+    lags = [float(r["charts/policy_lag"]) for r in rows]
+    assert int(rows[-1]["global_step"]) >= 160 and int(rows[0]["global_step"]) == 16  # one worker's rollout each
+    assert max(lags) > 0 and all(math.isfinite(float(r["losses/policy_loss"])) for r in rows)
+
+
+def test_killed_worker_is_rebuilt_and_the_run_finishes(tmp_path):
+    marker = tmp_path / "died"
+    code, err, run = train(tmp_path, "kill", *WALK, "num_envs=4", "total_steps=96", "env.backend=ray",
+                           "env.workers=2", "env.entry_point=distributed_envs:dies_once",
+                           f"+env.kwargs.marker={marker}", "+env.kwargs.at=12")
+    assert code == 0, err
+    assert marker.exists() and "warning: Ray rollout worker" in err and "rebuilding it" in err
+    assert int(read_rows(run / "metrics.csv")[-1]["global_step"]) == 96
+
+
+def test_failing_env_stops_with_a_clear_error_and_a_checkpoint(tmp_path):
+    code, err, run = train(tmp_path, "fail", *WALK, "num_envs=4", "total_steps=96", "env.backend=ray",
+                           "env.workers=2", "env.entry_point=bad_envs:raises_mid_episode", "ray.max_failures=2",
+                           "+env.kwargs.fail_at=3")
+    assert code == 2, err
+    assert "failed 2 times in a row" in err and "ZeroDivisionError: the physics engine divided by zero" in err
+    assert "Traceback" not in err and list((run / "checkpoints").glob("step_*.pt"))
