@@ -581,12 +581,16 @@ def _check_ray(cfg: DictConfig) -> None:
         raise ConfigError(f"env.backend=ray does not support algo={name} yet: the Ray workers run the on-policy "
                           "rollout (reinforce, a2c, ppo, trpo, ippo, mappo, happo, hatrpo)",
                           "use env.backend=inprocess or subprocess for this algorithm")
-    epw = cfg.ray.envs_per_worker
+    epw, workers = cfg.ray.envs_per_worker, int(cfg.env.workers)
     if epw is not None:
-        if not cfg.env.workers:
+        if not workers:
             raise ConfigError("ray.envs_per_worker needs env.workers (the number of Ray rollout workers)",
                               f"pass env.workers=N (num_envs becomes N x {epw}), or drop ray.envs_per_worker")
-        cfg.num_envs = int(cfg.env.workers) * int(epw)
+        cfg.num_envs = workers * int(epw)
+    if workers and cfg.num_envs % workers:
+        raise ConfigError(f"num_envs={cfg.num_envs} copies cannot be shared equally by env.workers={workers} Ray "
+                          "workers", f"pass num_envs={workers * max(1, cfg.num_envs // workers)} (a multiple of "
+                          f"{workers}), or ray.envs_per_worker=N for N copies per worker")
 
 
 def resolve_device(device: str) -> str:

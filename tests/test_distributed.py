@@ -52,14 +52,6 @@ def test_sync_one_worker_is_the_inprocess_run(tmp_path):
     assert common(a, b)[0] == common(a, b)[1]
 
 
-def test_sync_two_workers_reproducible(tmp_path):
-    args = (*WALK, "num_envs=4", "total_steps=96", "env.backend=ray", "env.workers=2", "algo.normalize_obs=true")
-    runs = [train(tmp_path, f"w2_{i}", *args) for i in range(2)]
-    assert all(c == 0 for c, _, _ in runs), runs[0][1]
-    a, b = (read_rows(r / "metrics.csv") for _, _, r in runs)
-    assert a == b and [int(r["global_step"]) for r in a] == [32, 64, 96]
-
-
 def test_async_trains_with_policy_lag(tmp_path):
     code, err, run = train(tmp_path, "async", *WALK, "num_envs=4", "total_steps=160", "env.backend=ray",
                            "env.workers=2", "ray.mode=async")
@@ -87,3 +79,22 @@ def test_failing_env_stops_with_a_clear_error_and_a_checkpoint(tmp_path):
     assert code == 2, err
     assert "failed 2 times in a row" in err and "ZeroDivisionError: the physics engine divided by zero" in err
     assert "Traceback" not in err and list((run / "checkpoints").glob("step_*.pt"))
+
+
+def test_sync_two_workers_reproducible_and_resume_continues_exactly(tmp_path):
+    args = (*WALK, "num_envs=4", "env.backend=ray", "env.workers=2", "algo.normalize_obs=true",
+            "algo.normalize_reward=true", "+env.kwargs.max_cycles=13")
+    c1, e1, straight = train(tmp_path, "straight", *args, "total_steps=96")
+    c0, e0, again = train(tmp_path, "again", *args, "total_steps=96")
+    c2, e2, part = train(tmp_path, "part", *args, "total_steps=64")
+    assert c0 == 0 and c1 == 0 and c2 == 0, e0 + e1 + e2
+    assert read_rows(again / "metrics.csv") == read_rows(straight / "metrics.csv")
+    assert [int(r["global_step"]) for r in read_rows(straight / "metrics.csv")] == [32, 64, 96]
+    code, _, err = train_inprocess(["progress=false", f"resume={part}", "total_steps=96",
+                                    f"hydra.run.dir={tmp_path / 'hydra' / 'resume'}"])
+    assert code == 0 and "could not be restored" not in err, err
+    def training(rows):  # the partial run also evaluated at its first end (step 64)
+        return [{k: v for k, v in r.items() if not k.startswith("eval/")} for r in rows]
+
+    assert training(read_rows(part / "metrics.csv")) == training(read_rows(straight / "metrics.csv"))
+    assert read_rows(part / "metrics.csv")[-1] == read_rows(straight / "metrics.csv")[-1]
