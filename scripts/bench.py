@@ -1,6 +1,6 @@
 """Benchmarks (not timed tests): `python scripts/bench.py SECTION [options]`, SECTION one of
-learning | adapters | multiagent | games | policy_family | offpolicy. Each writes benchmarks/<name>.json and
-.md; `--help` per section."""
+learning | adapters | multiagent | games | policy_family | offpolicy | distributed. Each writes
+benchmarks/<name>.json and .md; `--help` per section."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from pathlib import Path
 sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]  # benches, this marl
 
 SECTIONS = {"learning": "benches.learning", "adapters": "benches.adapters", "multiagent": "benches.multiagent",
-            "games": "benches.games", "policy_family": "benches.policy_family", "offpolicy": "benches.offpolicy"}
+            "games": "benches.games", "policy_family": "benches.policy_family", "offpolicy": "benches.offpolicy",
+            "distributed": "benches.distributed"}
 
 
 def main(argv: list[str] | None = None) -> int:
