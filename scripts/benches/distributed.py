@@ -76,8 +76,8 @@ def overheads(repeats: int) -> dict:
     out["ray_init_s"] = time.perf_counter() - t0
     try:
         for env, algo, *_ in CASES:
-            cfg = compose({"env": {"name": env, "backend": "ray", "workers": 2}, "algo": {"name": algo, "num_steps": 1, "num_minibatches": 1},
-                           "num_envs": 2})
+            cfg = compose({"env": {"name": env, "backend": "ray", "workers": 2},
+                           "algo": {"name": algo, "num_steps": 1, "num_minibatches": 1}, "num_envs": 2})
             seed_everything(0)
             t0 = time.perf_counter()
             renv = build_learner_env(cfg)
