@@ -98,3 +98,18 @@ def test_sync_two_workers_reproducible_and_resume_continues_exactly(tmp_path):
 
     assert training(read_rows(part / "metrics.csv")) == training(read_rows(straight / "metrics.csv"))
     assert read_rows(part / "metrics.csv")[-1] == read_rows(straight / "metrics.csv")[-1]
+
+
+def test_hydra_ray_launcher_runs_a_tiny_sweep_on_the_cluster(tmp_path):
+    """``-m ... hydra/launcher=ray`` joins this module's Ray (``address=auto``) and runs each job as a Ray task; the
+    sweep summary is written as with the basic launcher. Needs the ``[ray-sweep]`` extra."""
+    pytest.importorskip("hydra_plugins.hydra_ray_launcher")
+    from conftest import run_cli
+
+    res = run_cli(["-m", "hydra/launcher=ray", "hydra.launcher.ray.init.address=auto",
+                   "+hydra.launcher.ray.init.object_store_memory=null", *SMALL, *PPO, "num_envs=2",
+                   "total_steps=32", "seed=0,1"], tmp_path, timeout=300)
+    assert res.returncode == 0, res
+    assert "Ray Launcher is launching 2 jobs" in res.stdout + res.stderr
+    (summary,) = tmp_path.glob("hydra/*/summary.md")
+    assert all((summary.parent / str(j) / "metrics.csv").exists() for j in (0, 1))

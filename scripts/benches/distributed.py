@@ -13,12 +13,13 @@ gather of a 1-step rollout of 2 copies (weights put, call, rollout arrays back, 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
-from benches.common import last, machine, train_job, write
+from benches.common import BENCH_DIR, last, machine, train_job, write
 from marl.config import compose, cpu_count
 
 # (env, algo, total_steps, quick steps): a few whole rollouts each (num_steps x num_envs = 800 / 2000 env steps)
@@ -59,6 +60,40 @@ def timed(fn, learner, n: int) -> float:
         learner.iterations = i + 1
         fn()
     return (time.perf_counter() - t) / n * 1e3
+
+
+def iteration_costs(repeats: int) -> dict:
+    """In-process, at the benchmark's size (``num_envs=8``, default ``num_steps``): CPU seconds of one rollout's
+    collection and of one update (advantages + epochs), per iteration; CPU time of this one-threaded process, so the
+    figures hold on an idle machine too (wall time on a loaded one does not)."""
+    from marl.algos import make_learner
+    from marl.algos.base import seed_everything
+    from marl.rollout import carry_over
+    from marl.train import build
+
+    out = {}
+    for env, algo, *_ in CASES:
+        cfg = compose({"env": {"name": env}, "algo": {"name": algo}, "num_envs": 8})
+        seed_everything(0)
+        venv = build(cfg)
+        lr = make_learner(cfg, venv, "cpu")
+        lr.reset_env(0)
+        col, upd = [], []
+        for _ in range(repeats):
+            t = time.process_time()
+            buf = lr.collect()
+            col.append(time.process_time() - t)
+            t = time.process_time()
+            lr.update(lr.make_batch(buf))
+            carry_over(buf, lr.units.unit_of, *lr._pending)
+            upd.append(time.process_time() - t)
+        venv.close()
+        steps = int(cfg.algo.num_steps) * 8
+        out[f"{env}_{algo}"] = {"steps_per_iteration": steps, "collect_cpu_s": statistics.median(col),
+                                "update_cpu_s": statistics.median(upd)}
+        print(f"{env} {algo}: {steps} env steps per iteration; collect {statistics.median(col):.2f} CPU s, update "
+              f"{statistics.median(upd):.2f} CPU s", flush=True)
+    return out
 
 
 def overheads(repeats: int) -> dict:
@@ -130,15 +165,32 @@ def markdown(data: dict) -> str:
         lines.append(f"| {env} | {algo} | {x['workers_start_s']:.1f} | {x['gather_ms']:.1f} | "
                      f"{x['collect_inprocess_ms']:.1f} | {x['overhead_ms']:.1f} | {x['weights_kb']:.0f} | "
                      f"{x['weights_put_ms']:.2f} |")
+    lines += ["", "Per-iteration costs in-process at the benchmark's size (CPU seconds of the one-threaded learner "
+              "process, medians; they do not depend on the load the way wall time does):", "",
+              "| env | algo | env steps per iteration | collect (CPU s) | update (CPU s) |",
+              "| --- | --- | ---: | ---: | ---: |"]
+    for env, algo, *_ in CASES:
+        c = data["costs"][f"{env}_{algo}"]
+        lines.append(f"| {env} | {algo} | {c['steps_per_iteration']} | {c['collect_cpu_s']:.2f} | "
+                     f"{c['update_cpu_s']:.2f} |")
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="bench.py distributed", description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="one or two rollouts per case (checks that it works)")
+    p.add_argument("--part", choices=["all", "costs"], default="all",
+                   help="costs: only the overheads and per-iteration costs (the throughput rows already in "
+                        "benchmarks/distributed.json are kept)")
     args = p.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="marl_bench_dist_") as tmp:
-        data = {"throughput": throughput(Path(tmp), args.quick), "overheads": overheads(3 if args.quick else 20)}
+    name = "distributed" if not args.quick else "distributed_quick"
+    path = BENCH_DIR / f"{name}.json"
+    data = json.loads(path.read_text()) if args.part == "costs" and path.exists() else {}
+    if args.part == "all":
+        with tempfile.TemporaryDirectory(prefix="marl_bench_dist_") as tmp:
+            data["throughput"] = throughput(Path(tmp), args.quick)
+    data["overheads"] = overheads(3 if args.quick else 20)
+    data["costs"] = iteration_costs(2 if args.quick else 3)
     data["machine"] = machine()
-    write("distributed" if not args.quick else "distributed_quick", data, markdown(data))
+    write(name, data, markdown(data))
     return 0
