@@ -62,6 +62,21 @@ def test_async_trains_with_policy_lag(tmp_path):
     assert max(lags) > 0 and all(math.isfinite(float(r["losses/policy_loss"])) for r in rows)
 
 
+@pytest.mark.slow
+def test_async_ppo_learns_cartpole(tmp_path):
+    """Two workers, V-trace on every lagged rollout (the preset's PPO settings): the recent training return passes
+    150 within 24k env steps (a random policy: about 22). Async runs depend on timing, hence a margin."""
+    run = tmp_path / "async_learns"
+    code, _, err = train_inprocess(["progress=false", "eval_episodes=2", "eval_every=0", "checkpoint_every=0",
+                                    "env=cartpole", "algo=ppo", "num_envs=8", "total_steps=24000", "env.backend=ray",
+                                    "env.workers=2", "ray.mode=async", f"run_dir={run}",
+                                    f"hydra.run.dir={tmp_path / 'hydra'}"])
+    assert code == 0, err
+    rows = read_rows(run / "metrics.csv")
+    assert max(float(r["charts/policy_lag"]) for r in rows) >= 1
+    assert max(float(r["charts/recent_return"]) for r in rows if r.get("charts/recent_return")) > 150
+
+
 def test_killed_worker_is_rebuilt_and_the_run_finishes(tmp_path):
     marker = tmp_path / "died"
     code, err, run = train(tmp_path, "kill", *WALK, "num_envs=4", "total_steps=96", "env.backend=ray",
