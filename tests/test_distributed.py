@@ -65,10 +65,10 @@ def test_async_trains_with_policy_lag(tmp_path):
 @pytest.mark.slow
 def test_async_ppo_learns_cartpole(tmp_path):
     """Two workers, V-trace on every lagged rollout (the preset's PPO settings): the recent training return passes
-    150 within 24k env steps (a random policy: about 22). Async runs depend on timing, hence a margin."""
+    150 within 40k env steps (a random policy: about 22). Async runs depend on timing, hence a margin."""
     run = tmp_path / "async_learns"
     code, _, err = train_inprocess(["progress=false", "eval_episodes=2", "eval_every=0", "checkpoint_every=0",
-                                    "env=cartpole", "algo=ppo", "num_envs=8", "total_steps=24000", "env.backend=ray",
+                                    "env=cartpole", "algo=ppo", "num_envs=8", "total_steps=40000", "env.backend=ray",
                                     "env.workers=2", "ray.mode=async", f"run_dir={run}",
                                     f"hydra.run.dir={tmp_path / 'hydra'}"])
     assert code == 0, err

@@ -198,7 +198,12 @@ class RayVecEnv:
         self.rebuilds[w] += 1
         actor = self._make(w)
         self.workers[w] = actor
-        self.ray.get(actor.reset.remote(self._reset_seed(w)), timeout=self.timeout)
+        try:
+            self.ray.get(actor.reset.remote(self._reset_seed(w)), timeout=self.timeout)
+        except self.ray.exceptions.GetTimeoutError:
+            self._rebuild(w, f"no reset within ray.timeout_s={self.timeout:g} s")
+        except self.ray.exceptions.RayError as err:  # e.g. the env fails to build or to reset: one more failure
+            self._rebuild(w, _first_line(err))
 
     # ------------------------------------------------------------------ the env interface
     def reset(self, seed: int | None = None, group_size: int = 1) -> StepOut:
