@@ -1,12 +1,14 @@
 """Envs for the Ray backend's fault tests (``env=custom env.entry_point=distributed_envs:<factory>``).
 
 ``dies_once`` ends its own process the first time any copy reaches ``at`` steps of its life, as a killed worker or a
-lost node would (a marker file makes it happen once per test: the copy that creates the marker dies).
+lost node would (a marker file makes it happen once per test: the copy that creates the marker dies); ``hangs_once``
+stops answering there instead (sleeps for ten minutes), as a worker stuck in a deadlocked simulator would.
 """
 
 from __future__ import annotations
 
 import os
+import time
 
 from bad_envs import Walk
 from pettingzoo import ParallelEnv
@@ -17,6 +19,9 @@ class DiesOnce(Walk):
         super().__init__(**kwargs)
         self.marker, self.at = marker, at
 
+    def fail(self) -> None:
+        os._exit(1)
+
     def step(self, actions):
         if self.total_steps + 1 == self.at and self.marker:
             try:
@@ -24,9 +29,18 @@ class DiesOnce(Walk):
             except FileExistsError:
                 pass
             else:
-                os._exit(1)
+                self.fail()
         return super().step(actions)
+
+
+class HangsOnce(DiesOnce):
+    def fail(self) -> None:
+        time.sleep(600)
 
 
 def dies_once(**kwargs) -> ParallelEnv:
     return DiesOnce(**kwargs)
+
+
+def hangs_once(**kwargs) -> ParallelEnv:
+    return HangsOnce(**kwargs)

@@ -87,6 +87,17 @@ def test_killed_worker_is_rebuilt_and_the_run_finishes(tmp_path):
     assert int(read_rows(run / "metrics.csv")[-1]["global_step"]) == 96
 
 
+@pytest.mark.slow
+def test_hung_worker_is_rebuilt_after_the_timeout(tmp_path):
+    marker = tmp_path / "hung"
+    code, err, run = train(tmp_path, "hang", *WALK, "num_envs=4", "total_steps=64", "env.backend=ray",
+                           "env.workers=2", "env.entry_point=distributed_envs:hangs_once", "ray.timeout_s=4",
+                           f"+env.kwargs.marker={marker}", "+env.kwargs.at=12")
+    assert code == 0, err
+    assert marker.exists() and "no rollout within ray.timeout_s=4 s" in err
+    assert int(read_rows(run / "metrics.csv")[-1]["global_step"]) == 64
+
+
 def test_failing_env_stops_with_a_clear_error_and_a_checkpoint(tmp_path):
     code, err, run = train(tmp_path, "fail", *WALK, "num_envs=4", "total_steps=96", "env.backend=ray",
                            "env.workers=2", "env.entry_point=bad_envs:raises_mid_episode", "ray.max_failures=2",

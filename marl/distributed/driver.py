@@ -38,6 +38,7 @@ from marl.adapters.base import EnvSpec, StepOut
 from marl.adapters.replay import NotRestorable
 from marl.errors import ConfigError, MarlError
 
+START_TIMEOUT = 300.0  # seconds a new worker may take to start (import torch, build its envs) and reset
 RESTART_SEED = 7_919  # a rebuilt worker's env copies: reset seed + RESTART_SEED * (its rebuilds), never a replay
 
 
@@ -165,12 +166,12 @@ class RayVecEnv:
         return int(self.seed) + w * self.Ew + RESTART_SEED * self.rebuilds[w]
 
     def _get(self, refs: list, what: str) -> list:
+        timeout = max(self.timeout, START_TIMEOUT) if what in ("start", "reset") else self.timeout
         try:
-            return self.ray.get(refs, timeout=self.timeout)
+            return self.ray.get(refs, timeout=timeout)
         except self.ray.exceptions.GetTimeoutError:
-            raise WorkerError(f"the Ray rollout workers did not answer '{what}' within ray.timeout_s="
-                              f"{self.timeout:g} s", "raise ray.timeout_s, or check the cluster (`ray status`)"
-                              ) from None
+            raise WorkerError(f"the Ray rollout workers did not answer '{what}' within {timeout:g} s",
+                              "raise ray.timeout_s, or check the cluster (`ray status`)") from None
         except self.ray.exceptions.RayError as err:
             raise WorkerError(f"a Ray rollout worker failed during '{what}': {_first_line(err)}",
                               "see the error above; run with env.backend=inprocess to see the env's own traceback"
@@ -199,9 +200,9 @@ class RayVecEnv:
         actor = self._make(w)
         self.workers[w] = actor
         try:
-            self.ray.get(actor.reset.remote(self._reset_seed(w)), timeout=self.timeout)
+            self.ray.get(actor.reset.remote(self._reset_seed(w)), timeout=max(self.timeout, START_TIMEOUT))
         except self.ray.exceptions.GetTimeoutError:
-            self._rebuild(w, f"no reset within ray.timeout_s={self.timeout:g} s")
+            self._rebuild(w, f"no start and reset within {max(self.timeout, START_TIMEOUT):g} s")
         except self.ray.exceptions.RayError as err:  # e.g. the env fails to build or to reset: one more failure
             self._rebuild(w, _first_line(err))
 
