@@ -591,6 +591,11 @@ def _check_ray(cfg: DictConfig) -> None:
         raise ConfigError(f"num_envs={cfg.num_envs} copies cannot be shared equally by env.workers={workers} Ray "
                           "workers", f"pass num_envs={workers * max(1, cfg.num_envs // workers)} (a multiple of "
                           f"{workers}), or ray.envs_per_worker=N for N copies per worker")
+    n_mb, batch = cfg.algo.get("num_minibatches"), cfg.algo.num_steps * (cfg.num_envs // max(workers, 1))
+    if cfg.ray.mode == "async" and workers and n_mb is not None and n_mb > batch:
+        raise ConfigError(f"'algo.num_minibatches={n_mb}' is larger than an async update's batch: one worker's "
+                          f"rollout, algo.num_steps x num_envs / env.workers = {batch} samples",
+                          f"pass algo.num_minibatches={batch} or less, or raise algo.num_steps / num_envs")
 
 
 def resolve_device(device: str) -> str:
