@@ -104,6 +104,10 @@ def stored_config(payload: dict) -> DictConfig:
     for key, value in ADDED_KEYS.items():
         if key not in cfg:
             cfg[key] = value
+    if "ray" not in cfg:  # written before env.backend=ray existed: the ray section's defaults (unused by that run)
+        from marl.config import CONFIG_DIR
+
+        cfg.ray = OmegaConf.load(CONFIG_DIR / "config.yaml").ray
     return validate(cfg)
 
 

@@ -343,6 +343,25 @@ class SelfPlayConfig:
     eval_opponents: list[str] = MISSING  # baselines the periodic evaluation plays
 
 
+# ------------------------------------------------------------------------------------------------------ ray
+
+
+@dataclass
+class RayConfig:
+    """``env.backend=ray``: rollout workers as Ray actors (marl/distributed, docs/distributed.md)."""
+
+    address: str | None = MISSING  # null: start Ray on this machine; auto: join `ray start --head`; ray://host:port
+    mode: str = MISSING  # sync (the in-process algorithm) | async (V-trace corrects the policy lag)
+    envs_per_worker: int | None = MISSING  # env copies per worker (num_envs = env.workers x this); null: shared
+    num_cpus: int | None = MISSING  # a local Ray's CPUs (null: this machine's cores)
+    object_store_mb: int = MISSING  # a local Ray's object store size (MiB)
+    worker_cpus: float = MISSING  # CPUs each rollout worker reserves
+    timeout_s: float = MISSING  # a worker call taking longer is a hung worker: it is rebuilt
+    max_failures: int = MISSING  # failures of one worker in a row that stop the run (with a checkpoint)
+    rho_bar: float = MISSING  # V-trace: truncation of the importance weights in the targets and policy gradient
+    c_bar: float = MISSING  # V-trace: truncation of the trace coefficients
+
+
 # ----------------------------------------------------------------------------------------------------- run
 
 
@@ -355,6 +374,7 @@ class TrainConfig:
     algo: Any = MISSING  # one of the ALGOS schemas, chosen by algo.name
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     selfplay: SelfPlayConfig = field(default_factory=SelfPlayConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
     preset: str = MISSING  # the tuned preset applied (configs/preset/<name>.yaml, by default <env>_<algo>), or none
     seed: int = MISSING
     total_steps: int = MISSING  # env steps (one step of all E copies counts E)
@@ -419,13 +439,21 @@ RANGES: dict[str, tuple[str, Any]] = {
     "algo.backtrack_iters": ("ge1", None),
     "algo.backtrack_coef": ("unit_open_closed", None),
     "env.workers": ("ge0", None),
+    "ray.envs_per_worker": ("ge1", None),
+    "ray.object_store_mb": ("ge1", None),
+    "ray.worker_cpus": ("gt0", None),
+    "ray.timeout_s": ("gt0", None),
+    "ray.max_failures": ("ge1", None),
+    "ray.rho_bar": ("gt0", None),
+    "ray.c_bar": ("gt0", None),
     "env.preprocess.frame_stack": ("ge1", None),
 }
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "device": ("cpu", "cuda", "auto"),
     "env.kind": ("pettingzoo", "gymnasium", "vmas"),
-    "env.backend": ("auto", "inprocess", "subprocess"),
+    "env.backend": ("auto", "inprocess", "subprocess", "ray"),
+    "ray.mode": ("sync", "async"),
     "algo.activation": ("tanh", "relu", "elu"),
     "algo.sharing": ("shared", "per_agent", "by_prefix"),
     "algo.action_bound": ("clip", "squash"),
@@ -572,9 +600,37 @@ def validate(cfg: DictConfig | dict) -> DictConfig:
             "marl.config.compose, which start from configs/ as the CLI does",
         )
     _check_ranges(merged)
+    _check_ray(merged)
     _check_minibatches(merged)
     _check_recurrent(merged)
     return merged
+
+
+def _check_ray(cfg: DictConfig) -> None:
+    """``env.backend=ray``: an algorithm whose rollout the workers run, and ``num_envs`` from
+    ``ray.envs_per_worker`` where given."""
+    if cfg.env.backend != "ray":
+        return
+    name = cfg.algo.name
+    if not ALGOS[name].on_policy or name == "grpo":
+        raise ConfigError(f"env.backend=ray does not support algo={name} yet: the Ray workers run the on-policy "
+                          "rollout (reinforce, a2c, ppo, trpo, ippo, mappo, happo, hatrpo)",
+                          "use env.backend=inprocess or subprocess for this algorithm")
+    epw, workers = cfg.ray.envs_per_worker, int(cfg.env.workers)
+    if epw is not None:
+        if not workers:
+            raise ConfigError("ray.envs_per_worker needs env.workers (the number of Ray rollout workers)",
+                              f"pass env.workers=N (num_envs becomes N x {epw}), or drop ray.envs_per_worker")
+        cfg.num_envs = workers * int(epw)
+    if workers and cfg.num_envs % workers:
+        raise ConfigError(f"num_envs={cfg.num_envs} copies cannot be shared equally by env.workers={workers} Ray "
+                          "workers", f"pass num_envs={workers * max(1, cfg.num_envs // workers)} (a multiple of "
+                          f"{workers}), or ray.envs_per_worker=N for N copies per worker")
+    n_mb, batch = cfg.algo.get("num_minibatches"), cfg.algo.num_steps * (cfg.num_envs // max(workers, 1))
+    if cfg.ray.mode == "async" and workers and n_mb is not None and n_mb > batch:
+        raise ConfigError(f"'algo.num_minibatches={n_mb}' is larger than an async update's batch: one worker's "
+                          f"rollout, algo.num_steps x num_envs / env.workers = {batch} samples",
+                          f"pass algo.num_minibatches={batch} or less, or raise algo.num_steps / num_envs")
 
 
 def resolve_device(device: str) -> str:

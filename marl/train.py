@@ -29,6 +29,7 @@ from marl.adapters.registry import make_vec_env
 from marl.algos import make_learner  # noqa: F401 - also imported from here by scripts and tests
 from marl.algos.base import Learner, seed_everything
 from marl.config import ALGOS, compose, resolve_device, validate
+from marl.distributed.driver import RayVecEnv, WorkerError
 from marl.errors import CheckpointError, ConfigError, MarlError, TrainingError
 from marl.evaluate import render_episodes, run_episodes, summarize
 from marl.logging import RunLogger
@@ -52,9 +53,28 @@ def build(cfg: DictConfig, num_envs: int | None = None, seed: int | None = None,
     only for algorithms with a centralized critic; ``steps``: the env steps it will take, for ``env.backend=auto``)."""
     grouping = "prefix" if cfg.algo.sharing == "by_prefix" else "spaces"
     groups = OmegaConf.to_container(cfg.algo.groups) if cfg.algo.groups is not None else None
-    return make_vec_env(cfg.env, num_envs or cfg.num_envs, seed=cfg.seed if seed is None else seed,
+    env_cfg = cfg.env
+    if env_cfg.backend == "ray":  # only the learner's rollouts run in Ray workers (build_learner_env); the rest here
+        env_cfg = env_cfg.copy()
+        env_cfg.backend = "inprocess"
+    return make_vec_env(env_cfg, num_envs or cfg.num_envs, seed=cfg.seed if seed is None else seed,
                         grouping=grouping, groups=groups, render_mode=render_mode,
                         state=ALGOS[cfg.algo.name].centralized_critic, device=resolve_device(cfg.device), steps=steps)
+
+
+def build_learner_env(cfg: DictConfig):
+    """The env the learner trains on: :func:`build`'s, or with ``env.backend=ray`` the Ray rollout workers
+    (:class:`marl.distributed.driver.RayVecEnv`, which the learner then collects through)."""
+    if cfg.env.backend != "ray":
+        return build(cfg, steps=int(cfg.total_steps))
+    from marl.distributed.driver import RayVecEnv
+
+    probe = build(cfg, num_envs=1)
+    try:
+        spec = probe.spec
+    finally:
+        probe.close()
+    return RayVecEnv(cfg, spec)
 
 
 def _resolve_resume(cfg: DictConfig, explicit_total_steps: bool, explicit_keys: tuple[str, ...] = ()
@@ -182,13 +202,16 @@ def _run(cfg: DictConfig, explicit_total_steps: bool, explicit_keys: tuple[str, 
     torch.set_num_threads(cfg.threads or 1)
     seed_everything(cfg.seed)
     print(f"preset: {describe_preset(cfg.preset)}")
-    env = build(cfg, steps=int(cfg.total_steps))
+    env = build_learner_env(cfg)
     print(f"teams: {env.spec.describe_teams()}")
     print(f"env backend: {env.backend}")
     logger, lock = None, RunLock(run_dir)
     try:
         learner = make_learner(cfg, env, device)
         pool = attach_pool(cfg, learner)
+        if isinstance(env, RayVecEnv):
+            env.attach(learner)
+            print(f"ray: {env.W} workers x {env.Ew} env copies, {env.mode} mode (started in {env.startup_s:.1f} s)")
         _check_eval_opponents(cfg, env.spec)
         if payload is not None:
             ckpt.check_compatible(payload, cfg.env.name, cfg.algo.name, env.spec, ckpt_path)
@@ -279,7 +302,13 @@ def _loop(cfg: DictConfig, learner: Learner, logger: RunLogger, run_dir: Path) -
     t0, s0 = time.perf_counter(), learner.env_steps
     try:
         while learner.env_steps < cfg.total_steps and not interrupted["flag"]:
-            metrics = _iterate(learner)
+            try:
+                metrics = _iterate(learner)
+            except WorkerError:  # a Ray rollout worker kept failing: keep what was learned, then stop
+                _checkpoint(cfg, learner, run_dir, spec)
+                print(f"checkpoint written under {run_dir}/checkpoints; resume with resume={run_dir}",
+                      file=sys.stderr)
+                raise
             _finite(metrics)
             eps = learner.pop_episodes()
             sps = (learner.env_steps - s0) / max(time.perf_counter() - t0, 1e-9)

@@ -1,6 +1,6 @@
 """Benchmarks (not timed tests): `python scripts/bench.py SECTION [options]`, SECTION one of
-learning | adapters | multiagent | games | policy_family | offpolicy | speed | recurrent. Each writes
-benchmarks/<name>.json and .md; `--help` per section."""
+learning | adapters | multiagent | games | policy_family | offpolicy | speed | recurrent | distributed. Each
+writes benchmarks/<name>.json and .md; `--help` per section."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve
 
 SECTIONS = {"learning": "benches.learning", "adapters": "benches.adapters", "multiagent": "benches.multiagent",
             "games": "benches.games", "policy_family": "benches.policy_family", "offpolicy": "benches.offpolicy",
-            "speed": "benches.speed", "recurrent": "benches.recurrent"}
+            "speed": "benches.speed", "recurrent": "benches.recurrent", "distributed": "benches.distributed"}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -46,12 +46,15 @@ def test_algo_yaml_sets_exactly_the_schema_keys_and_the_schema_no_values(algo: s
     assert not competing, f"{schema.__name__} has defaults competing with configs/algo/{algo}.yaml: {competing}"
 
 
-def test_config_yaml_sets_every_run_and_selfplay_key_and_the_schema_no_values() -> None:
+def test_config_yaml_sets_every_run_selfplay_and_ray_key_and_the_schema_no_values() -> None:
     top = load(CONFIGS / "config.yaml")
-    run_keys = {k for k, v in defaults(C.TrainConfig).items() if k not in ("env", "algo", "logger", "selfplay")}
-    assert set(top) - {"defaults", "hydra", "selfplay"} == run_keys
+    sections = ("selfplay", "ray")
+    run_keys = {k for k, v in defaults(C.TrainConfig).items() if k not in ("env", "algo", "logger", *sections)}
+    assert set(top) - {"defaults", "hydra", *sections} == run_keys
     assert set(top["selfplay"]) == {f.name for f in dataclasses.fields(C.SelfPlayConfig)}
-    for schema, keys in ((C.TrainConfig, run_keys), (C.SelfPlayConfig, set(top["selfplay"]))):
+    assert set(top["ray"]) == {f.name for f in dataclasses.fields(C.RayConfig)}
+    for schema, keys in ((C.TrainConfig, run_keys), (C.SelfPlayConfig, set(top["selfplay"])),
+                         (C.RayConfig, set(top["ray"]))):
         assert all(defaults(schema)[k] is MISSING for k in keys), schema.__name__
 
 

@@ -40,6 +40,9 @@ class Learner(ABC):
         self.recent_returns: deque[float] = deque(maxlen=20)  # team returns of the last 20 finished episodes
         self.gen = torch.Generator().manual_seed(int(cfg.seed))  # minibatch shuffles etc.
         self.last: StepOut | None = None
+        # where rollouts come from: None = this learner's own collect(); env.backend=ray sets a
+        # marl.distributed.driver.RayVecEnv, whose gather() fills the same buffer from Ray workers
+        self.collector = None
 
     # ------------------------------------------------------------------ to implement
     @abstractmethod
@@ -71,6 +74,10 @@ class Learner(ABC):
         return None
 
     # ------------------------------------------------------------------ shared
+    def gather(self):
+        """The next rollout: :meth:`collect` here, or the Ray workers' (``env.backend=ray``)."""
+        return self.collect() if self.collector is None else self.collector.gather()
+
     def reset_env(self, seed: int) -> None:
         """Reset every env copy (copy ``e`` gets ``seed + e``); in-flight episodes are dropped."""
         self.last = self.env.reset(seed=seed)

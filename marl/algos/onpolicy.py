@@ -26,7 +26,7 @@ from marl.core import losses
 from marl.core.buffers import minibatch_indices
 from marl.core.normalization import RewardScaler, RunningMeanStd
 from marl.core.recurrent import chunk_rows, chunk_starts, episode_starts
-from marl.core.returns import gae
+from marl.core.returns import gae, vtrace
 from marl.core.symmetry import Mirror
 from marl.errors import ConfigError
 from marl.multi.critics import Critic, ValueUnits
@@ -387,8 +387,12 @@ class OnPolicyLearner(Learner):
         stop = torch.zeros_like(acting)
         e_o, u_o = open_.nonzero().unbind(-1)
         stop[last_row[e_o, u_o], e_o, u_o] = True
-        adv = self.estimate(buf.unit_reward, v_all[:-1], next_v, terminated, done, acting, stop)
-        target = adv + v_all[:-1]
+        if self.policy_lag() > 0:  # an async Ray rollout of an older policy: V-trace (marl/distributed)
+            corr, adv = self.vtrace(buf, v_all[:-1], next_v, terminated, done, acting, stop)
+            target = corr + v_all[:-1]
+        else:
+            adv = self.estimate(buf.unit_reward, v_all[:-1], next_v, terminated, done, acting, stop)
+            target = adv + v_all[:-1]
         vmask = acting & ~stop
         if self.value_norm is not None:
             self.value_norm.update(target, vmask)
@@ -430,6 +434,31 @@ class OnPolicyLearner(Learner):
         """Advantages ``[R, E, U]`` from the unit tensors (denormalized values); GAE here, A2C may use n-step."""
         return gae(reward, value, next_value, terminated, done, self.algo.gamma, self.algo.gae_lambda, acting, stop)
 
+    def policy_lag(self) -> int:
+        """Updates between the weights that collected the current rollout and these (Ray async mode; else 0)."""
+        return getattr(self.collector, "lag", 0)
+
+    @torch.no_grad()
+    def vtrace(self, buf: Rollout, value, next_value, terminated, done, acting, stop
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """V-trace ``(correction, pg_adv) [R, E, U]`` of a rollout sampled by an older policy mu: per value unit,
+        ``log rho`` is the sum over its acting members of ``log pi - log mu`` (a team's joint action), with
+        ``ray.rho_bar`` / ``ray.c_bar`` and ``lambda = algo.gae_lambda`` (1 for A2C's n-step returns). Keeps this
+        policy's log-probs of the rollout's actions for :meth:`make_batch` (``logp_old``)."""
+        R = buf.T
+        logp_now = {}
+        for k, gb in buf.groups.items():
+            obs, mask = gb.obs[:R].flatten(0, 1), (gb.mask.flatten(0, 1) if gb.mask is not None else None)
+            logp = self.manager.dist(k, obs, mask).log_prob(gb.action.flatten(0, 1))
+            logp_now[k] = logp.reshape(gb.logp.shape)
+        self._logp_now = logp_now
+        log_rho = self.units.reduce({k: torch.where(gb.acting, logp_now[k] - gb.logp, torch.zeros_like(gb.logp))
+                                     for k, gb in buf.groups.items()})
+        rc = self.cfg.ray
+        lam = float(getattr(self.algo, "gae_lambda", 1.0)) if getattr(self.algo, "returns", "gae") == "gae" else 1.0
+        return vtrace(buf.unit_reward, value, next_value, terminated, done, log_rho, self.algo.gamma, lam,
+                      float(rc.rho_bar), float(rc.c_bar), acting, stop)
+
     def make_batch(self, buf: Rollout) -> PGBatch:
         adv, target, v_old, vmask = self.advantages(buf)
         R = buf.T
@@ -452,7 +481,8 @@ class OnPolicyLearner(Learner):
             obs={k: flat(gb.obs) for k, gb in gs.items()},
             mask={k: (flat(gb.mask) if gb.mask is not None else None) for k, gb in gs.items()},
             action={k: flat(gb.action) for k, gb in gs.items()},
-            logp_old={k: flat(gb.logp) for k, gb in gs.items()},
+            # lagged (async Ray) rollouts: the ratio is to this policy; V-trace corrected the advantages for mu
+            logp_old={k: flat(self._logp_now[k] if self.policy_lag() > 0 else gb.logp) for k, gb in gs.items()},
             acting={k: flat(acting[k]) for k in gs},
             adv={k: flat(v) for k, v in adv.items()},
             state=flat(buf.state),
@@ -614,7 +644,7 @@ class OnPolicyLearner(Learner):
 
     def iteration(self) -> dict[str, float]:
         lr = self.set_lr()
-        buf = self.collect()
+        buf = self.gather()
         batch = self.make_batch(buf)
         metrics = self.update(batch)
         carry_over(buf, self.units.unit_of, *self._pending)  # after the update: the batch holds views of the buffer
@@ -624,9 +654,11 @@ class OnPolicyLearner(Learner):
                 v = self.batch_values(batch)
             metrics["explained_variance"] = losses.explained_variance(v, batch.target, batch.vmask)
         metrics["learning_rate"] = lr
-        return {
-            (f"losses/{k}" if k != "learning_rate" else "charts/learning_rate"): float(v) for k, v in metrics.items()
-        }
+        out = {(f"losses/{k}" if k != "learning_rate" else "charts/learning_rate"): float(v)
+               for k, v in metrics.items()}
+        if self.collector is not None:  # env.backend=ray
+            out["charts/policy_lag"] = float(self.policy_lag())
+        return out
 
 
 def drop_idle(batch: PGBatch) -> PGBatch:

@@ -32,8 +32,16 @@ class RunningMeanStd:
         safe = n.clamp_min(1.0)
         b_mean = (x * m).sum(0) / safe
         b_var = ((x - b_mean).pow(2) * m).sum(0) / safe
+        self._combine(n, b_mean, b_var)
+
+    def merge(self, other: RunningMeanStd) -> None:
+        """Add the samples ``other`` summarizes (its count, mean and variance), as if :meth:`update` had seen them:
+        statistics gathered apart (e.g. by rollout workers on their share of the env copies) join exactly."""
+        self._combine(other.count, other.mean, other.var)
+
+    def _combine(self, n: torch.Tensor, b_mean: torch.Tensor, b_var: torch.Tensor) -> None:
         delta = b_mean - self.mean
-        tot = self.count + n
+        tot = (self.count + n).clamp_min(1e-300)  # a statistic with no samples yet (eps=0) stays at zero
         self.mean = self.mean + delta * n / tot
         self.var = (self.var * self.count + b_var * n + delta.pow(2) * self.count * n / tot) / tot
         self.count = tot

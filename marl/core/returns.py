@@ -67,6 +67,73 @@ def gae(
     return adv
 
 
+def vtrace(
+    reward: torch.Tensor,
+    value: torch.Tensor,
+    next_value: torch.Tensor,
+    terminated: torch.Tensor,
+    done: torch.Tensor,
+    log_rho: torch.Tensor,
+    gamma: float,
+    lam: float = 1.0,
+    rho_bar: float = 1.0,
+    c_bar: float = 1.0,
+    acting: torch.Tensor | None = None,
+    stop: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """V-trace (Espeholt et al. 2018) for data sampled by a behaviour policy mu older than the policy pi being
+    trained: ``(correction, pg_adv)``, both ``[T, ...]``.
+
+    ``log_rho [T, ...]``: ``log pi(a_t|x_t) - log mu(a_t|x_t)`` (read at acting steps only). With
+    ``rho_t = min(rho_bar, exp(log_rho_t))``, ``c_t = lam * min(c_bar, exp(log_rho_t))`` and the one-step error
+    ``delta_t = r_t + gamma V(x_{t+1}) - V(x_t)`` (``next_value`` and the episode / acting conventions of the module
+    docstring, exactly as :func:`gae`), the value target is ``v_t = V(x_t) + correction_t`` with
+    ``correction_t = rho_t delta_t + gamma c_t correction_{t+1}`` (no term crosses an episode end), and the
+    policy-gradient advantage is ``pg_adv_t = rho_t (r_t + gamma v_{t+1} - V(x_t))`` (``v_{t+1}``: the bootstrap
+    ``next_value`` where the episode ended at ``t``). With ``log_rho = 0`` and ``c_bar >= 1`` the correction is
+    GAE(lam)'s advantage.
+    """
+    T = reward.shape[0]
+    term = terminated.to(reward.dtype)
+    dn = done.to(reward.dtype)
+    ratio = log_rho.to(reward.dtype).exp()
+    rho, c = ratio.clamp(max=rho_bar), lam * ratio.clamp(max=c_bar)
+    corr = torch.zeros_like(reward)
+    pg = torch.zeros_like(reward)
+    carry_r = torch.zeros_like(reward[0])
+    carry_nv = next_value[T - 1].clone()
+    carry_term = torch.zeros_like(reward[0])
+    carry_done = torch.zeros_like(reward[0])
+    next_corr = torch.zeros_like(reward[0])
+    for t in range(T - 1, -1, -1):
+        ended = dn[t] > 0
+        r = torch.where(ended, reward[t], reward[t] + carry_r)
+        nv = torch.where(ended, next_value[t], carry_nv)
+        tm = torch.where(ended, term[t], carry_term)
+        d = torch.where(ended, dn[t], carry_done)
+        delta = r + gamma * (1.0 - tm) * nv - value[t]
+        follow = (1.0 - d) * next_corr  # v_{t+1} - V(x_{t+1}) of the next own step, 0 across an episode end
+        a = rho[t] * delta + gamma * c[t] * follow
+        q = rho[t] * (r + gamma * (1.0 - tm) * (nv + follow) - value[t])
+        if acting is None:
+            corr[t], pg[t] = a, q
+            carry_nv, next_corr = value[t], a
+            continue
+        act = acting[t].bool()
+        if stop is not None:
+            cut = stop[t].bool()
+            a = torch.where(cut, torch.zeros_like(a), a)
+            q = torch.where(cut, torch.zeros_like(q), q)
+        corr[t] = torch.where(act, a, torch.zeros_like(a))
+        pg[t] = torch.where(act, q, torch.zeros_like(q))
+        carry_r = torch.where(act, torch.zeros_like(r), r)
+        carry_nv = torch.where(act, value[t], nv)
+        carry_term = torch.where(act, torch.zeros_like(tm), tm)
+        carry_done = torch.where(act, torch.zeros_like(d), d)
+        next_corr = torch.where(act, a, next_corr)
+    return corr, pg
+
+
 def discounted_returns(
     reward: torch.Tensor,
     next_value: torch.Tensor,

@@ -1,0 +1,141 @@
+"""``env.backend=ray`` (marl/distributed): one local Ray session (2 CPUs) for the whole module.
+
+Sync mode with one worker is the in-process run bit for bit (same seeds, same sampling, statistics taken over);
+with two workers a run is reproducible run to run; async mode trains with a non-zero policy lag; a worker whose
+process dies is rebuilt and the run finishes; an env that keeps failing stops the run with a clear error and a
+checkpoint. V-trace's numerics are in tests/test_vtrace.py.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+from conftest import read_rows, train_inprocess
+
+ray = pytest.importorskip("ray")
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+SMALL = ("progress=false", "eval_episodes=2", "eval_every=0", "checkpoint_every=0", "preset=none")
+PPO = ("env=cartpole", "algo=ppo", "algo.num_steps=16", "algo.update_epochs=2", "algo.num_minibatches=2")
+WALK = ("env=custom", "env.entry_point=bad_envs:walk", "env.check=false", "algo=ppo", "algo.num_steps=8",
+        "algo.update_epochs=1", "algo.num_minibatches=1")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ray_session():
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 2**20, configure_logging=False)
+    yield
+    ray.shutdown()
+
+
+def train(tmp: Path, name: str, *args: str) -> tuple[int, str, Path]:
+    run = tmp / name
+    code, _, err = train_inprocess([*SMALL, *args, f"run_dir={run}", f"hydra.run.dir={tmp / 'hydra' / name}"])
+    return code, err, run
+
+
+def common(a: list[dict], b: list[dict]) -> tuple[list[dict], list[dict]]:
+    keys = set(a[0]) & set(b[0])
+    return [{k: r[k] for k in keys} for r in a], [{k: r[k] for k in keys} for r in b]
+
+
+def test_sync_one_worker_is_the_inprocess_run(tmp_path):
+    args = (*PPO, "num_envs=2", "total_steps=96", "algo.normalize_obs=true")
+    c1, e1, ip = train(tmp_path, "inprocess", *args)
+    c2, e2, rr = train(tmp_path, "ray", *args, "env.backend=ray", "env.workers=1")
+    assert c1 == 0 and c2 == 0, e1 + e2
+    a, b = read_rows(ip / "metrics.csv"), read_rows(rr / "metrics.csv")
+    assert len(a) == len(b) == 3 and all(r["charts/policy_lag"] == "0.0" for r in b)
+    assert common(a, b)[0] == common(a, b)[1]
+
+
+def test_async_trains_with_policy_lag(tmp_path):
+    code, err, run = train(tmp_path, "async", *WALK, "num_envs=4", "total_steps=160", "env.backend=ray",
+                           "env.workers=2", "ray.mode=async")
+    assert code == 0, err
+    rows = read_rows(run / "metrics.csv")
+    lags = [float(r["charts/policy_lag"]) for r in rows]
+    assert int(rows[-1]["global_step"]) >= 160 and int(rows[0]["global_step"]) == 16  # one worker's rollout each
+    assert max(lags) > 0 and all(math.isfinite(float(r["losses/policy_loss"])) for r in rows)
+
+
+@pytest.mark.slow
+def test_async_ppo_learns_cartpole(tmp_path):
+    """Two workers, V-trace on every lagged rollout (the preset's PPO settings): the recent training return passes
+    150 within 40k env steps (a random policy: about 22). Async runs depend on timing, hence a margin."""
+    run = tmp_path / "async_learns"
+    code, _, err = train_inprocess(["progress=false", "eval_episodes=2", "eval_every=0", "checkpoint_every=0",
+                                    "env=cartpole", "algo=ppo", "num_envs=8", "total_steps=40000", "env.backend=ray",
+                                    "env.workers=2", "ray.mode=async", f"run_dir={run}",
+                                    f"hydra.run.dir={tmp_path / 'hydra'}"])
+    assert code == 0, err
+    rows = read_rows(run / "metrics.csv")
+    assert max(float(r["charts/policy_lag"]) for r in rows) >= 1
+    assert max(float(r["charts/recent_return"]) for r in rows if r.get("charts/recent_return")) > 150
+
+
+def test_killed_worker_is_rebuilt_and_the_run_finishes(tmp_path):
+    marker = tmp_path / "died"
+    code, err, run = train(tmp_path, "kill", *WALK, "num_envs=4", "total_steps=96", "env.backend=ray",
+                           "env.workers=2", "env.entry_point=distributed_envs:dies_once",
+                           f"+env.kwargs.marker={marker}", "+env.kwargs.at=12")
+    assert code == 0, err
+    assert marker.exists() and "warning: Ray rollout worker" in err and "rebuilding it" in err
+    assert int(read_rows(run / "metrics.csv")[-1]["global_step"]) == 96
+
+
+@pytest.mark.slow
+def test_hung_worker_is_rebuilt_after_the_timeout(tmp_path):
+    marker = tmp_path / "hung"
+    code, err, run = train(tmp_path, "hang", *WALK, "num_envs=4", "total_steps=64", "env.backend=ray",
+                           "env.workers=2", "env.entry_point=distributed_envs:hangs_once", "ray.timeout_s=4",
+                           f"+env.kwargs.marker={marker}", "+env.kwargs.at=12")
+    assert code == 0, err
+    assert marker.exists() and "no rollout within ray.timeout_s=4 s" in err
+    assert int(read_rows(run / "metrics.csv")[-1]["global_step"]) == 64
+
+
+def test_failing_env_stops_with_a_clear_error_and_a_checkpoint(tmp_path):
+    code, err, run = train(tmp_path, "fail", *WALK, "num_envs=4", "total_steps=96", "env.backend=ray",
+                           "env.workers=2", "env.entry_point=bad_envs:raises_mid_episode", "ray.max_failures=2",
+                           "+env.kwargs.fail_at=3")
+    assert code == 2, err
+    assert "failed 2 times in a row" in err and "ZeroDivisionError: the physics engine divided by zero" in err
+    assert "Traceback" not in err and list((run / "checkpoints").glob("step_*.pt"))
+
+
+def test_sync_two_workers_reproducible_and_resume_continues_exactly(tmp_path):
+    args = (*WALK, "num_envs=4", "env.backend=ray", "env.workers=2", "algo.normalize_obs=true",
+            "algo.normalize_reward=true", "+env.kwargs.max_cycles=13")
+    c1, e1, straight = train(tmp_path, "straight", *args, "total_steps=96")
+    c0, e0, again = train(tmp_path, "again", *args, "total_steps=96")
+    c2, e2, part = train(tmp_path, "part", *args, "total_steps=64")
+    assert c0 == 0 and c1 == 0 and c2 == 0, e0 + e1 + e2
+    assert read_rows(again / "metrics.csv") == read_rows(straight / "metrics.csv")
+    assert [int(r["global_step"]) for r in read_rows(straight / "metrics.csv")] == [32, 64, 96]
+    code, _, err = train_inprocess(["progress=false", f"resume={part}", "total_steps=96",
+                                    f"hydra.run.dir={tmp_path / 'hydra' / 'resume'}"])
+    assert code == 0 and "could not be restored" not in err, err
+    def training(rows):  # the partial run also evaluated at its first end (step 64)
+        return [{k: v for k, v in r.items() if not k.startswith("eval/")} for r in rows]
+
+    assert training(read_rows(part / "metrics.csv")) == training(read_rows(straight / "metrics.csv"))
+    assert read_rows(part / "metrics.csv")[-1] == read_rows(straight / "metrics.csv")[-1]
+
+
+def test_hydra_ray_launcher_runs_a_tiny_sweep_on_the_cluster(tmp_path):
+    """``-m ... hydra/launcher=ray`` joins this module's Ray (``address=auto``) and runs each job as a Ray task; the
+    sweep summary is written as with the basic launcher. Needs the ``[ray-sweep]`` extra."""
+    pytest.importorskip("hydra_plugins.hydra_ray_launcher")
+    from conftest import run_cli
+
+    res = run_cli(["-m", "hydra/launcher=ray", "hydra.launcher.ray.init.address=auto",
+                   "+hydra.launcher.ray.init.object_store_memory=null", *SMALL, *PPO, "num_envs=2",
+                   "total_steps=32", "seed=0,1"], tmp_path, timeout=300)
+    assert res.returncode == 0, res
+    assert "Ray Launcher is launching 2 jobs" in res.stdout + res.stderr
+    (summary,) = tmp_path.glob("hydra/*/summary.md")
+    assert all((summary.parent / str(j) / "metrics.csv").exists() for j in (0, 1))
