@@ -210,8 +210,7 @@ def _run(cfg: DictConfig, explicit_total_steps: bool, explicit_keys: tuple[str, 
         learner = make_learner(cfg, env, device)
         pool = attach_pool(cfg, learner)
         if isinstance(env, RayVecEnv):
-            env.attach(learner)
-            print(f"ray: {env.W} workers x {env.Ew} env copies, {env.mode} mode (started in {env.startup_s:.1f} s)")
+            env.attach(learner)  # (the 'env backend:' line above names the workers and the mode)
         _check_eval_opponents(cfg, env.spec)
         if payload is not None:
             ckpt.check_compatible(payload, cfg.env.name, cfg.algo.name, env.spec, ckpt_path)

@@ -152,6 +152,9 @@ class RayVecEnv:
         self.workers = [self._make(w) for w in range(self.W)]
         self._get([a.ping.remote() for a in self.workers], "start")
         self.startup_s = time.perf_counter() - t0
+        where = str(self.rcfg.address or "a local Ray instance")
+        self.backend = (f"ray ({self.W} rollout worker(s) x {self.Ew} copies, {self.mode} mode, on {where}; started in "
+                        f"{self.startup_s:.1f} s)")
         self.history = _JoinedHistory(self) if self.mode == "sync" else None
 
     # ------------------------------------------------------------------ workers
