@@ -612,6 +612,10 @@ def _check_ray(cfg: DictConfig) -> None:
     if cfg.env.backend != "ray":
         return
     name = cfg.algo.name
+    if cfg.env.kind == "vmas":
+        raise ConfigError(f"env.backend=ray with the VMAS env '{cfg.env.name}': VMAS steps all its copies as one "
+                          "batched torch env in this process, which Ray workers would only split",
+                          "drop env.backend (raise num_envs instead, or use device=cuda)")
     if not ALGOS[name].on_policy or name == "grpo":
         raise ConfigError(f"env.backend=ray does not support algo={name} yet: the Ray workers run the on-policy "
                           "rollout (reinforce, a2c, ppo, trpo, ippo, mappo, happo, hatrpo)",

@@ -89,6 +89,8 @@ ROWS: list[Row] = [
         ["env.backend=ray does not support algo=ddpg yet", "use env.backend=inprocess or subprocess"]),
     Row("ray-envs-not-shared-equally", ["env.backend=ray", "env.workers=3", "num_envs=8"],
         ["num_envs=8 copies cannot be shared equally by env.workers=3", "pass num_envs=6"]),
+    Row("ray-vmas", ["env=vmas_simple_spread", "algo=mappo", "env.backend=ray"],
+        ["env.backend=ray with the VMAS env 'vmas_simple_spread'", "drop env.backend"]),
     Row("ray-bad-mode", ["env.backend=ray", "ray.mode=fast"], ["'ray.mode=fast' is not a valid choice", "sync, async"]),
     Row("ray-async-minibatches", ["env=cartpole", "algo=ppo", "env.backend=ray", "env.workers=2", "num_envs=4",
                                   "algo.num_steps=2", "algo.num_minibatches=6", "ray.mode=async"],
