@@ -144,9 +144,12 @@ def overheads(repeats: int) -> dict:
 def markdown(data: dict) -> str:
     lines = ["# Distributed: in-process vs subprocess vs Ray", "",
              f"Machine: {data['machine']['cpus']} CPUs, load average at the end {data['machine']['loadavg_at_end']} "
-             "(shared with other jobs while this ran: absolute rates are low and noisy; the ratios were measured "
-             "side by side in one run). Command: `python scripts/bench.py distributed` (`--part costs` re-measures the "
-             "two tables below the first one alone).", "",
+             + ("(otherwise idle while this ran; the ratios were measured side by side in one run). "
+                if data["machine"]["loadavg_at_end"][0] < 2.0 else
+                "(shared with other jobs while this ran: absolute rates are low and noisy; the ratios were measured "
+                "side by side in one run). ")
+             + "Command: `python scripts/bench.py distributed` (`--part costs` re-measures the two tables below the "
+             "first one alone).", "",
              "Training throughput: env steps/s over the training loop (`charts/SPS` at the end; start-up excluded), "
              "`num_envs=8`, `threads=1`, each env's default algo settings (multiwalker: the ippo preset).", "",
              "| env | algo | backend | env steps | env steps/s | vs in-process | mean policy lag |",

@@ -70,10 +70,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--num-envs", type=int, nargs="+", default=list(NUM_ENVS))
     parser.add_argument("--scenarios", nargs="*", default=["navigation", "balance"],
                         help="more VMAS scenarios, MAPPO with their preset (num_envs=512)")
+    parser.add_argument("--mpe-steps", type=int, default=100_000, help="env steps of the mpe2 MAPPO run")
     args = parser.parse_args(argv)
     seconds = 1.0 if args.quick else args.seconds
     vmas_steps = 20_000 if args.quick else args.steps
-    mpe_steps = 8_000 if args.quick else 40_000
+    # long enough for env.backend=auto to consider worker processes (it keeps runs under AUTO_MIN_RUN in-process)
+    mpe_steps = 8_000 if args.quick else args.mpe_steps
     load_before = round(os.getloadavg()[0], 2)
     vmas_rows = {}
     for E in args.num_envs:
@@ -110,9 +112,10 @@ def main(argv: list[str] | None = None) -> dict:
               "vmas_over_mpe2_training": best["steps_per_s"] / mpe["steps_per_s"]}
     md = ["# Training speed: VMAS (torch end to end) and mpe2", "",
           f"`{report['meta']['command']}`, {report['meta']['date']}, {os.cpu_count()} CPUs, load average "
-          f"{load_before} before / {report['meta']['loadavg_at_end'][0]} after: the machine was shared with other "
-          "jobs, so absolute rates are low and noisy; the ratios (measured side by side in this run) are what to "
-          "read.",
+          f"{load_before} before / {report['meta']['loadavg_at_end'][0]} after"
+          + (": the machine was otherwise idle." if max(load_before, report["meta"]["loadavg_at_end"][0]) < 1.5 else
+             ": the machine was shared with other jobs, so absolute rates are low and noisy; the ratios (measured "
+             "side by side in this run) are what to read."),
           "", "## MAPPO on VMAS simple_spread (3 agents, 25 steps, CPU, one thread)", "",
           "| num_envs | env steps | train steps/s (whole process) | loop SPS | VMAS random steps/s | ratio "
           "| peak RSS MB "
