@@ -28,7 +28,7 @@ from marl.adapters.base import EnvSpec
 from marl.adapters.registry import make_vec_env
 from marl.algos import make_learner  # noqa: F401 - also imported from here by scripts and tests
 from marl.algos.base import Learner, seed_everything
-from marl.config import ALGOS, compose, resolve_device, validate
+from marl.config import ALGOS, compose, cpu_count, resolve_device, validate
 from marl.distributed.driver import RayVecEnv, WorkerError
 from marl.errors import CheckpointError, ConfigError, MarlError, TrainingError
 from marl.evaluate import render_episodes, run_episodes, summarize
@@ -39,6 +39,16 @@ from marl.selfplay import attach_pool
 
 EVAL_SEED_OFFSET = 1_000_000
 RUN_CONTROL = ("progress", "debug", "device", "threads")  # taken from this call on resume, not from the stored run
+
+
+def default_threads(cfg: DictConfig, device: str) -> int:
+    """Torch intra-op threads: ``cfg.threads``, or for ``threads=0`` 1 (small MLPs run fastest single-threaded and
+    env workers get the other cores), except a VMAS env on the CPU, where the env and the learner both step batches
+    of hundreds of copies in this one process: every core (MAPPO on vmas_simple_spread, 512 copies, 2 cores:
+    28.9k vs 19.9k env steps/s)."""
+    if cfg.threads:
+        return int(cfg.threads)
+    return cpu_count() if cfg.env.kind == "vmas" and device == "cpu" else 1
 
 
 def env_seed(seed: int, iteration: int) -> int:
@@ -199,7 +209,7 @@ def _run(cfg: DictConfig, explicit_total_steps: bool, explicit_keys: tuple[str, 
          ) -> dict[str, float]:
     cfg, run_dir, payload, ckpt_path = _resolve_resume(cfg, explicit_total_steps, explicit_keys)
     device = resolve_device(cfg.device)
-    torch.set_num_threads(cfg.threads or 1)
+    torch.set_num_threads(default_threads(cfg, device))
     seed_everything(cfg.seed)
     print(f"preset: {describe_preset(cfg.preset)}")
     env = build_learner_env(cfg)

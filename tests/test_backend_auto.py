@@ -12,7 +12,7 @@ from marl.adapters.vector import InProcessVecEnv, SubprocVecEnv
 
 def build(monkeypatch, cores: int, load: float, num_envs: int = 4, steps: int | None = 1_000_000):
     monkeypatch.setattr(R, "cpu_count", lambda: cores)
-    monkeypatch.setattr(R.os, "getloadavg", lambda: (load, load, load))
+    monkeypatch.setattr(R, "busy_cores", lambda: (load, f"{load:.1f} busy"))
     cfg = resolve_env_config("simple_spread")
     assert cfg.backend == "auto"  # the shipped default
     return make_vec_env(cfg, num_envs, seed=0, steps=steps)
@@ -32,7 +32,7 @@ def test_free_cores_and_a_slow_step_use_workers(monkeypatch):
     env = build(monkeypatch, cores=4, load=0.5)
     try:
         assert isinstance(env, SubprocVecEnv) and env.backend.startswith("subprocess (")
-        assert "4.0 of 4 cores free" in env.backend
+        assert "3.5 of 4 cores free (0.5 busy)" in env.backend
     finally:
         env.close()
 
@@ -68,3 +68,15 @@ def test_an_explicit_backend_is_kept(monkeypatch, backend):
         assert env.backend.startswith(backend)
     finally:
         env.close()
+
+
+def test_busy_cores_is_measured_now_and_falls_back_to_the_load_average(monkeypatch):
+    busy, how = R.busy_cores(0.05)
+    assert 0.0 <= busy <= (R.os.cpu_count() or 1) + 1e-6 and "busy over 0.05 s" in how
+
+    def no_proc_stat(*a, **k):
+        raise OSError("no /proc/stat")
+
+    monkeypatch.setattr(R, "open", no_proc_stat, raising=False)
+    monkeypatch.setattr(R.os, "getloadavg", lambda: (3.0, 3.0, 3.0))
+    assert R.busy_cores(0.01) == (2.0, "load average 3.0")  # this process counted out

@@ -298,3 +298,17 @@ def test_python_api_policy_acts_on_vmas_observations(tmp_path):
     assert set(actions) == set(policy.agents) and actions["agent_0"].shape == (5,)
     obs, rews, dones, _ = env.step([actions[a] for a in policy.agents])
     assert len(obs) == 3
+
+
+def test_default_threads_use_every_core_for_vmas_on_cpu_only():
+    """threads=0: one torch thread for numpy envs (env workers take the other cores), every core for a VMAS env on
+    the CPU (its env and learner step big batches in one process); an explicit threads=N is kept."""
+    from marl.config import compose, cpu_count
+    from marl.train import default_threads
+
+    vmas_cfg = compose({"env": {"name": "vmas_simple_spread"}, "algo": {"name": "mappo"}})
+    assert default_threads(vmas_cfg, "cpu") == cpu_count()
+    assert default_threads(vmas_cfg, "cuda") == 1
+    assert default_threads(compose({"env": {"name": "simple_spread"}, "algo": {"name": "mappo"}}), "cpu") == 1
+    vmas_cfg.threads = 3
+    assert default_threads(vmas_cfg, "cpu") == 3

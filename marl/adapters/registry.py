@@ -523,9 +523,32 @@ def make_vec_env(env_cfg: Any, num_envs: int, seed: int | None = None, grouping:
     return env
 
 
-AUTO_MIN_FREE = 1.5  # env.backend=auto: free cores (CPUs less the load average, this process counted free) needed
+AUTO_MIN_FREE = 1.5  # env.backend=auto: free cores (CPUs less what other processes use now) needed
 AUTO_MIN_STEP = 1e-3  # ... and seconds one batch step of all copies takes in this process, for workers to pay off
 AUTO_MIN_RUN = 50_000  # ... and env steps the run takes: starting workers (~1-2 s each) pays off over longer runs only
+
+
+def busy_cores(seconds: float = 0.25) -> tuple[float, str]:
+    """``(cores busy with other processes, how it was measured)``: the CPU time all processes took over the next
+    ``seconds`` (``/proc/stat``; this process sleeps meanwhile), else the 1-minute load average less this process.
+    The load average lags by a minute (a job that just ended still counts), so it is only the fallback."""
+    import time
+
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            vals = [int(v) for v in f.readline().split()[1:]]
+        return sum(vals), vals[3] + vals[4]  # total, idle + iowait (jiffies, all CPUs)
+
+    try:
+        t0, i0 = sample()
+        time.sleep(seconds)
+        t1, i1 = sample()
+        ncpu = os.cpu_count() or 1
+        busy = ncpu * (1.0 - (i1 - i0) / max(1, t1 - t0))
+        return max(0.0, busy), f"{busy:.1f} busy over {seconds:.2f} s"
+    except (OSError, ValueError, IndexError):
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+        return max(0.0, load - 1.0), f"load average {load:.1f}"
 
 
 def choose_backend(probe: AECEnv | ParallelEnv, num_envs: int, run_steps: int | None = None,
@@ -540,14 +563,14 @@ def choose_backend(probe: AECEnv | ParallelEnv, num_envs: int, run_steps: int | 
         return "inprocess", (f"env.backend=auto: a run of {run_steps:,} env steps is too short to pay for starting "
                              "workers" if run_steps is not None else "env.backend=auto: evaluation")
 
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    free = max(0.0, cpu_count() - max(0.0, load - 1.0))
+    busy, how = busy_cores()
+    free = max(0.0, cpu_count() - busy)
     t0 = time.perf_counter()
     try:
         check_episode(probe, steps=steps, seed=0)
     except Exception:  # noqa: BLE001 - the env's own error is reported, with its copy and step, once it runs
         return "inprocess", "env.backend=auto: the env raised while it was timed"
     batch = (time.perf_counter() - t0) / steps * num_envs
-    facts = (f"env.backend=auto: {free:.1f} of {cpu_count()} cores free (load average {load:.1f}), a batch step "
+    facts = (f"env.backend=auto: {free:.1f} of {cpu_count()} cores free ({how}), a batch step "
              f"~{batch * 1e3:.2f} ms in-process")
     return ("subprocess" if free >= AUTO_MIN_FREE and batch >= AUTO_MIN_STEP else "inprocess"), facts
