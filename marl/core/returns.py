@@ -32,39 +32,12 @@ def gae(
     stop: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Generalized advantage estimates ``[T, ...]`` (Schulman et al. 2015). Returns = advantages + value."""
-    T = reward.shape[0]
-    term = terminated.to(reward.dtype)
-    dn = done.to(reward.dtype)
-    adv = torch.zeros_like(reward)
-    # What the next acting step (in time) passes back: rewards gathered since, and how the agent's trajectory continues.
-    carry_r = torch.zeros_like(reward[0])
-    carry_nv = next_value[T - 1].clone()
-    carry_term = torch.zeros_like(reward[0])
-    carry_done = torch.zeros_like(reward[0])
-    next_adv = torch.zeros_like(reward[0])
-    for t in range(T - 1, -1, -1):
-        ended = dn[t] > 0
-        # the trajectory seen from step t: if the episode ended at t, it stops here; else it continues as carried
-        r = torch.where(ended, reward[t], reward[t] + carry_r)
-        nv = torch.where(ended, next_value[t], carry_nv)
-        tm = torch.where(ended, term[t], carry_term)
-        d = torch.where(ended, dn[t], carry_done)
+
+    def step(t, r, nv, tm, d, next_adv):
         delta = r + gamma * (1.0 - tm) * nv - value[t]
-        a = delta + gamma * lam * (1.0 - d) * next_adv
-        if acting is None:
-            adv[t] = a
-            carry_nv, next_adv = value[t], a
-            continue
-        act = acting[t].bool()
-        if stop is not None:
-            a = torch.where(stop[t].bool(), torch.zeros_like(a), a)
-        adv[t] = torch.where(act, a, torch.zeros_like(a))
-        carry_r = torch.where(act, torch.zeros_like(r), r)
-        carry_nv = torch.where(act, value[t], nv)
-        carry_term = torch.where(act, torch.zeros_like(tm), tm)
-        carry_done = torch.where(act, torch.zeros_like(d), d)
-        next_adv = torch.where(act, a, next_adv)
-    return adv
+        return (delta + gamma * lam * (1.0 - d) * next_adv,)
+
+    return _own_step_scan(reward, value, next_value, terminated, done, acting, stop, step)[0]
 
 
 def vtrace(
@@ -93,45 +66,62 @@ def vtrace(
     ``next_value`` where the episode ended at ``t``). With ``log_rho = 0`` and ``c_bar >= 1`` the correction is
     GAE(lam)'s advantage.
     """
+    ratio = log_rho.to(reward.dtype).exp()
+    rho, c = ratio.clamp(max=rho_bar), lam * ratio.clamp(max=c_bar)
+
+    def step(t, r, nv, tm, d, next_corr):
+        delta = r + gamma * (1.0 - tm) * nv - value[t]
+        follow = (1.0 - d) * next_corr  # v_{t+1} - V(x_{t+1}) of the next own step, 0 across an episode end
+        a = rho[t] * delta + gamma * c[t] * follow
+        return a, rho[t] * (r + gamma * (1.0 - tm) * (nv + follow) - value[t])
+
+    corr, pg = _own_step_scan(reward, value, next_value, terminated, done, acting, stop, step)
+    return corr, pg
+
+
+def _own_step_scan(reward, value, next_value, terminated, done, acting, stop, step) -> list[torch.Tensor]:
+    """The backward scan :func:`gae` and :func:`vtrace` share, over each agent's own acting steps (the module
+    docstring's conventions). ``step(t, r, nv, tm, d, nxt)`` gives step ``t``'s outputs from the trajectory seen
+    from ``t`` (reward ``r`` gathered up to the next own step, its next value ``nv``, terminal ``tm`` and end ``d``
+    flags) and ``nxt``, the first output of the next own step (0 across an episode end is the step's business);
+    returns one ``[T, ...]`` tensor per output (0 at non-acting and stopped steps)."""
     T = reward.shape[0]
     term = terminated.to(reward.dtype)
     dn = done.to(reward.dtype)
-    ratio = log_rho.to(reward.dtype).exp()
-    rho, c = ratio.clamp(max=rho_bar), lam * ratio.clamp(max=c_bar)
-    corr = torch.zeros_like(reward)
-    pg = torch.zeros_like(reward)
+    outs: list[torch.Tensor] = []
+    # What the next acting step (in time) passes back: rewards gathered since, and how the agent's trajectory continues.
     carry_r = torch.zeros_like(reward[0])
     carry_nv = next_value[T - 1].clone()
     carry_term = torch.zeros_like(reward[0])
     carry_done = torch.zeros_like(reward[0])
-    next_corr = torch.zeros_like(reward[0])
+    nxt = torch.zeros_like(reward[0])
     for t in range(T - 1, -1, -1):
         ended = dn[t] > 0
+        # the trajectory seen from step t: if the episode ended at t, it stops here; else it continues as carried
         r = torch.where(ended, reward[t], reward[t] + carry_r)
         nv = torch.where(ended, next_value[t], carry_nv)
         tm = torch.where(ended, term[t], carry_term)
         d = torch.where(ended, dn[t], carry_done)
-        delta = r + gamma * (1.0 - tm) * nv - value[t]
-        follow = (1.0 - d) * next_corr  # v_{t+1} - V(x_{t+1}) of the next own step, 0 across an episode end
-        a = rho[t] * delta + gamma * c[t] * follow
-        q = rho[t] * (r + gamma * (1.0 - tm) * (nv + follow) - value[t])
+        vals = step(t, r, nv, tm, d, nxt)
+        if not outs:
+            outs = [torch.zeros_like(reward) for _ in vals]
         if acting is None:
-            corr[t], pg[t] = a, q
-            carry_nv, next_corr = value[t], a
+            for o, v in zip(outs, vals, strict=True):
+                o[t] = v
+            carry_nv, nxt = value[t], vals[0]
             continue
         act = acting[t].bool()
         if stop is not None:
             cut = stop[t].bool()
-            a = torch.where(cut, torch.zeros_like(a), a)
-            q = torch.where(cut, torch.zeros_like(q), q)
-        corr[t] = torch.where(act, a, torch.zeros_like(a))
-        pg[t] = torch.where(act, q, torch.zeros_like(q))
+            vals = tuple(torch.where(cut, torch.zeros_like(v), v) for v in vals)
+        for o, v in zip(outs, vals, strict=True):
+            o[t] = torch.where(act, v, torch.zeros_like(v))
         carry_r = torch.where(act, torch.zeros_like(r), r)
         carry_nv = torch.where(act, value[t], nv)
         carry_term = torch.where(act, torch.zeros_like(tm), tm)
         carry_done = torch.where(act, torch.zeros_like(d), d)
-        next_corr = torch.where(act, a, next_corr)
-    return corr, pg
+        nxt = torch.where(act, vals[0], nxt)
+    return outs
 
 
 def discounted_returns(
