@@ -26,9 +26,14 @@ WALK = ("env=custom", "env.entry_point=bad_envs:walk", "env.check=false", "algo=
 
 @pytest.fixture(scope="module", autouse=True)
 def ray_session():
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 2**20, configure_logging=False)
-    yield
-    ray.shutdown()
+    # log_to_driver=False: the workers' output (e.g. the traceback of a worker a test kills) must not reach the
+    # captured stderr of later tests, which assert on it
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 2**20, configure_logging=False,
+             log_to_driver=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()
 
 
 def train(tmp: Path, name: str, *args: str) -> tuple[int, str, Path]:
