@@ -97,6 +97,20 @@ def machine() -> dict:
     }
 
 
+def interleaved(learners: dict, rounds: int, steps: int) -> dict[str, dict[str, float]]:
+    """Wall time per env step of several learners in one process, ``rounds`` times ``steps`` env steps each in turn,
+    so that the machine's load falls on all alike: ``{name: {env_steps, us_per_step, sps}}``."""
+    used = {name: [0.0, 0] for name in learners}
+    for _ in range(rounds):
+        for name, learner in learners.items():
+            s0, t0 = learner.env_steps, time.perf_counter()
+            while learner.env_steps - s0 < steps:
+                learner.iteration()
+            used[name][0] += time.perf_counter() - t0
+            used[name][1] += learner.env_steps - s0
+    return {n: {"env_steps": k, "us_per_step": 1e6 * t / k, "sps": k / t} for n, (t, k) in used.items()}
+
+
 def write(name: str, data: dict, markdown: str) -> None:
     BENCH_DIR.mkdir(exist_ok=True)
     (BENCH_DIR / f"{name}.json").write_text(json.dumps(data, indent=2) + "\n")

@@ -17,7 +17,7 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from benches.common import BENCH_DIR, finished_job, first_step_reaching, last, machine, train_job, write
+from benches.common import BENCH_DIR, finished_job, first_step_reaching, interleaved, last, machine, train_job, write
 from benches.learning import CASES as SINGLE
 
 OUT = BENCH_DIR / "policy_family.json"
@@ -69,8 +69,6 @@ def speed(rounds: int = 6, steps: int = 4000) -> dict[str, dict[str, float]]:
     """Wall time per env step of PPO (the learning bench's CartPole case), TRPO and GRPO (this bench's CartPole
     presets) in one process, interleaved ``rounds`` times ``steps`` env steps each, so that the machine's load
     falls on all three alike. Early training: short episodes (GRPO's masked waiting steps included)."""
-    import time
-
     import torch
 
     from marl.config import compose
@@ -78,22 +76,14 @@ def speed(rounds: int = 6, steps: int = 4000) -> dict[str, dict[str, float]]:
 
     torch.set_num_threads(1)
 
-    learners, used = {}, {}
+    learners = {}
     for name in ("ppo_cartpole", "trpo_cartpole", "grpo_cartpole"):
         algo = CASES[name][1]
         # each algorithm's CartPole preset (num_envs and algo values), as the learning cases run it
         cfg = compose({"env": {"name": "cartpole"}, "algo": {"name": algo}, "seed": 0, "total_steps": 10**7})
         learners[algo] = make_learner(cfg, build(cfg), "cpu")
         learners[algo].reset_env(0)
-        used[algo] = [0.0, 0]
-    for _ in range(rounds):
-        for algo, learner in learners.items():
-            s0, t0 = learner.env_steps, time.perf_counter()
-            while learner.env_steps - s0 < steps:
-                learner.iteration()
-            used[algo][0] += time.perf_counter() - t0
-            used[algo][1] += learner.env_steps - s0
-    return {a: {"env_steps": n, "us_per_step": 1e6 * t / n} for a, (t, n) in used.items()}
+    return {a: {k: v for k, v in r.items() if k != "sps"} for a, r in interleaved(learners, rounds, steps).items()}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,7 +18,7 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from benches.common import BENCH_DIR, finished_job, last, machine, train_job, write
+from benches.common import BENCH_DIR, finished_job, interleaved, last, machine, train_job, write
 
 OUT = BENCH_DIR / "recurrent.json"
 # the memory env: a small network, a high learning rate (the learning test's settings)
@@ -60,31 +60,21 @@ def speed(rounds: int = 4, steps: int = 4000) -> dict[str, dict[str, float]]:
     """Wall time per env step of MAPPO on simple_spread (8 copies, the mappo defaults), feed-forward and with a GRU,
     in one process, interleaved ``rounds`` times ``steps`` env steps each (peak memory: the training cases, each a
     process of its own)."""
-    import time
-
     import torch
 
     from marl.config import compose
     from marl.train import build, make_learner
 
     torch.set_num_threads(1)
-    learners, used = {}, {}
+    learners = {}
     for name, rnn in (("feed-forward", None), ("gru", "gru")):
         cfg = compose({"env": {"name": "simple_spread"}, "algo": {"name": "mappo", "rnn": rnn}, "seed": 0,
                        "total_steps": 10**7})
         learner = make_learner(cfg, build(cfg), "cpu")
         learner.reset_env(0)
         learner.iteration()  # warm up (and the first buffers)
-        learners[name], used[name] = learner, [0.0, 0]
-    for _ in range(rounds):
-        for name, learner in learners.items():
-            s0, t0 = learner.env_steps, time.perf_counter()
-            while learner.env_steps - s0 < steps:
-                learner.iteration()
-            used[name][0] += time.perf_counter() - t0
-            used[name][1] += learner.env_steps - s0
-    out = {n: {"env_steps": k, "us_per_step": 1e6 * t / k, "sps": k / t}
-           for n, (t, k) in used.items()}
+        learners[name] = learner
+    out = interleaved(learners, rounds, steps)
     out["gru"]["speed_vs_ff"] = out["gru"]["sps"] / out["feed-forward"]["sps"]
     return out
 
