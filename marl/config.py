@@ -630,6 +630,10 @@ def _check_ray(cfg: DictConfig) -> None:
         raise ConfigError(f"num_envs={cfg.num_envs} copies cannot be shared equally by env.workers={workers} Ray "
                           "workers", f"pass num_envs={workers * max(1, cfg.num_envs // workers)} (a multiple of "
                           f"{workers}), or ray.envs_per_worker=N for N copies per worker")
+    if cfg.ray.mode == "async" and cfg.algo.get("rnn"):
+        raise ConfigError(f"ray.mode=async with algo.rnn={cfg.algo.rnn}: V-trace's importance weights need the current "
+                          "policy's log-probabilities of a lagged rollout, which marl computes for feed-forward "
+                          "policies only", "use ray.mode=sync with a recurrent policy, or algo.rnn=null")
     n_mb, batch = cfg.algo.get("num_minibatches"), cfg.algo.num_steps * (cfg.num_envs // max(workers, 1))
     if cfg.ray.mode == "async" and workers and n_mb is not None and n_mb > batch:
         raise ConfigError(f"'algo.num_minibatches={n_mb}' is larger than an async update's batch: one worker's "

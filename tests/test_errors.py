@@ -92,6 +92,8 @@ ROWS: list[Row] = [
     Row("ray-vmas", ["env=vmas_simple_spread", "algo=mappo", "env.backend=ray"],
         ["env.backend=ray with the VMAS env 'vmas_simple_spread'", "drop env.backend"]),
     Row("ray-bad-mode", ["env.backend=ray", "ray.mode=fast"], ["'ray.mode=fast' is not a valid choice", "sync, async"]),
+    Row("ray-async-rnn", ["env=cartpole", "algo=ppo", "algo.rnn=gru", "env.backend=ray", "ray.mode=async"],
+        ["ray.mode=async with algo.rnn=gru", "use ray.mode=sync with a recurrent policy"]),
     Row("ray-async-minibatches", ["env=cartpole", "algo=ppo", "env.backend=ray", "env.workers=2", "num_envs=4",
                                   "algo.num_steps=2", "algo.num_minibatches=6", "ray.mode=async"],
         ["'algo.num_minibatches=6' is larger than an async update's batch", "pass algo.num_minibatches=4 or less"]),
