@@ -201,10 +201,14 @@ class OnPolicyLearner(Learner):
         """Recurrent: zero the actor and critic states of the copies where a new episode starts (``starts [E]``)."""
         if not self.rnn or not starts.any():
             return
-        keep = torch.as_tensor(~starts, device=self.device)[:, None, None]
-        self.h_actor = {k: h * keep for k, h in self.h_actor.items()}
+        self.h_actor = self._zeroed(self.h_actor, starts)
         if self.h_critic is not None:
-            self.h_critic = self.h_critic * keep
+            self.h_critic = self._zeroed({"critic": self.h_critic}, starts)["critic"]
+
+    def _zeroed(self, states: dict[str, torch.Tensor], starts) -> dict[str, torch.Tensor]:
+        """``states {k: [E, ...]}`` with the copies where ``starts [E]`` (numpy or tensor) is True set to 0."""
+        keep = ~as_tensor(starts, self.device).bool()
+        return {k: h * keep.reshape(-1, *([1] * (h.dim() - 1))) for k, h in states.items()}
 
     def _carry_state(self) -> dict:
         """The carry rows of the rollout buffer: transitions the next rollout completes (see marl/rollout.py)."""
@@ -266,7 +270,7 @@ class OnPolicyLearner(Learner):
         E = next(iter(x.values())).shape[0]
         if self.act_state is None or next(iter(self.act_state.values())).shape[0] != E:
             self.act_state = self.manager.initial_state(E, self.device)
-        on = {k: (torch.as_tensor(acting[k], device=self.device) if acting is not None
+        on = {k: (as_tensor(acting[k], self.device) if acting is not None
                   else torch.ones(v.shape[:2], dtype=torch.bool, device=self.device)) for k, v in x.items()}
         actions, _, self.act_state = self.manager.act_recurrent(x, masks, self.act_state, on, deterministic)
         return actions
@@ -278,8 +282,7 @@ class OnPolicyLearner(Learner):
         if starts is None:
             self.act_state = None
             return
-        keep = torch.as_tensor(~np.asarray(starts, dtype=bool), device=self.device)[:, None, None]
-        self.act_state = {k: h * keep for k, h in self.act_state.items()}
+        self.act_state = self._zeroed(self.act_state, np.asarray(starts, dtype=bool))
 
     def collect(self) -> Rollout:
         """``T`` steps of every copy into rows ``C .. C+T-1`` of the buffer (the carry rows hold what the previous
@@ -294,7 +297,7 @@ class OnPolicyLearner(Learner):
             if self.rnn:  # recurrent: record the states fed to this step; the acting agents' advance
                 for k, gb in buf.groups.items():
                     gb.h[t] = self.h_actor[k]
-                on = {k: torch.as_tensor(v, device=self.device) for k, v in last.acting.items()}
+                on = {k: as_tensor(v, self.device) for k, v in last.acting.items()}
                 actions, logps, self.h_actor = self.manager.act_recurrent(obs, masks, self.h_actor, on)
             else:
                 actions, logps = self.manager.act(obs, masks)
