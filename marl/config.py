@@ -603,7 +603,17 @@ def validate(cfg: DictConfig | dict) -> DictConfig:
     _check_ray(merged)
     _check_minibatches(merged)
     _check_recurrent(merged)
+    _check_groups(merged)
     return merged
+
+
+def _check_groups(cfg: DictConfig) -> None:
+    """GRPO's groups start their copies from one state, which a VMAS batch cannot do (checked before the run
+    directory exists)."""
+    if cfg.env.kind == "vmas" and int(cfg.algo.get("group_size") or 1) > 1:
+        raise ConfigError(f"VMAS envs cannot start groups of copies from the same state (algo.group_size="
+                          f"{cfg.algo.group_size} with env '{cfg.env.name}')",
+                          "use a PettingZoo or gymnasium env for GRPO's replicated starts, or another algo (mappo)")
 
 
 def _check_ray(cfg: DictConfig) -> None:

@@ -151,6 +151,8 @@ ROWS: list[Row] = [
         ["unknown VMAS scenario 'simple_sprad' (did you mean 'simple_spread'?)", "navigation"]),
     Row("vmas-kwarg-set-by-marl", ["env=vmas_simple_spread", "+env.kwargs.num_envs=3"],
         ["env.kwargs.num_envs is set by marl", "num_envs="]),
+    Row("vmas-grpo-groups", ["env=vmas_simple_spread", "algo=grpo"],
+        ["VMAS envs cannot start groups of copies from the same state", "use a PettingZoo or gymnasium env"]),
     Row("custom-without-entry-point", ["env=custom"], ["env.entry_point"]),
     Row("custom-does-not-import", [*CUSTOM, "env.entry_point=no_such_module:env"],
         ["'no_such_module:env'", "does not import", "No module named 'no_such_module'"]),
