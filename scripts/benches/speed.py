@@ -198,8 +198,9 @@ def render(report: dict) -> str:
     if "vmas" in P:
         v = P["vmas"]
         md += ["## MAPPO on VMAS simple_spread (3 agents, 25 steps, CPU)", "",
-               f"`{v['meta']['command']}`, {_load_note(v['meta'])} Training with the run's threads (default "
-               "threads=0: every core for a VMAS env on the CPU); the random-action rate with one thread.", "",
+               f"`{v['meta']['command']}`, {_load_note(v['meta'])} Training with the command's `--train` overrides "
+               "(none: the default threads=0, every core for a VMAS env on the CPU); the random-action rate with one "
+               "thread.", "",
                "| num_envs | env steps | train steps/s (whole process) | loop SPS | VMAS random steps/s | ratio "
                "| peak RSS MB | eval return (64 ep.) |", "|---|---|---|---|---|---|---|---|"]
         md += [f"| {E} | {r['env_steps']:,} | {r['steps_per_s']:,.0f} | {r['loop_sps']:,.0f} | "
