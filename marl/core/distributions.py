@@ -27,9 +27,7 @@ class MaskedCategorical:
             mask = mask | ~mask.any(dim=-1, keepdim=True)
             logits = logits.masked_fill(~mask, float("-inf"))
         self.mask = mask
-        # no argument validation (a simplex check of every row on each call; the logits come from our own heads,
-        # and non-finite ones still fail in sampling and in the run's NaN checks)
-        self.dist = Categorical(logits=logits, validate_args=False)
+        self.dist = Categorical(logits=logits)
 
     def sample(self) -> torch.Tensor:
         """[...] int64."""
