@@ -7,16 +7,21 @@ Side by side in one run (the ratios are what to read on a shared machine):
   and the loop's own ``charts/SPS``) at each ``num_envs``; their ratio; peak RSS; the evaluation return at the end.
 * mpe2 ``simple_spread``: its single-process random-action rate (one raw PettingZoo env, no marl) and marl's MAPPO
   with the default ``env.backend=auto``.
+* with ``--benchmarl PYTHON``: BenchMARL's MAPPO (run by that interpreter, its own venv) and marl's on the same VMAS
+  task for the same env steps: both rates and both evaluation curves (:mod:`benches.benchmarl_vs`).
 
-Writes ``benchmarks/speed.json`` and ``benchmarks/speed.md``::
+Writes ``benchmarks/speed.json`` and ``benchmarks/speed.md``; ``--parts`` reruns some parts and keeps the others'
+figures (each part records its own date, load and command)::
 
-    python scripts/bench.py speed            # about 10 minutes
+    python scripts/bench.py speed            # about 10 minutes on an idle machine
     python scripts/bench.py speed --quick    # a tiny run, to check the script
+    python scripts/bench.py speed --parts benchmarl --benchmarl /work/bmvenv/bin/python   # BenchMARL vs marl
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import time
 from pathlib import Path
@@ -24,7 +29,8 @@ from pathlib import Path
 import torch
 
 from benches.adapters import RawLoop
-from benches.common import last, machine, train_job, write
+from benches.common import BENCH_DIR, last, machine, train_job, write
+from marl.logging import read_metrics
 
 NUM_ENVS = (64, 512, 2048)
 RUNS = Path("outputs/bench_speed")
@@ -62,41 +68,55 @@ def train_rate(env: str, steps: int, overrides: list[str], tag: str) -> dict:
             "eval_return": last(rows, "eval/return"), "overrides": overrides}
 
 
-def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="tiny budgets, to check the script")
-    parser.add_argument("--seconds", type=float, default=8.0, help="length of each random-action measurement")
-    parser.add_argument("--steps", type=int, default=1_000_000, help="MAPPO env steps per VMAS num_envs")
-    parser.add_argument("--num-envs", type=int, nargs="+", default=list(NUM_ENVS))
-    parser.add_argument("--scenarios", nargs="*", default=["navigation", "balance"],
-                        help="more VMAS scenarios, MAPPO with their preset (num_envs=512)")
-    parser.add_argument("--mpe-steps", type=int, default=100_000, help="env steps of the mpe2 MAPPO run")
-    args = parser.parse_args(argv)
-    seconds = 1.0 if args.quick else args.seconds
-    vmas_steps = 20_000 if args.quick else args.steps
-    # long enough for env.backend=auto to consider worker processes (it keeps runs under AUTO_MIN_RUN in-process)
-    mpe_steps = 8_000 if args.quick else args.mpe_steps
-    load_before = round(os.getloadavg()[0], 2)
-    vmas_rows = {}
+PARTS = ("vmas", "others", "mpe2", "benchmarl")
+
+
+def _meta(load_before: float) -> dict:
+    return {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "load_before": load_before,
+            "load_after": round(os.getloadavg()[0], 2)}
+
+
+def _load_note(meta: dict) -> str:
+    return (f"{meta['date']}, load average {meta['load_before']} before / {meta['load_after']} after"
+            + (": the machine was otherwise idle." if meta["load_before"] < 1.0 else
+               ": the machine was shared with other jobs, so absolute rates are low and noisy; the ratios "
+               "(measured side by side in this part) are what to read."))
+
+
+def part_vmas(args, seconds: float, vmas_steps: int) -> dict:
+    rows = {}
+    load = round(os.getloadavg()[0], 2)
     for E in args.num_envs:
         steps = max(vmas_steps, E * 25 * 4)  # at least four updates
         if not args.quick and E <= 64:
             steps = min(steps, 200_000)  # the slowest setting: enough for a rate, not for a return at 1M
         rnd = vmas_random_rate(E, seconds)
-        tr = train_rate("vmas_simple_spread", steps, [f"num_envs={E}", f"checkpoint_every={steps}"], f"vmas_E{E}")
+        tr = train_rate("vmas_simple_spread", steps, [f"num_envs={E}", f"checkpoint_every={steps}", *args.train],
+                        f"vmas_E{E}")
         tr["random_steps_per_s"] = rnd
         tr["ratio_to_random"] = tr["steps_per_s"] / rnd
-        vmas_rows[str(E)] = tr
+        rows[str(E)] = tr
         print(f"vmas E={E}: train {tr['steps_per_s']:,.0f}/s, random {rnd:,.0f}/s, return {tr['eval_return']}",
               flush=True)
-    others = {}
+    return {"meta": _meta(load), "rows": rows}
+
+
+def part_others(args, seconds: float, vmas_steps: int) -> dict:
+    rows = {}
+    load = round(os.getloadavg()[0], 2)
     for sc in args.scenarios:  # the preset's num_envs (512)
         rnd = vmas_random_rate(512, seconds, sc, 100)
-        tr = train_rate(f"vmas_{sc}", vmas_steps, [f"checkpoint_every={vmas_steps}"], f"vmas_{sc}")
+        tr = train_rate(f"vmas_{sc}", vmas_steps, [f"checkpoint_every={vmas_steps}", *args.train], f"vmas_{sc}")
         tr["random_steps_per_s"], tr["ratio_to_random"] = rnd, tr["steps_per_s"] / rnd
-        others[sc] = tr
+        rows[sc] = tr
         print(f"vmas {sc}: train {tr['steps_per_s']:,.0f}/s, random {rnd:,.0f}/s, return {tr['eval_return']}",
               flush=True)
+    return {"meta": _meta(load), "rows": rows}
+
+
+def part_mpe2(args, seconds: float) -> dict:
+    load = round(os.getloadavg()[0], 2)
+    mpe_steps = 8_000 if args.quick else args.mpe_steps
     mpe_random = mpe2_random_rate(seconds)
     mpe = train_rate("simple_spread", mpe_steps, [f"eval_every={mpe_steps}", "eval_episodes=8",
                                                   f"checkpoint_every={mpe_steps}"], "mpe2_default")
@@ -105,40 +125,134 @@ def main(argv: list[str] | None = None) -> dict:
                            if ln.startswith("env backend:")), "?")  # the log is appended to: its last run
     mpe["random_steps_per_s"] = mpe_random
     mpe["ratio_to_random"] = mpe["steps_per_s"] / mpe_random
-    best = max(vmas_rows.values(), key=lambda r: r["steps_per_s"])
-    report = {"meta": {"command": "python scripts/bench.py speed" + (" --quick" if args.quick else ""),
-                       "date": time.strftime("%Y-%m-%d %H:%M:%S"), "load_before": load_before, **machine()},
-              "vmas_simple_spread": vmas_rows, "vmas_others": others, "mpe2_simple_spread": mpe,
-              "vmas_over_mpe2_training": best["steps_per_s"] / mpe["steps_per_s"]}
-    md = ["# Training speed: VMAS (torch end to end) and mpe2", "",
-          f"`{report['meta']['command']}`, {report['meta']['date']}, {os.cpu_count()} CPUs, load average "
-          f"{load_before} before / {report['meta']['loadavg_at_end'][0]} after"
-          + (": the machine was otherwise idle." if load_before < 1.0 else  # (the load after includes this run's)
-             ": the machine was shared with other jobs, so absolute rates are low and noisy; the ratios (measured "
-             "side by side in this run) are what to read."),
-          "", "## MAPPO on VMAS simple_spread (3 agents, 25 steps, CPU; training with the default threads=0: every "
-          f"core for VMAS, {os.cpu_count()} here; the random-action rate with one thread, as two do not help it)", "",
-          "| num_envs | env steps | train steps/s (whole process) | loop SPS | VMAS random steps/s | ratio "
-          "| peak RSS MB "
-          "| eval return (64 ep.) |", "|---|---|---|---|---|---|---|---|"]
-    for E, r in vmas_rows.items():
-        md.append(f"| {E} | {r['env_steps']:,} | {r['steps_per_s']:,.0f} | {r['loop_sps']:,.0f} | "
-                  f"{r['random_steps_per_s']:,.0f} | {r['ratio_to_random']:.2f} | {r['peak_rss_mb']} | "
-                  f"{r['eval_return']:.1f} |")
-    md += ["", "Each run uses the preset `configs/preset/vmas_simple_spread_mappo.yaml` (lr 1e-4, 4 epochs of one "
-           "minibatch) with the num_envs of its row. Random actions score about -437 on this scale (summed over the "
-           "3 agents). 10M env steps per setting did not fit the time of this run.", "",
-           "## MAPPO on other VMAS scenarios (their presets: num_envs=512)", "",
-           "| scenario | env steps | train steps/s | VMAS random steps/s (max_steps 100) | ratio | peak RSS MB "
-           "| eval return |", "|---|---|---|---|---|---|---|"]
-    md += [f"| {sc} | {r['env_steps']:,} | {r['steps_per_s']:,.0f} | {r['random_steps_per_s']:,.0f} | "
-           f"{r['ratio_to_random']:.2f} | {r['peak_rss_mb']} | {r['eval_return']:.2f} |" for sc, r in others.items()]
-    md += ["",
-           "## mpe2 simple_spread (PettingZoo), MAPPO with the default env.backend=auto", "",
-           "| env steps | train steps/s | mpe2 single-process random steps/s | ratio | backend chosen |",
-           "|---|---|---|---|---|",
-           f"| {mpe['env_steps']:,} | {mpe['steps_per_s']:,.0f} | {mpe_random:,.0f} | {mpe['ratio_to_random']:.2f} | "
-           f"{mpe['backend']} |", "",
-           f"VMAS MAPPO (best num_envs) / mpe2 MAPPO training rate: {report['vmas_over_mpe2_training']:.1f}x.", ""]
-    write("speed", report, "\n".join(md))
+    return {"meta": _meta(load), **mpe}
+
+
+def part_benchmarl(args) -> dict:
+    """BenchMARL's MAPPO (its own venv) then marl's (the preset) on vmas_simple_spread, the same env steps."""
+    from benches.benchmarl_vs import BATCH, run_benchmarl
+
+    load = round(os.getloadavg()[0], 2)
+    frames = BATCH * 2 if args.quick else args.benchmarl_frames
+    every = BATCH if args.quick else args.benchmarl_eval
+    bm = run_benchmarl(args.benchmarl, frames, RUNS / "benchmarl", every)
+    print(f"benchmarl: {bm['steps_per_s']:,.0f}/s, eval {bm['eval']}", flush=True)
+    # marl: the same env steps (rounded up to whole 512-copy rollouts), an evaluation after each rollout
+    tr = train_rate("vmas_simple_spread", frames, ["eval_every=12800", f"checkpoint_every={frames}", *args.train],
+                    "vmas_vs_benchmarl")
+    rows = read_metrics(RUNS / "vmas_vs_benchmarl" / "metrics.csv")
+    tr["eval"] = [(int(r["global_step"]), r["eval/return"]) for r in rows if "eval/return" in r]
+    print(f"marl: {tr['steps_per_s']:,.0f}/s, eval {tr['eval']}", flush=True)
+    return {"meta": _meta(load), "frames": frames, "benchmarl": bm, "marl": tr,
+            "marl_over_benchmarl_speed": tr["steps_per_s"] / bm["steps_per_s"]}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny budgets, to check the script")
+    parser.add_argument("--parts", nargs="+", choices=PARTS, default=None,
+                        help="run only these parts (the others keep their figures from benchmarks/speed.json); "
+                             "default: vmas, others, mpe2, and benchmarl when --benchmarl is given")
+    parser.add_argument("--seconds", type=float, default=8.0, help="length of each random-action measurement")
+    parser.add_argument("--steps", type=int, default=1_000_000, help="MAPPO env steps per VMAS num_envs")
+    parser.add_argument("--num-envs", type=int, nargs="+", default=list(NUM_ENVS))
+    parser.add_argument("--scenarios", nargs="*", default=["navigation", "balance"],
+                        help="more VMAS scenarios, MAPPO with their preset (num_envs=512)")
+    parser.add_argument("--mpe-steps", type=int, default=100_000, help="env steps of the mpe2 MAPPO run")
+    parser.add_argument("--train", nargs="*", default=[],
+                        help="extra overrides for every VMAS training run (e.g. threads=1 on a loaded machine)")
+    parser.add_argument("--benchmarl", default=None, metavar="PYTHON",
+                        help="the python of a venv with BenchMARL (e.g. /work/bmvenv/bin/python): adds the "
+                             "BenchMARL part")
+    parser.add_argument("--benchmarl-frames", type=int, default=120_000, help="env steps of each run of that part")
+    parser.add_argument("--benchmarl-eval", type=int, default=30_000, help="BenchMARL's evaluation interval")
+    args = parser.parse_args(argv)
+    parts = args.parts or [p for p in PARTS if p != "benchmarl" or args.benchmarl]
+    if "benchmarl" in parts and not args.benchmarl:
+        parser.error("--parts benchmarl needs --benchmarl PYTHON (a venv with BenchMARL installed)")
+    seconds = 1.0 if args.quick else args.seconds
+    vmas_steps = 20_000 if args.quick else args.steps
+    old = json.loads((BENCH_DIR / "speed.json").read_text()) if (BENCH_DIR / "speed.json").exists() else {}
+    report = {"meta": {"command": "python scripts/bench.py speed " + " ".join(argv or []), **machine()}}
+    for p in PARTS:
+        if p not in parts:
+            if p in old.get("parts", {}):
+                report.setdefault("parts", {})[p] = old["parts"][p]
+            continue
+        fig = {"vmas": lambda: part_vmas(args, seconds, vmas_steps),
+               "others": lambda: part_others(args, seconds, vmas_steps),
+               "mpe2": lambda: part_mpe2(args, seconds),
+               "benchmarl": lambda: part_benchmarl(args)}[p]()
+        fig["meta"]["command"] = report["meta"]["command"]
+        report.setdefault("parts", {})[p] = fig
+    write("speed", report, render(report))
     return report
+
+
+def render(report: dict) -> str:
+    """benchmarks/speed.md from the report (each part with its own date, load and command)."""
+    P = report.get("parts", {})
+    md = ["# Training speed: VMAS (torch end to end) and mpe2", "",
+          f"`python scripts/bench.py speed` on {os.cpu_count()} CPUs. Each part below says when it ran, the load "
+          "and its command; the ratios inside a part were measured side by side in one run.", ""]
+    if "vmas" in P:
+        v = P["vmas"]
+        md += ["## MAPPO on VMAS simple_spread (3 agents, 25 steps, CPU)", "",
+               f"`{v['meta']['command']}`, {_load_note(v['meta'])} Training with the command's `--train` overrides "
+               "(none: the default threads=0, every core for a VMAS env on the CPU); the random-action rate with one "
+               "thread.", "",
+               "| num_envs | env steps | train steps/s (whole process) | loop SPS | VMAS random steps/s | ratio "
+               "| peak RSS MB | eval return (64 ep.) |", "|---|---|---|---|---|---|---|---|"]
+        md += [f"| {E} | {r['env_steps']:,} | {r['steps_per_s']:,.0f} | {r['loop_sps']:,.0f} | "
+               f"{r['random_steps_per_s']:,.0f} | {r['ratio_to_random']:.2f} | {r['peak_rss_mb']} | "
+               f"{r['eval_return']:.1f} |" for E, r in v["rows"].items()]
+        md += ["", "Each run uses the preset `configs/preset/vmas_simple_spread_mappo.yaml` with the num_envs of its "
+               "row. Random actions score about -437 on this scale (summed over the 3 agents).", ""]
+    if "others" in P:
+        o = P["others"]
+        md += ["## MAPPO on other VMAS scenarios (their presets: num_envs=512)", "",
+               f"`{o['meta']['command']}`, {_load_note(o['meta'])}", "",
+               "| scenario | env steps | train steps/s | VMAS random steps/s (max_steps 100) | ratio | peak RSS MB "
+               "| eval return |", "|---|---|---|---|---|---|---|"]
+        md += [f"| {sc} | {r['env_steps']:,} | {r['steps_per_s']:,.0f} | {r['random_steps_per_s']:,.0f} | "
+               f"{r['ratio_to_random']:.2f} | {r['peak_rss_mb']} | {r['eval_return']:.2f} |"
+               for sc, r in o["rows"].items()]
+        md.append("")
+    if "mpe2" in P:
+        m = P["mpe2"]
+        md += ["## mpe2 simple_spread (PettingZoo), MAPPO with the default env.backend=auto", "",
+               f"`{m['meta']['command']}`, {_load_note(m['meta'])}", "",
+               "| env steps | train steps/s | mpe2 single-process random steps/s | ratio | backend chosen |",
+               "|---|---|---|---|---|",
+               f"| {m['env_steps']:,} | {m['steps_per_s']:,.0f} | {m['random_steps_per_s']:,.0f} | "
+               f"{m['ratio_to_random']:.2f} | {m['backend']} |", ""]
+        if "vmas" in P:
+            best = max(P["vmas"]["rows"].values(), key=lambda r: r["steps_per_s"])
+            same = P["vmas"]["meta"]["date"][:13] == m["meta"]["date"][:13]
+            ratio = best["steps_per_s"] / m["steps_per_s"]
+            md += [f"VMAS MAPPO (best num_envs) / mpe2 MAPPO training rate: {ratio:.1f}x"
+                   + ("" if same else " (the two parts ran at different times: read it with their loads)") + ".", ""]
+    if "benchmarl" in P:
+        b = P["benchmarl"]
+        bm, mr = b["benchmarl"], b["marl"]
+        md += ["## BenchMARL's MAPPO vs marl's on VMAS simple_spread (25 steps, discrete), same env steps", "",
+               f"`{b['meta']['command']}`, {_load_note(b['meta'])} BenchMARL ran in its own venv with its MAPPO "
+               "defaults except task.max_steps=25, discrete actions and 240 copies (see "
+               "scripts/benches/benchmarl_vs.py); marl with its preset (512 copies). Returns are summed over the 3 "
+               "agents (BenchMARL's per-agent mean x 3), deterministic evaluation, 64 episodes each.", "",
+               "| | env steps | wall s | env steps/s (whole process) | share of time in the update |",
+               "|---|---|---|---|---|",
+               f"| BenchMARL | {bm['frames']:,} | {bm['wall_s']} | {bm['steps_per_s']:,.0f} | "
+               f"{(bm['training_share'] or 0):.0%} |",
+               f"| marl | {mr['env_steps']:,} | {mr['wall_s']} | {mr['steps_per_s']:,.0f} | |", "",
+               f"marl / BenchMARL env steps/s: {b['marl_over_benchmarl_speed']:.1f}x.", "",
+               "Evaluation return at env steps (BenchMARL | marl):", "",
+               "| BenchMARL: env steps | return | marl: env steps | return |", "|---|---|---|---|"]
+        n = max(len(bm["eval"]), len(mr["eval"]))
+        for i in range(n):
+            left = bm["eval"][i] if i < len(bm["eval"]) else None
+            right = mr["eval"][i] if i < len(mr["eval"]) else None
+            md.append(f"| {f'{left[0]:,}' if left else ''} | {f'{left[1]:.1f}' if left else ''} | "
+                      f"{f'{right[0]:,}' if right else ''} | {f'{right[1]:.1f}' if right else ''} |")
+        md.append("")
+    return "\n".join(md)
