@@ -162,9 +162,11 @@ def markdown(results: dict, timing: dict) -> str:
           "policy_family.json). `charts/recent_return`: mean return of the last 20 training episodes at the end; "
           "`eval/...`: deterministic evaluation (simple_spread: 50 episodes, team return; connect four: 200 games "
           "vs random, seats alternating). GRPO counts every env step it takes, the masked steps of copies waiting "
-          "for their group included. The runs shared 2 CPU cores with other jobs under a load that changed during the "
-          "session (load average 7-12), so SPS and µs per step are indicative only, even across cases; see the "
-          "interleaved speed table below for a comparison with PPO.\n\n" + "\n".join(rows) + "\n")
+          "for their group included. The runs shared 2 CPU cores with other jobs and their load differed from "
+          "session to session, so SPS and µs per step are indicative only; the nine simple_spread runs at 300k "
+          "(GRPO, HATRPO, MAPPO x 3 seeds) ran back to back in one session at a similar load (load average 4-6), so "
+          "their SPS compare. See the interleaved speed table below for a comparison with PPO.\n\n"
+          + "\n".join(rows) + "\n")
     if evals:
         md += "\n## Evaluations during training\n\n| case | seed | env steps: value |\n|---|---|---|\n"
         md += "\n".join(evals) + "\n"
