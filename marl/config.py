@@ -616,10 +616,10 @@ def _check_ray(cfg: DictConfig) -> None:
         raise ConfigError(f"env.backend=ray with the VMAS env '{cfg.env.name}': VMAS steps all its copies as one "
                           "batched torch env in this process, which Ray workers would only split",
                           "drop env.backend (raise num_envs instead, or use device=cuda)")
-    if not ALGOS[name].on_policy or name == "grpo":
+    if name == "grpo":
         raise ConfigError(f"env.backend=ray does not support algo={name} yet: the Ray workers run the on-policy "
-                          "rollout (reinforce, a2c, ppo, trpo, ippo, mappo, happo, hatrpo)",
-                          "use env.backend=inprocess or subprocess for this algorithm")
+                          "rollout (reinforce, a2c, ppo, trpo, ippo, mappo, happo, hatrpo) and the off-policy one "
+                          "(ddpg, td3, sac, maddpg, matd3)", "use env.backend=inprocess or subprocess for this algorithm")
     epw, workers = cfg.ray.envs_per_worker, int(cfg.env.workers)
     if epw is not None:
         if not workers:
@@ -634,11 +634,28 @@ def _check_ray(cfg: DictConfig) -> None:
         raise ConfigError(f"ray.mode=async with algo.rnn={cfg.algo.rnn}: V-trace's importance weights need the current "
                           "policy's log-probabilities of a lagged rollout, which marl computes for feed-forward "
                           "policies only", "use ray.mode=sync with a recurrent policy, or algo.rnn=null")
-    n_mb, batch = cfg.algo.get("num_minibatches"), cfg.algo.num_steps * (cfg.num_envs // max(workers, 1))
+    if cfg.ray.mode == "async" and not ALGOS[name].on_policy and workers:
+        async_gradient_steps(name, int(cfg.algo.gradient_steps), workers)
+    n_mb = cfg.algo.get("num_minibatches")
+    batch = cfg.algo.num_steps * (cfg.num_envs // max(workers, 1)) if ALGOS[name].on_policy else 0
     if cfg.ray.mode == "async" and workers and n_mb is not None and n_mb > batch:
         raise ConfigError(f"'algo.num_minibatches={n_mb}' is larger than an async update's batch: one worker's "
                           f"rollout, algo.num_steps x num_envs / env.workers = {batch} samples",
                           f"pass algo.num_minibatches={batch} or less, or raise algo.num_steps / num_envs")
+
+
+def async_gradient_steps(name: str, steps: int, workers: int) -> int:
+    """The updates per round of an off-policy learner in ``ray.mode=async``: a round trains on one worker's
+    ``algo.train_freq`` steps, ``1 / workers`` of a round in one process, so ``gradient_steps / workers`` keeps the
+    updates per env step; refused where that is not a whole number."""
+    if steps % workers:
+        raise ConfigError(f"ray.mode=async with algo={name}: each update round trains on one worker's "
+                          f"algo.train_freq steps, 1/{workers} of a round in one process, so it runs "
+                          f"algo.gradient_steps / env.workers updates, but gradient_steps={steps} is not a "
+                          f"multiple of env.workers={workers}",
+                          f"pass algo.gradient_steps={workers * max(1, steps // workers)} (the default ${{num_envs}} "
+                          "always is one), or ray.mode=sync")
+    return steps // workers
 
 
 def resolve_device(device: str) -> str:

@@ -12,6 +12,7 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import read_rows, train_inprocess
 
 ray = pytest.importorskip("ray")
@@ -20,6 +21,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 SMALL = ("progress=false", "eval_episodes=2", "eval_every=0", "checkpoint_every=0", "preset=none")
 PPO = ("env=cartpole", "algo=ppo", "algo.num_steps=16", "algo.update_epochs=2", "algo.num_minibatches=2")
+OFF = ("env=pendulum", "algo.hidden=[32,32]", "algo.batch_size=16")
 WALK = ("env=custom", "env.entry_point=bad_envs:walk", "env.check=false", "algo=ppo", "algo.num_steps=8",
         "algo.update_epochs=1", "algo.num_minibatches=1")
 
@@ -129,6 +131,62 @@ def test_sync_two_workers_reproducible_and_resume_continues_exactly(tmp_path):
 
     assert training(read_rows(part / "metrics.csv")) == training(read_rows(straight / "metrics.csv"))
     assert read_rows(part / "metrics.csv")[-1] == read_rows(straight / "metrics.csv")[-1]
+
+
+def replay(run: Path) -> tuple[torch.Tensor, int]:
+    """The final checkpoint's replay table ``[rows, F]`` of the (single) group and its update counter."""
+    extra = torch.load(run / "checkpoints" / "final.pt", weights_only=True)["learner"]["extra"]
+    (group,) = extra["groups"].values()
+    return group["buffers"][0]["table"], int(extra["updates"])
+
+
+def test_offpolicy_one_worker_fills_the_replay_as_one_process(tmp_path):
+    """Warm-up only (random actions from the worker's generator, seeded as the learner's): the replay holds the
+    in-process run's transitions bit for bit, in the same order."""
+    args = (*OFF, "algo=ddpg", "num_envs=2", "total_steps=64", "algo.learning_starts=1000")
+    c1, e1, ip = train(tmp_path, "inprocess", *args)
+    c2, e2, rr = train(tmp_path, "ray", *args, "env.backend=ray", "env.workers=1")
+    assert c1 == 0 and c2 == 0, e1 + e2
+    (a, _), (b, _) = replay(ip), replay(rr)
+    assert a.shape[0] == 64 and torch.equal(a, b)
+
+
+def test_offpolicy_two_workers_feed_the_replay_reproducibly_and_resume_exactly(tmp_path):
+    """TD3 with Ornstein-Uhlenbeck noise, 2 workers x 2 copies: the replay holds every step of all 4 copies in the
+    run's copy order (each copy's transitions chain: next_obs of one step is the obs of its next), the update count
+    is one process's (gradient_steps=num_envs per round once past learning_starts), a rerun gives the same metrics,
+    and a resume from a partial run (replay, noise state and the copies mid-episode in the checkpoint) continues bit
+    for bit."""
+    args = (*OFF, "algo=td3", "algo.noise=ou", "num_envs=4", "algo.learning_starts=64", "env.backend=ray",
+            "env.workers=2", "algo.normalize_obs=true")
+    c1, e1, straight = train(tmp_path, "straight", *args, "total_steps=128")
+    c0, e0, again = train(tmp_path, "again", *args, "total_steps=128")
+    c2, e2, part = train(tmp_path, "part", *args, "total_steps=96")
+    assert c0 == 0 and c1 == 0 and c2 == 0, e0 + e1 + e2
+    rows = read_rows(straight / "metrics.csv")
+    assert read_rows(again / "metrics.csv") == rows and float(rows[-1]["losses/qf_loss"]) > 0
+    table, updates = replay(straight)
+    assert updates == 4 * (128 // 4 - 64 // 4 + 1)  # rounds with env_steps >= learning_starts, 4 updates each
+    steps = table.reshape(32, 4, -1)  # [step, copy, F]: obs (3), action (1), reward, next_obs (3), terminated, agent
+    assert torch.equal(steps[1:, :, :3], steps[:-1, :, 5:8])  # no episode ends within 32 steps of pendulum
+    assert not torch.equal(steps[:, 0], steps[:, 2])  # the workers' copies are different episodes
+    code, _, err = train_inprocess(["progress=false", f"resume={part}", "total_steps=128",
+                                    f"hydra.run.dir={tmp_path / 'hydra' / 'resume'}"])
+    assert code == 0 and "could not be restored" not in err, err
+    assert read_rows(part / "metrics.csv")[-1] == rows[-1]
+    assert torch.equal(replay(part)[0], table)
+
+
+def test_offpolicy_async_trains_with_the_updates_per_env_step_of_one_process(tmp_path):
+    """ray.mode=async with SAC: each round stores one worker's step and runs gradient_steps / workers updates."""
+    code, err, run = train(tmp_path, "async", *OFF, "algo=sac", "num_envs=4", "total_steps=96",
+                           "algo.learning_starts=32", "env.backend=ray", "env.workers=2", "ray.mode=async")
+    assert code == 0, err
+    rows = read_rows(run / "metrics.csv")
+    table, updates = replay(run)
+    assert table.shape[0] == 96 and int(rows[-1]["global_step"]) == 96
+    assert updates == 2 * (96 // 2 - 32 // 2 + 1)
+    assert all(math.isfinite(float(r["losses/qf_loss"])) for r in rows if r.get("losses/qf_loss"))
 
 
 def test_hydra_ray_launcher_runs_a_tiny_sweep_on_the_cluster(tmp_path):

@@ -99,18 +99,45 @@ def join_steps(parts: list[StepOut]) -> StepOut:
                       if f.name != "episodes"})
 
 
-def weights_payload(learner, version: int) -> dict:
-    """What a worker needs to act as the learner would: the actors' weights, the observation / state / reward
-    statistics (as the learner holds them now), ``env_steps`` and the weights' version."""
+def offpolicy(learner) -> bool:
+    """Whether ``learner`` is one of the off-policy learners (DDPG and its subclasses: replay, one env step per
+    collection round)."""
+    from marl.algos.ddpg import DDPG
+
+    return isinstance(learner, DDPG)
+
+
+def acting_modules(learner) -> dict[str, torch.nn.Module]:
+    """The modules a worker's learner needs to act as ``learner`` does: the on-policy learners' policy manager, or
+    the off-policy learners' actor per group."""
+    if offpolicy(learner):
+        return {f"{g}/actor": gs.actor for g, gs in learner.groups.items()}
+    return {"manager": learner.manager}
+
+
+def running_stats(learner) -> dict:
+    """The learner's running statistics that acting updates, by name: ``obs/<group>`` (and, on-policy, ``state``
+    and ``reward``, the reward scaler's)."""
+    if offpolicy(learner):
+        return {f"obs/{g}": gs.obs_rms for g, gs in learner.groups.items() if gs.obs_rms is not None}
     stats = {}
     if learner.obs_rms is not None:
-        stats |= {f"obs/{g}": r.state_dict() for g, r in learner.obs_rms.items()}
+        stats |= {f"obs/{g}": r for g, r in learner.obs_rms.items()}
     if learner.state_rms is not None:
-        stats["state"] = learner.state_rms.state_dict()
+        stats["state"] = learner.state_rms
     if learner.reward_scaler is not None:
-        stats["reward"] = learner.reward_scaler.rms.state_dict()
-    manager = {k: v.detach().cpu() for k, v in learner.manager.state_dict().items()}
-    return {"manager": manager, "stats": stats, "env_steps": int(learner.env_steps), "version": int(version)}
+        stats["reward"] = learner.reward_scaler.rms
+    return stats
+
+
+def weights_payload(learner, version: int) -> dict:
+    """What a worker needs to act as the learner would: the acting modules' weights (:func:`acting_modules`), the
+    running statistics (:func:`running_stats`, as the learner holds them now), ``env_steps`` and the weights'
+    version."""
+    stats = {k: r.state_dict() for k, r in running_stats(learner).items()}
+    modules = {key: {k: v.detach().cpu() for k, v in m.state_dict().items()}
+               for key, m in acting_modules(learner).items()}
+    return {"modules": modules, "stats": stats, "env_steps": int(learner.env_steps), "version": int(version)}
 
 
 class _JoinedHistory:
@@ -221,8 +248,9 @@ class RayVecEnv:
         returns for them (sync mode; async rollouts depend on timing, so an async run resumes with fresh copies)."""
         if self.mode != "sync" or "workers" not in state or len(state["workers"]) != self.W:
             raise NotRestorable("the checkpoint's Ray workers do not match this run's (or the run is async)")
-        carry = self.learner._carry_state()
-        ret = self.learner.reward_scaler.ret if self.learner.reward_scaler is not None else None
+        lr = self.learner
+        carry = {} if offpolicy(lr) else lr._carry_state()
+        ret = None if offpolicy(lr) or lr.reward_scaler is None else lr.reward_scaler.ret
         refs = []
         for w, a in enumerate(self.workers):
             lo, hi = w * self.Ew, (w + 1) * self.Ew
@@ -262,9 +290,15 @@ class RayVecEnv:
         """Become ``learner``'s collector."""
         from marl.algos.onpolicy import OnPolicyLearner
 
-        if not isinstance(learner, OnPolicyLearner) or type(learner).collect is not OnPolicyLearner.collect:
+        if offpolicy(learner):
+            if self.mode == "async":  # one worker's rollout per update round: keep the updates per env step
+                from marl.config import async_gradient_steps
+
+                learner.gradient_steps = async_gradient_steps(self.cfg.algo.name, learner.gradient_steps, self.W)
+        elif not isinstance(learner, OnPolicyLearner) or type(learner).collect is not OnPolicyLearner.collect:
             raise ConfigError(f"env.backend=ray does not support algo={self.cfg.algo.name} yet: its workers run the "
-                              "on-policy rollout (a2c, ppo, ippo, mappo, happo, trpo, hatrpo, reinforce)",
+                              "rollout of the on-policy learners (a2c, ppo, ippo, mappo, happo, trpo, hatrpo, "
+                              "reinforce) and of the off-policy ones (ddpg, td3, sac, maddpg, matd3)",
                               "use env.backend=inprocess or subprocess for this algorithm")
         if getattr(learner, "opponents", None) is not None:
             raise ConfigError("env.backend=ray does not support self-play opponent pools (selfplay.pool_fraction > 0)"
@@ -287,21 +321,37 @@ class RayVecEnv:
         lr = self.learner
         if self.mode == "sync":
             results = self._collect_sync()
-            lr.last = join_steps([r["last"] for r in results])
             self.lag = 0
         else:
             results = [self._collect_async()]
-            lr.last = join_steps([results[0]["last"]])  # a writable copy
             self.lag = lr.iterations - results[0]["version"]
-        from marl.distributed.worker import load_arrays
+        lr.last = join_steps([r["last"] for r in results])  # (async: a writable copy)
+        if offpolicy(lr):
+            self._store(results)
+        else:
+            from marl.distributed.worker import load_arrays
 
-        arrays = {k: np.concatenate([r["arrays"][k] for r in results], axis=1) for k in results[0]["arrays"]}
-        load_arrays(lr.buf, arrays)
+            arrays = {k: np.concatenate([r["arrays"][k] for r in results], axis=1) for k in results[0]["arrays"]}
+            load_arrays(lr.buf, arrays)
         self._merge_stats(results)
         for r in results:
             lr.episodes.extend(r["episodes"])
+        if offpolicy(lr):
+            lr.env_steps += lr.train_freq * lr.spec.num_envs
+            return None
         lr.env_steps += lr.T * lr.E
         return lr.buf
+
+    def _store(self, results: list[dict]) -> None:
+        """Off-policy: store the workers' steps in the learner's replay as one process would, step by step, every
+        step's transitions of all copies in the run's copy order (:meth:`marl.algos.ddpg.DDPG._store_step`)."""
+        lr = self.learner
+        last = join_steps([r["first"] for r in results])
+        for t in range(len(results[0]["steps"])):
+            out = join_steps([r["steps"][t][1] for r in results])
+            actions = {g: torch.cat([r["steps"][t][0][g] for r in results]).to(lr.device) for g in lr.groups}
+            lr._store_step(last, actions, out)
+            last = out
 
     def _collect_sync(self) -> list[dict]:
         ref = self._weights()
@@ -356,16 +406,10 @@ class RayVecEnv:
         """The learner's statistics after this rollout: one worker's as they are; else the learner's plus each
         worker's share (deltas) merged in worker order. The reward scaler's running returns are per copy."""
         lr = self.learner
-        rms = {}
-        if lr.obs_rms is not None:
-            rms |= {f"obs/{g}": r for g, r in lr.obs_rms.items()}
-        if lr.state_rms is not None:
-            rms["state"] = lr.state_rms
-        if lr.reward_scaler is not None:
-            rms["reward"] = lr.reward_scaler.rms
-            if self.mode == "sync":
-                rets = [r["ret"] for r in results]
-                lr.reward_scaler.ret = None if any(x is None for x in rets) else torch.cat(rets)
+        rms = running_stats(lr)
+        if "reward" in rms and self.mode == "sync":
+            rets = [r["ret"] for r in results]
+            lr.reward_scaler.ret = None if any(x is None for x in rets) else torch.cat(rets)
         from marl.core.normalization import RunningMeanStd
 
         for key, stat in rms.items():

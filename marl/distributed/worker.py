@@ -27,7 +27,9 @@ from omegaconf import OmegaConf
 
 from marl.adapters.base import StepOut
 from marl.algos.base import rng_state, seed_everything, set_rng_state
+from marl.algos.ddpg import DDPG
 from marl.core.normalization import RunningMeanStd
+from marl.distributed.driver import acting_modules, join_steps
 from marl.rollout import Rollout, carry_over
 
 
@@ -96,7 +98,15 @@ class RolloutWorker:
         self.env = build(conf, num_envs=num_envs)
         self.learner = make_learner(conf, self.env, "cpu")
         lr = self.learner
+        self.offpolicy = isinstance(lr, DDPG)
         self.tees: dict[str, StatsTee] = {}
+        if self.offpolicy:  # the off-policy learner collects into this list, and the driver stores it in its replay
+            lr.record = []
+            lr.step_envs = int(cfg["num_envs"]) if cfg["ray"]["mode"] == "sync" else num_envs
+            for g, gs in lr.groups.items():
+                if gs.obs_rms is not None:
+                    self.tees[f"obs/{g}"] = gs.obs_rms = StatsTee(gs.obs_rms)
+            return
         if lr.obs_rms is not None:
             for g in list(lr.obs_rms):
                 self.tees[f"obs/{g}"] = lr.obs_rms[g] = StatsTee(lr.obs_rms[g])
@@ -117,7 +127,10 @@ class RolloutWorker:
 
     def history(self) -> dict:
         """The copies' action record (:class:`marl.adapters.replay.History` state) and this worker's RNG states."""
-        return {"history": self.env.history.state_dict(), "rng": rng_state(self.learner.gen)}
+        out = {"history": self.env.history.state_dict(), "rng": rng_state(self.learner.gen)}
+        if self.offpolicy:  # the exploration noise of the copies (Ornstein-Uhlenbeck's state)
+            out["noise"] = {g: gs.noise.state_dict() for g, gs in self.learner.groups.items() if gs.noise is not None}
+        return out
 
     def restore(self, history: dict, carry: dict, ret: torch.Tensor | None) -> StepOut:
         """Rebuild the copies mid-episode from :meth:`history`'s record; set the carry rows and running returns the
@@ -125,6 +138,10 @@ class RolloutWorker:
         out = self.env.restore(history["history"])
         set_rng_state(history["rng"], self.learner.gen)
         self.learner.last = out
+        if self.offpolicy:
+            for g, state in history.get("noise", {}).items():
+                self.learner.groups[g].noise.load_state_dict(state)
+            return out
         self.learner._load_carry(carry)
         if self.learner.reward_scaler is not None:
             self.learner.reward_scaler.ret = ret if ret is not None and ret.numel() else None
@@ -134,20 +151,20 @@ class RolloutWorker:
     def collect(self, weights: dict) -> dict:
         """One rollout with ``weights`` (see :func:`marl.distributed.driver.weights_payload`)."""
         lr = self.learner
-        lr.manager.load_state_dict(weights["manager"])
+        for key, module in acting_modules(lr).items():
+            module.load_state_dict(weights["modules"][key])
         for key, tee in self.tees.items():
             tee.main.load_state_dict(weights["stats"][key])
             tee.delta = RunningMeanStd(tuple(tee.main.mean.shape), eps=0.0)
         lr.env_steps = int(weights["env_steps"])
+        if self.offpolicy:
+            return self._collect_steps(int(weights["version"]))
         buf = lr.collect()
         arrays = rollout_arrays(buf)
         acting, terminated, left = lr.unit_flags(buf)
         done = buf.done.unsqueeze(-1) | terminated | left
         carry_over(buf, lr.units.unit_of, *lr.open_transitions(buf, acting, done))
-        episodes = lr.episodes
-        lr.episodes = []
-        for ep in episodes:
-            ep.env_index += self.offset
+        episodes = self._episodes()
         scaler = lr.reward_scaler
         return {
             "index": self.index,
@@ -159,3 +176,24 @@ class RolloutWorker:
             "deltas": {k: t.delta.state_dict() for k, t in self.tees.items()},
             "ret": scaler.ret.clone() if scaler is not None and scaler.ret is not None else None,
         }
+
+    def _collect_steps(self, version: int) -> dict:
+        """Off-policy: ``algo.train_freq`` steps of the copies with the learner's own exploration
+        (:meth:`marl.algos.ddpg.DDPG.collect`); returns the observation before them (``first``) and each step's
+        ``(actions, out)``, for the driver to store in the learner's replay as the learner would have."""
+        lr = self.learner
+        first = join_steps([lr.last])  # copies: the env may reuse its arrays
+        lr.record = []
+        lr.collect()
+        steps = [({g: a.detach().cpu() for g, a in actions.items()}, join_steps([out])) for actions, out in lr.record]
+        lr.record = []
+        return {"index": self.index, "version": version, "first": first, "steps": steps, "last": lr.last,
+                "episodes": self._episodes(), "stats": {k: t.main.state_dict() for k, t in self.tees.items()},
+                "deltas": {k: t.delta.state_dict() for k, t in self.tees.items()}}
+
+    def _episodes(self) -> list:
+        """The episodes finished since the last call, with env indices in the run's numbering."""
+        episodes, self.learner.episodes = self.learner.episodes, []
+        for ep in episodes:
+            ep.env_index += self.offset
+        return episodes
