@@ -189,6 +189,51 @@ def test_offpolicy_async_trains_with_the_updates_per_env_step_of_one_process(tmp
     assert all(math.isfinite(float(r["losses/qf_loss"])) for r in rows if r.get("losses/qf_loss"))
 
 
+SELFPLAY = ("env=tictactoe", "algo=ppo", "algo.num_steps=16", "algo.update_epochs=1", "algo.num_minibatches=2",
+            "num_envs=4", "selfplay.pool_fraction=0.5", "selfplay.snapshot_every=64", "selfplay.baseline_prob=0",
+            "selfplay.eval_opponents=[random]")
+
+
+def worker_pools(run: Path) -> list[dict]:
+    """Each Ray worker's opponent pool state in the final checkpoint (its copies' record)."""
+    state = torch.load(run / "checkpoints" / "final.pt", weights_only=True)["learner"]
+    return [w["pool"] for w in state["env"]["history"]["workers"]], state["opponents"]
+
+
+def test_selfplay_pool_one_worker_is_the_inprocess_run(tmp_path):
+    """Tic-tac-toe self-play with half the copies against pool snapshots only (taken at 0, 64, 128): one worker
+    plays the learner's snapshots (put in the object store by the driver) exactly as one process does."""
+    args = (*SELFPLAY, "total_steps=192")
+    c1, e1, ip = train(tmp_path, "inprocess", *args)
+    c2, e2, rr = train(tmp_path, "ray", *args, "env.backend=ray", "env.workers=1")
+    assert c1 == 0 and c2 == 0, e1 + e2
+    a, b = read_rows(ip / "metrics.csv"), read_rows(rr / "metrics.csv")
+    assert common(a, b)[0] == common(a, b)[1]
+    (pool,), learner_pool = worker_pools(rr)
+    assert pool["snapshot_steps"] == learner_pool["snapshot_steps"] == [0, 64, 128]
+    assert all(torch.equal(pool["snapshots"][2][k], v) for k, v in learner_pool["snapshots"][2].items())
+
+
+def test_selfplay_pool_two_workers_reproducible_and_resume_continues_exactly(tmp_path):
+    """Two workers, each drawing opponents and seats for its own copies from its own seed (so scheduling does not
+    matter): a rerun gives the same metrics, and a resume (each worker's pool assignment in the checkpoint)
+    continues bit for bit."""
+    args = (*SELFPLAY, "env.backend=ray", "env.workers=2")
+    c1, e1, straight = train(tmp_path, "straight", *args, "total_steps=192")
+    c0, e0, again = train(tmp_path, "again", *args, "total_steps=192")
+    c2, e2, part = train(tmp_path, "part", *args, "total_steps=128")
+    assert c0 == 0 and c1 == 0 and c2 == 0, e0 + e1 + e2
+    rows = read_rows(straight / "metrics.csv")
+    assert read_rows(again / "metrics.csv") == rows
+    pools, learner_pool = worker_pools(straight)
+    assert [p["snapshot_steps"] for p in pools] == [learner_pool["snapshot_steps"]] * 2
+    assert not torch.equal(pools[0]["gen"], pools[1]["gen"])  # per-worker draws
+    code, _, err = train_inprocess(["progress=false", f"resume={part}", "total_steps=192",
+                                    f"hydra.run.dir={tmp_path / 'hydra' / 'resume'}"])
+    assert code == 0 and "could not be restored" not in err, err
+    assert read_rows(part / "metrics.csv")[-1] == rows[-1]
+
+
 def test_hydra_ray_launcher_runs_a_tiny_sweep_on_the_cluster(tmp_path):
     """``-m ... hydra/launcher=ray`` joins this module's Ray (``address=auto``) and runs each job as a Ray task; the
     sweep summary is written as with the basic launcher. Needs the ``[ray-sweep]`` extra."""

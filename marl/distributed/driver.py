@@ -174,6 +174,7 @@ class RayVecEnv:
         self.learner = None
         self.pending: dict = {}  # async: object ref -> worker index
         self.weights_ref, self.weights_version = None, -1
+        self.snapshot_refs: dict = {}  # self-play: env step of a pool snapshot -> its object-store reference
         self.lag = 0
         t0 = time.perf_counter()
         self.workers = [self._make(w) for w in range(self.W)]
@@ -300,10 +301,6 @@ class RayVecEnv:
                               "rollout of the on-policy learners (a2c, ppo, ippo, mappo, happo, trpo, hatrpo, "
                               "reinforce) and of the off-policy ones (ddpg, td3, sac, maddpg, matd3)",
                               "use env.backend=inprocess or subprocess for this algorithm")
-        if getattr(learner, "opponents", None) is not None:
-            raise ConfigError("env.backend=ray does not support self-play opponent pools (selfplay.pool_fraction > 0)"
-                              ": the pool's snapshots live in the learner's process",
-                              "pass selfplay.pool_fraction=0 (pure self-play), or use env.backend=inprocess")
         self.learner = learner
         learner.collector = self
 
@@ -311,7 +308,15 @@ class RayVecEnv:
         """One object-store reference to the current weights (``ray.put`` once per learner version)."""
         version = self.learner.iterations
         if version != self.weights_version:
-            self.weights_ref = self.ray.put(weights_payload(self.learner, version))
+            payload = weights_payload(self.learner, version)
+            pool = getattr(self.learner, "opponents", None)
+            if pool is not None:  # self-play: the pool's snapshots, each put once (the workers keep those they hold)
+                pool.maybe_snapshot()
+                refs = {s: self.snapshot_refs.get(s) or self.ray.put(pool.snapshot_state(p))
+                        for s, p in zip(pool.snapshot_steps, pool.snapshots, strict=True)}
+                self.snapshot_refs = refs
+                payload["snapshots"] = list(refs.items())
+            self.weights_ref = self.ray.put(payload)
             self.weights_version = version
         return self.weights_ref
 

@@ -31,6 +31,14 @@ from marl.algos.ddpg import DDPG
 from marl.core.normalization import RunningMeanStd
 from marl.distributed.driver import acting_modules, join_steps
 from marl.rollout import Rollout, carry_over
+from marl.selfplay import attach_pool
+
+
+def _resolve(ref):
+    """An object-store reference's value (a worker run without Ray gets the values themselves)."""
+    import ray
+
+    return ray.get(ref) if isinstance(ref, ray.ObjectRef) else ref
 
 
 class StatsTee:
@@ -46,6 +54,8 @@ class StatsTee:
         self.delta.update(x, mask)
 
     def __getattr__(self, name: str):
+        if name in ("main", "delta") or name.startswith("__"):  # (copy / pickle look-ups before __init__)
+            raise AttributeError(name)
         return getattr(self.main, name)
 
 
@@ -98,6 +108,10 @@ class RolloutWorker:
         self.env = build(conf, num_envs=num_envs)
         self.learner = make_learner(conf, self.env, "cpu")
         lr = self.learner
+        run = OmegaConf.create(cfg)  # the run's num_envs: which of its copies the opponent pool plays
+        self.pool = attach_pool(run, lr, offset=offset, seed=seed)  # its snapshots: the learner's (collect)
+        if self.pool is not None:
+            self.pool.takes_snapshots = False
         self.offpolicy = isinstance(lr, DDPG)
         self.tees: dict[str, StatsTee] = {}
         if self.offpolicy:  # the off-policy learner collects into this list, and the driver stores it in its replay
@@ -128,6 +142,8 @@ class RolloutWorker:
     def history(self) -> dict:
         """The copies' action record (:class:`marl.adapters.replay.History` state) and this worker's RNG states."""
         out = {"history": self.env.history.state_dict(), "rng": rng_state(self.learner.gen)}
+        if self.pool is not None:  # the pool's opponent and seat per copy, its RNG states and snapshots
+            out["pool"] = self.pool.state_dict()
         if self.offpolicy:  # the exploration noise of the copies (Ornstein-Uhlenbeck's state)
             out["noise"] = {g: gs.noise.state_dict() for g, gs in self.learner.groups.items() if gs.noise is not None}
         return out
@@ -138,6 +154,9 @@ class RolloutWorker:
         out = self.env.restore(history["history"])
         set_rng_state(history["rng"], self.learner.gen)
         self.learner.last = out
+        if self.pool is not None:
+            self.pool.load_state_dict(history["pool"])
+            self.pool.takes_snapshots, self.pool.mirrored = False, True  # (its snapshots are the learner's)
         if self.offpolicy:
             for g, state in history.get("noise", {}).items():
                 self.learner.groups[g].noise.load_state_dict(state)
@@ -157,6 +176,9 @@ class RolloutWorker:
             tee.main.load_state_dict(weights["stats"][key])
             tee.delta = RunningMeanStd(tuple(tee.main.mean.shape), eps=0.0)
         lr.env_steps = int(weights["env_steps"])
+        if self.pool is not None:
+            refs = dict(weights["snapshots"])
+            self.pool.mirror(list(refs), lambda step: _resolve(refs[step]))
         if self.offpolicy:
             return self._collect_steps(int(weights["version"]))
         buf = lr.collect()
