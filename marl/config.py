@@ -617,9 +617,10 @@ def _check_ray(cfg: DictConfig) -> None:
                           "batched torch env in this process, which Ray workers would only split",
                           "drop env.backend (raise num_envs instead, or use device=cuda)")
     if name == "grpo":
-        raise ConfigError(f"env.backend=ray does not support algo={name} yet: the Ray workers run the on-policy "
-                          "rollout (reinforce, a2c, ppo, trpo, ippo, mappo, happo, hatrpo) and the off-policy one "
-                          "(ddpg, td3, sac, maddpg, matd3)", "use env.backend=inprocess or subprocess for this algorithm")
+        raise ConfigError("env.backend=ray does not support algo=grpo: a GRPO round steps every env copy until the "
+                          "round's last episode ends and its advantages index the rows by round, so workers "
+                          "collecting their own rounds would return rounds of different lengths",
+                          "use env.backend=inprocess or subprocess for grpo (or algo=ppo / mappo on Ray)")
     epw, workers = cfg.ray.envs_per_worker, int(cfg.env.workers)
     if epw is not None:
         if not workers:
