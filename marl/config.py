@@ -616,11 +616,6 @@ def _check_ray(cfg: DictConfig) -> None:
         raise ConfigError(f"env.backend=ray with the VMAS env '{cfg.env.name}': VMAS steps all its copies as one "
                           "batched torch env in this process, which Ray workers would only split",
                           "drop env.backend (raise num_envs instead, or use device=cuda)")
-    if name == "grpo":
-        raise ConfigError("env.backend=ray does not support algo=grpo: a GRPO round steps every env copy until the "
-                          "round's last episode ends and its advantages index the rows by round, so workers "
-                          "collecting their own rounds would return rounds of different lengths",
-                          "use env.backend=inprocess or subprocess for grpo (or algo=ppo / mappo on Ray)")
     epw, workers = cfg.ray.envs_per_worker, int(cfg.env.workers)
     if epw is not None:
         if not workers:
@@ -631,6 +626,8 @@ def _check_ray(cfg: DictConfig) -> None:
         raise ConfigError(f"num_envs={cfg.num_envs} copies cannot be shared equally by env.workers={workers} Ray "
                           "workers", f"pass num_envs={workers * max(1, cfg.num_envs // workers)} (a multiple of "
                           f"{workers}), or ray.envs_per_worker=N for N copies per worker")
+    if name == "grpo":
+        ray_grpo(int(cfg.algo.group_size), cfg.num_envs // workers if workers else None, str(cfg.ray.mode))
     if cfg.ray.mode == "async" and cfg.algo.get("rnn"):
         raise ConfigError(f"ray.mode=async with algo.rnn={cfg.algo.rnn}: V-trace's importance weights need the current "
                           "policy's log-probabilities of a lagged rollout, which marl computes for feed-forward "
@@ -643,6 +640,19 @@ def _check_ray(cfg: DictConfig) -> None:
         raise ConfigError(f"'algo.num_minibatches={n_mb}' is larger than an async update's batch: one worker's "
                           f"rollout, algo.num_steps x num_envs / env.workers = {batch} samples",
                           f"pass algo.num_minibatches={batch} or less, or raise algo.num_steps / num_envs")
+
+
+def ray_grpo(group_size: int, envs_per_worker: int | None, mode: str) -> None:
+    """``env.backend=ray`` with GRPO: sync mode, and whole groups in every worker (``envs_per_worker`` None: not
+    known yet)."""
+    if mode == "async":
+        raise ConfigError("ray.mode=async with algo=grpo: a lagged rollout is corrected with V-trace, which needs the "
+                          "critic's values, and GRPO has no critic", "use ray.mode=sync with grpo")
+    if envs_per_worker is not None and envs_per_worker % group_size:
+        raise ConfigError(f"env.backend=ray with algo=grpo: each Ray worker must hold whole groups, but its "
+                          f"{envs_per_worker} env copies are not a multiple of algo.group_size={group_size}",
+                          f"pass ray.envs_per_worker={group_size * max(1, envs_per_worker // group_size)} (a multiple "
+                          "of algo.group_size), or another num_envs")
 
 
 def async_gradient_steps(name: str, steps: int, workers: int) -> int:

@@ -234,6 +234,55 @@ def test_selfplay_pool_two_workers_reproducible_and_resume_continues_exactly(tmp
     assert read_rows(part / "metrics.csv")[-1] == rows[-1]
 
 
+GRPO = ("env=cartpole", "algo=grpo", "algo.group_size=2", "algo.num_steps=16", "algo.update_epochs=1",
+        "algo.num_minibatches=2", "num_envs=4")
+
+
+def test_grpo_worker_holds_whole_groups_of_the_run():
+    """A worker of copies 2..3 (the run's group 1, no Ray needed) starts its rounds from the states the run's group 1
+    starts from in one process, and returns its rows with its groups' advantages as GRPO computes them."""
+    from omegaconf import OmegaConf
+
+    from marl.algos import make_learner
+    from marl.config import compose
+    from marl.distributed.driver import weights_payload
+    from marl.distributed.worker import RolloutWorker
+    from marl.train import build
+
+    cfg = compose(overrides=[*GRPO, "env.backend=ray", "env.workers=2"])
+    worker = RolloutWorker(OmegaConf.to_container(cfg, resolve=True), 1, 2, 2, 5)
+    worker.reset(int(cfg.seed) + 2)
+    res = worker.collect(weights_payload(worker.learner, 0))
+    cfg.env.backend = "inprocess"
+    learner = make_learner(cfg, build(cfg), "cpu")
+    learner.reset_env(int(cfg.seed))
+    learner.collect()
+    obs = res["arrays"]["agent/obs"]  # [R_w, 2, 1, 4]
+    assert torch.equal(torch.from_numpy(obs[0]), learner.buf.groups["agent"].obs[0, 2:4])
+    assert torch.equal(torch.from_numpy(obs[0, 0]), torch.from_numpy(obs[0, 1]))  # one group: the same start
+    assert res["rows"] == obs.shape[0] >= 16 and res["adv"].shape == (res["rows"], 2, 1)
+    assert torch.allclose(torch.from_numpy(res["adv"]), worker.learner.group_advantages(worker.learner.buf))
+
+
+def test_grpo_one_worker_is_the_inprocess_run_two_workers_reproducible_and_resumable(tmp_path):
+    args = (*GRPO, "total_steps=128")
+    c1, e1, ip = train(tmp_path, "inprocess", *args)
+    c2, e2, one = train(tmp_path, "one", *args, "env.backend=ray", "env.workers=1")
+    c3, e3, two = train(tmp_path, "two", *args, "env.backend=ray", "env.workers=2")
+    c4, e4, again = train(tmp_path, "again", *args, "env.backend=ray", "env.workers=2")
+    c5, e5, part = train(tmp_path, "part", *GRPO, "total_steps=64", "env.backend=ray", "env.workers=2")
+    assert c1 == c2 == c3 == c4 == c5 == 0, e1 + e2 + e3 + e4 + e5
+    a, b = read_rows(ip / "metrics.csv"), read_rows(one / "metrics.csv")
+    assert common(a, b)[0] == common(a, b)[1]
+    rows = read_rows(two / "metrics.csv")
+    assert read_rows(again / "metrics.csv") == rows and int(rows[-1]["global_step"]) >= 128
+    assert all(0 < float(r["losses/grpo_live_frac"]) <= 1 for r in rows)
+    code, _, err = train_inprocess(["progress=false", f"resume={part}", "total_steps=128",
+                                    f"hydra.run.dir={tmp_path / 'hydra' / 'resume'}"])
+    assert code == 0, err
+    assert read_rows(part / "metrics.csv")[-1] == rows[-1]  # each worker's round counter is in the checkpoint
+
+
 def test_hydra_ray_launcher_runs_a_tiny_sweep_on_the_cluster(tmp_path):
     """``-m ... hydra/launcher=ray`` joins this module's Ray (``address=auto``) and runs each job as a Ray task; the
     sweep summary is written as with the basic launcher. Needs the ``[ray-sweep]`` extra."""

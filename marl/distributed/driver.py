@@ -17,6 +17,13 @@ weights' version) and every worker reads that one reference.
   rollout's policy lag (updates since its weights) is logged as ``charts/policy_lag``; a lagged rollout is corrected
   with V-trace (:meth:`marl.algos.onpolicy.OnPolicyLearner.advantages`).
 
+Off-policy learners (:class:`marl.algos.ddpg.DDPG` and its subclasses): a round is ``algo.train_freq`` steps of the
+workers' copies with the learner's exploration; the workers return each step's actions and outcome and
+:meth:`RayVecEnv.gather` stores them in the learner's replay in the run's copy order (its own ``_store_step``).
+GRPO: every worker collects whole rounds of whole groups and computes their advantages; the rows are joined padded
+to the longest. Self-play: the learner's opponent pool takes the snapshots, each is put in the object store once,
+and the workers' pools mirror them (:meth:`marl.selfplay.OpponentPool.mirror`). See docs/distributed.md.
+
 Faults: a worker whose call fails (its process died, its env raised, its node was lost) or takes longer than
 ``ray.timeout_s`` is killed and rebuilt with fresh env copies (a warning names it), and its rollout is collected
 again; ``ray.max_failures`` failures of one worker in a row stop the run with a :class:`WorkerError` (the train
@@ -289,9 +296,14 @@ class RayVecEnv:
     # ------------------------------------------------------------------ collection
     def attach(self, learner) -> None:
         """Become ``learner``'s collector."""
+        from marl.algos.grpo import GRPO
         from marl.algos.onpolicy import OnPolicyLearner
 
-        if offpolicy(learner):
+        if isinstance(learner, GRPO):
+            from marl.config import ray_grpo
+
+            ray_grpo(learner.G, self.Ew, self.mode)
+        elif offpolicy(learner):
             if self.mode == "async":  # one worker's rollout per update round: keep the updates per env step
                 from marl.config import async_gradient_steps
 
@@ -333,6 +345,8 @@ class RayVecEnv:
         lr.last = join_steps([r["last"] for r in results])  # (async: a writable copy)
         if offpolicy(lr):
             self._store(results)
+        elif hasattr(lr, "given_adv"):  # GRPO: rounds of each worker's own length
+            self._join_rounds(results)
         else:
             from marl.distributed.worker import load_arrays
 
@@ -344,8 +358,32 @@ class RayVecEnv:
         if offpolicy(lr):
             lr.env_steps += lr.train_freq * lr.spec.num_envs
             return None
+        if hasattr(lr, "given_adv"):
+            lr.env_steps += sum(r["rows"] for r in results) * self.Ew
+            return lr.buf
         lr.env_steps += lr.T * lr.E
         return lr.buf
+
+    def _join_rounds(self, results: list[dict]) -> None:
+        """GRPO: join the workers' whole rounds (``R_w`` rows each) into rows ``0 .. R - 1`` of the learner's buffer,
+        ``R = max R_w``; a worker's rows past its own ``R_w`` are padding no agent acts in (dropped from the batch
+        as a finished copy's rows are), and its groups' advantages come with its rows."""
+        lr = self.learner
+        R = max(r["rows"] for r in results)
+        while lr.buf.T < R:
+            lr.buf = lr._grow(lr.buf)
+
+        def pad(a: np.ndarray) -> np.ndarray:
+            return np.concatenate([a, np.zeros((R - a.shape[0], *a.shape[1:]), a.dtype)]) if a.shape[0] < R else a
+
+        from marl.distributed.worker import load_arrays
+
+        load_arrays(lr.buf, {k: np.concatenate([pad(r["arrays"][k]) for r in results], axis=1)
+                             for k in results[0]["arrays"]}, rows=R)
+        lr.given_adv = torch.from_numpy(np.concatenate([pad(r["adv"]) for r in results], axis=1)).to(lr.device)
+        stepped = [r["rows"] * self.Ew for r in results]
+        live = sum(r["live_frac"] * n for r, n in zip(results, stepped, strict=True))
+        lr._rows, lr._live_frac = R, live / sum(stepped)
 
     def _store(self, results: list[dict]) -> None:
         """Off-policy: store the workers' steps in the learner's replay as one process would, step by step, every

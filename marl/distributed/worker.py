@@ -11,6 +11,10 @@ the carry rows of transitions a turn-based game left open (:func:`marl.rollout.c
 itself right after the rollout, exactly as the learner does on the joined buffer) and the reward scaler's running
 returns.
 
+Off-policy learners collect ``algo.train_freq`` steps with their own :meth:`marl.algos.ddpg.DDPG.collect` into a
+record (actions and outcome per step) instead of their replay; GRPO returns its whole rounds and its groups'
+advantages; a self-play worker's opponent pool plays the learner's snapshots for this worker's copies.
+
 The class is plain Python; :mod:`marl.distributed.driver` wraps it with ``ray.remote``. Without Ray it runs as is
 (handy to debug a worker in one process).
 """
@@ -28,6 +32,7 @@ from omegaconf import OmegaConf
 from marl.adapters.base import StepOut
 from marl.algos.base import rng_state, seed_everything, set_rng_state
 from marl.algos.ddpg import DDPG
+from marl.algos.grpo import GRPO
 from marl.core.normalization import RunningMeanStd
 from marl.distributed.driver import acting_modules, join_steps
 from marl.rollout import Rollout, carry_over
@@ -74,14 +79,16 @@ def rollout_arrays(buf: Rollout) -> dict[str, np.ndarray]:
     return out
 
 
-def load_arrays(buf: Rollout, arrays: dict[str, np.ndarray]) -> None:
-    """Write ``arrays`` (as :func:`rollout_arrays` gives, possibly joined along the env axis) into ``buf``."""
+def load_arrays(buf: Rollout, arrays: dict[str, np.ndarray], rows: int | None = None) -> None:
+    """Write ``arrays`` (as :func:`rollout_arrays` gives, possibly joined along the env axis) into ``buf`` (only its
+    first ``rows`` rows where given: GRPO's rounds)."""
     for key, a in arrays.items():
         if "/" in key:
             g, name = key.split("/", 1)
-            getattr(buf.groups[g], name).copy_(torch.from_numpy(a))
+            dst = getattr(buf.groups[g], name)
         else:
-            getattr(buf, key).copy_(torch.from_numpy(a))
+            dst = getattr(buf, key)
+        (dst if rows is None else dst[:rows]).copy_(torch.from_numpy(a))
 
 
 class RolloutWorker:
@@ -112,6 +119,9 @@ class RolloutWorker:
         self.pool = attach_pool(run, lr, offset=offset, seed=seed)  # its snapshots: the learner's (collect)
         if self.pool is not None:
             self.pool.takes_snapshots = False
+        self.grpo = isinstance(lr, GRPO)
+        if self.grpo:  # whole groups of the run's numbering: group j here is the run's group offset / G + j
+            lr.group_offset = offset // lr.G
         self.offpolicy = isinstance(lr, DDPG)
         self.tees: dict[str, StatsTee] = {}
         if self.offpolicy:  # the off-policy learner collects into this list, and the driver stores it in its replay
@@ -142,6 +152,8 @@ class RolloutWorker:
     def history(self) -> dict:
         """The copies' action record (:class:`marl.adapters.replay.History` state) and this worker's RNG states."""
         out = {"history": self.env.history.state_dict(), "rng": rng_state(self.learner.gen)}
+        if self.grpo:  # this worker's round counter (its rounds' reset seeds)
+            out["rounds"] = self.learner.rounds
         if self.pool is not None:  # the pool's opponent and seat per copy, its RNG states and snapshots
             out["pool"] = self.pool.state_dict()
         if self.offpolicy:  # the exploration noise of the copies (Ornstein-Uhlenbeck's state)
@@ -154,6 +166,8 @@ class RolloutWorker:
         out = self.env.restore(history["history"])
         set_rng_state(history["rng"], self.learner.gen)
         self.learner.last = out
+        if self.grpo:
+            self.learner.rounds = int(history["rounds"])
         if self.pool is not None:
             self.pool.load_state_dict(history["pool"])
             self.pool.takes_snapshots, self.pool.mirrored = False, True  # (its snapshots are the learner's)
@@ -182,6 +196,8 @@ class RolloutWorker:
         if self.offpolicy:
             return self._collect_steps(int(weights["version"]))
         buf = lr.collect()
+        if self.grpo:
+            return self._grpo_result(buf, int(weights["version"]))
         arrays = rollout_arrays(buf)
         acting, terminated, left = lr.unit_flags(buf)
         done = buf.done.unsqueeze(-1) | terminated | left
@@ -198,6 +214,19 @@ class RolloutWorker:
             "deltas": {k: t.delta.state_dict() for k, t in self.tees.items()},
             "ret": scaler.ret.clone() if scaler is not None and scaler.ret is not None else None,
         }
+
+    def _grpo_result(self, buf: Rollout, version: int) -> dict:
+        """GRPO: the ``R_w`` rows of this worker's whole rounds (``[R_w, E_w, ...]``; other workers' rounds may be
+        longer or shorter) and its groups' advantages ``[R_w, E_w, U]``, computed here, where the rounds are
+        known (they need rewards only, no weights)."""
+        lr = self.learner
+        rows = lr._rows
+        adv = lr.group_advantages(buf)
+        arrays = {k: a[:rows] for k, a in rollout_arrays(buf).items()}
+        return {"index": self.index, "version": version, "arrays": arrays, "rows": rows,
+                "adv": adv.detach().cpu().numpy(), "live_frac": lr._live_frac, "last": lr.last,
+                "episodes": self._episodes(), "stats": {k: t.main.state_dict() for k, t in self.tees.items()},
+                "deltas": {k: t.delta.state_dict() for k, t in self.tees.items()}, "ret": None}
 
     def _collect_steps(self, version: int) -> dict:
         """Off-policy: ``algo.train_freq`` steps of the copies with the learner's own exploration
