@@ -55,7 +55,8 @@ class WorkerError(MarlError):
 
 def init_ray(rcfg: DictConfig) -> None:
     """Start a local Ray (``ray.address=null``: this machine's cores or ``ray.num_cpus``, no dashboard, an object
-    store of ``ray.object_store_mb``) or join a cluster (``auto`` / ``ray://host:port``); reuse a running session."""
+    store of ``ray.object_store_mb``, workers at this process's niceness) or join a cluster (``auto`` /
+    ``ray://host:port``); reuse a running session."""
     import ray
 
     if ray.is_initialized():
@@ -64,9 +65,11 @@ def init_ray(rcfg: DictConfig) -> None:
 
     try:
         if rcfg.address is None:
+            # the workers at this process's priority: Ray renices its workers to 15 by default, so on a shared
+            # machine any other job starves the rollouts the learner waits for (docs/distributed.md)
             ray.init(num_cpus=int(rcfg.num_cpus or cpu_count()), include_dashboard=False,
                      object_store_memory=int(rcfg.object_store_mb) * 2**20, log_to_driver=True,
-                     configure_logging=False)
+                     configure_logging=False, _system_config={"worker_niceness": os.nice(0)})
         else:
             ray.init(address=str(rcfg.address), log_to_driver=True, configure_logging=False)
     except (ConnectionError, RuntimeError, ValueError) as err:
