@@ -626,10 +626,6 @@ def _check_ray(cfg: DictConfig) -> None:
         raise ConfigError(f"env.backend=ray with the VMAS env '{cfg.env.name}': VMAS steps all its copies as one "
                           "batched torch env in this process, which Ray workers would only split",
                           "drop env.backend (raise num_envs instead, or use device=cuda)")
-    if not ALGOS[name].on_policy or name == "grpo":
-        raise ConfigError(f"env.backend=ray does not support algo={name} yet: the Ray workers run the on-policy "
-                          "rollout (reinforce, a2c, ppo, trpo, ippo, mappo, happo, hatrpo)",
-                          "use env.backend=inprocess or subprocess for this algorithm")
     epw, workers = cfg.ray.envs_per_worker, int(cfg.env.workers)
     if epw is not None:
         if not workers:
@@ -640,15 +636,47 @@ def _check_ray(cfg: DictConfig) -> None:
         raise ConfigError(f"num_envs={cfg.num_envs} copies cannot be shared equally by env.workers={workers} Ray "
                           "workers", f"pass num_envs={workers * max(1, cfg.num_envs // workers)} (a multiple of "
                           f"{workers}), or ray.envs_per_worker=N for N copies per worker")
+    if name == "grpo":
+        ray_grpo(int(cfg.algo.group_size), cfg.num_envs // workers if workers else None, str(cfg.ray.mode))
     if cfg.ray.mode == "async" and cfg.algo.get("rnn"):
         raise ConfigError(f"ray.mode=async with algo.rnn={cfg.algo.rnn}: V-trace's importance weights need the current "
                           "policy's log-probabilities of a lagged rollout, which marl computes for feed-forward "
                           "policies only", "use ray.mode=sync with a recurrent policy, or algo.rnn=null")
-    n_mb, batch = cfg.algo.get("num_minibatches"), cfg.algo.num_steps * (cfg.num_envs // max(workers, 1))
+    if cfg.ray.mode == "async" and not ALGOS[name].on_policy and workers:
+        async_gradient_steps(name, int(cfg.algo.gradient_steps), workers)
+    n_mb = cfg.algo.get("num_minibatches")
+    batch = cfg.algo.num_steps * (cfg.num_envs // max(workers, 1)) if ALGOS[name].on_policy else 0
     if cfg.ray.mode == "async" and workers and n_mb is not None and n_mb > batch:
         raise ConfigError(f"'algo.num_minibatches={n_mb}' is larger than an async update's batch: one worker's "
                           f"rollout, algo.num_steps x num_envs / env.workers = {batch} samples",
                           f"pass algo.num_minibatches={batch} or less, or raise algo.num_steps / num_envs")
+
+
+def ray_grpo(group_size: int, envs_per_worker: int | None, mode: str) -> None:
+    """``env.backend=ray`` with GRPO: sync mode, and whole groups in every worker (``envs_per_worker`` None: not
+    known yet)."""
+    if mode == "async":
+        raise ConfigError("ray.mode=async with algo=grpo: a lagged rollout is corrected with V-trace, which needs the "
+                          "critic's values, and GRPO has no critic", "use ray.mode=sync with grpo")
+    if envs_per_worker is not None and envs_per_worker % group_size:
+        raise ConfigError(f"env.backend=ray with algo=grpo: each Ray worker must hold whole groups, but its "
+                          f"{envs_per_worker} env copies are not a multiple of algo.group_size={group_size}",
+                          f"pass ray.envs_per_worker={group_size * max(1, envs_per_worker // group_size)} (a multiple "
+                          "of algo.group_size), or another num_envs")
+
+
+def async_gradient_steps(name: str, steps: int, workers: int) -> int:
+    """The updates per round of an off-policy learner in ``ray.mode=async``: a round trains on one worker's
+    ``algo.train_freq`` steps, ``1 / workers`` of a round in one process, so ``gradient_steps / workers`` keeps the
+    updates per env step; refused where that is not a whole number."""
+    if steps % workers:
+        raise ConfigError(f"ray.mode=async with algo={name}: each update round trains on one worker's "
+                          f"algo.train_freq steps, 1/{workers} of a round in one process, so it runs "
+                          f"algo.gradient_steps / env.workers updates, but gradient_steps={steps} is not a "
+                          f"multiple of env.workers={workers}",
+                          f"pass algo.gradient_steps={workers * max(1, steps // workers)} (the default ${{num_envs}} "
+                          "always is one), or ray.mode=sync")
+    return steps // workers
 
 
 def resolve_device(device: str) -> str:

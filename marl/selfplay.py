@@ -51,13 +51,18 @@ class OpponentPool:
     ``seat[e]``: the learner's seat in copy ``e`` (flat index into ``spec.agents``).
     """
 
-    def __init__(self, learner: OnPolicyLearner, sp: DictConfig, seed: int):
+    def __init__(self, learner: OnPolicyLearner, sp: DictConfig, seed: int, offset: int = 0,
+                 run_envs: int | None = None):
         _check(sp)
         self.learner, self.spec = learner, learner.spec
         self.E, self.n_seats = learner.E, len(self.spec.agents)
         self.pool_size, self.every = int(sp.pool_size), int(sp.snapshot_every)
         self.baseline_prob, self.seat_mode = float(sp.baseline_prob), str(sp.seat)
-        self.n_pool = int(round(float(sp.pool_fraction) * self.E))
+        # the learner's copies are the run's copies offset .. offset + E - 1 (a Ray rollout worker's share of the
+        # run's run_envs copies); the pool plays the run's first round(pool_fraction * run_envs)
+        self.n_pool = int(round(float(sp.pool_fraction) * (self.E if run_envs is None else run_envs)))
+        self.takes_snapshots = True  # a Ray worker's pool mirrors the learner's snapshots instead (mirror())
+        self.mirrored = False  # whether the snapshots held are the learner's (a Ray worker's, after mirror())
         self.baselines: list[BoardPlayer] = [make_baseline(str(b), self.spec, seed + 7919 * (k + 1))
                                              for k, b in enumerate(sp.baselines)]
         self.gen = torch.Generator().manual_seed(int(seed) + 104_729)
@@ -66,8 +71,9 @@ class OpponentPool:
         self.snapshot()
         self.next_snapshot = learner.env_steps + self.every
         self.opponent = np.full(self.E, -1, dtype=np.int64)
-        self.seat = np.arange(self.E, dtype=np.int64) % self.n_seats
-        self.pool_copies = np.arange(self.E) < self.n_pool
+        copies = offset + np.arange(self.E, dtype=np.int64)
+        self.seat = copies % self.n_seats
+        self.pool_copies = copies < self.n_pool
         self._draw(self.pool_copies, first=True)
 
     # ------------------------------------------------------------------ opponents
@@ -89,6 +95,36 @@ class OpponentPool:
         if len(self.snapshots) > self.pool_size:
             self.snapshots.pop(0)
             self.snapshot_steps.pop(0)
+
+    def maybe_snapshot(self) -> None:
+        """Take a snapshot where ``snapshot_every`` env steps have passed since the last (at a rollout's start)."""
+        if self.learner.env_steps >= self.next_snapshot:
+            self.snapshot()
+            while self.next_snapshot <= self.learner.env_steps:
+                self.next_snapshot += self.every
+
+    @staticmethod
+    def snapshot_state(player: FrozenPolicyPlayer) -> dict:
+        """A snapshot's weights and frozen observation statistics as plain tensors (what a Ray worker gets)."""
+        return {"manager": {k: v.detach().cpu().clone() for k, v in player.manager.state_dict().items()},
+                "obs_rms": {g: r.state_dict() for g, r in (player.obs_rms or {}).items()}}
+
+    def mirror(self, steps: list[int], fetch) -> None:
+        """Hold the snapshots taken at env steps ``steps`` (the learner's pool, oldest first), as a Ray worker's pool
+        does: those already held are kept, the others are built from ``fetch(step)`` (:meth:`snapshot_state`)."""
+        held = dict(zip(self.snapshot_steps, self.snapshots, strict=True)) if self.mirrored else {}
+        players = []
+        for step in steps:
+            player = held.get(step)
+            if player is None:
+                state = fetch(step)
+                player = self._freeze(self.learner.manager)
+                player.manager.load_state_dict(state["manager"])
+                for g, rms in state["obs_rms"].items():
+                    player.obs_rms[g].load_state_dict(rms)
+            players.append(player)
+        self.snapshots, self.snapshot_steps = players, [int(s) for s in steps]
+        self.takes_snapshots, self.mirrored = False, True
 
     def _randint(self, high: int, size: int) -> np.ndarray:
         return torch.randint(high, (size,), generator=self.gen).numpy()
@@ -113,10 +149,8 @@ class OpponentPool:
     def override(self, last: StepOut, actions: dict[str, torch.Tensor], buf: Rollout, t: int) -> dict:
         """Replace the opponents' actions ``{g: [E, N_g]}`` in pool copies and mark those seats not acting in
         ``buf`` at step ``t``. ``last`` is the StepOut the actions were chosen from."""
-        if t == buf.carry and self.learner.env_steps >= self.next_snapshot:  # the rollout's first step
-            self.snapshot()
-            while self.next_snapshot <= self.learner.env_steps:
-                self.next_snapshot += self.every
+        if t == buf.carry and self.takes_snapshots:  # the rollout's first step
+            self.maybe_snapshot()
         self._draw(last.done)
         if last.done.any():  # recurrent snapshots: new episodes start from zero states
             for player in self.players:
@@ -192,15 +226,17 @@ def _check(sp: DictConfig) -> None:
         raise ConfigError(f"selfplay.seat='{sp.seat}' is not a valid choice", f"choose one of: {', '.join(SEAT_MODES)}")
 
 
-def attach_pool(cfg: DictConfig, learner: Learner) -> OpponentPool | None:
+def attach_pool(cfg: DictConfig, learner: Learner, offset: int = 0, seed: int | None = None
+                ) -> OpponentPool | None:
     """Give ``learner`` an opponent pool when the env is a turn-based game of 2+ seats, the learner has the
-    ``opponents`` hook (on-policy learners) and ``selfplay.pool_fraction`` selects at least one env copy."""
+    ``opponents`` hook (on-policy learners) and ``selfplay.pool_fraction`` selects at least one of the run's
+    ``num_envs`` copies. A Ray rollout worker passes its copies' ``offset`` and its own ``seed``."""
     sp = cfg.get("selfplay")
     spec = learner.spec
     if sp is None or not hasattr(learner, "opponents") or not spec.turn_based or len(spec.agents) < 2:
         return None
     _check(sp)
-    if int(round(float(sp.pool_fraction) * learner.E)) == 0:
+    if int(round(float(sp.pool_fraction) * int(cfg.num_envs))) == 0:
         return None
-    learner.opponents = OpponentPool(learner, sp, int(cfg.seed))
+    learner.opponents = OpponentPool(learner, sp, int(cfg.seed if seed is None else seed), offset, int(cfg.num_envs))
     return learner.opponents

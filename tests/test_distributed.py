@@ -12,6 +12,7 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import read_rows, train_inprocess
 
 ray = pytest.importorskip("ray")
@@ -20,6 +21,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 SMALL = ("progress=false", "eval_episodes=2", "eval_every=0", "checkpoint_every=0", "preset=none")
 PPO = ("env=cartpole", "algo=ppo", "algo.num_steps=16", "algo.update_epochs=2", "algo.num_minibatches=2")
+OFF = ("env=pendulum", "algo.hidden=[32,32]", "algo.batch_size=16")
 WALK = ("env=custom", "env.entry_point=bad_envs:walk", "env.check=false", "algo=ppo", "algo.num_steps=8",
         "algo.update_epochs=1", "algo.num_minibatches=1")
 
@@ -40,6 +42,11 @@ def train(tmp: Path, name: str, *args: str) -> tuple[int, str, Path]:
     run = tmp / name
     code, _, err = train_inprocess([*SMALL, *args, f"run_dir={run}", f"hydra.run.dir={tmp / 'hydra' / name}"])
     return code, err, run
+
+
+def training(rows: list[dict]) -> list[dict]:
+    """Rows without the evaluation columns (a partial run also evaluated at its first end)."""
+    return [{k: v for k, v in r.items() if not k.startswith("eval/")} for r in rows]
 
 
 def common(a: list[dict], b: list[dict]) -> tuple[list[dict], list[dict]]:
@@ -124,11 +131,160 @@ def test_sync_two_workers_reproducible_and_resume_continues_exactly(tmp_path):
     code, _, err = train_inprocess(["progress=false", f"resume={part}", "total_steps=96",
                                     f"hydra.run.dir={tmp_path / 'hydra' / 'resume'}"])
     assert code == 0 and "could not be restored" not in err, err
-    def training(rows):  # the partial run also evaluated at its first end (step 64)
-        return [{k: v for k, v in r.items() if not k.startswith("eval/")} for r in rows]
-
     assert training(read_rows(part / "metrics.csv")) == training(read_rows(straight / "metrics.csv"))
     assert read_rows(part / "metrics.csv")[-1] == read_rows(straight / "metrics.csv")[-1]
+
+
+def replay(run: Path) -> tuple[torch.Tensor, int]:
+    """The final checkpoint's replay table ``[rows, F]`` of the (single) group and its update counter."""
+    extra = torch.load(run / "checkpoints" / "final.pt", weights_only=True)["learner"]["extra"]
+    (group,) = extra["groups"].values()
+    return group["buffers"][0]["table"], int(extra["updates"])
+
+
+def test_offpolicy_one_worker_fills_the_replay_as_one_process(tmp_path):
+    """Warm-up only (random actions from the worker's generator, seeded as the learner's): the replay holds the
+    in-process run's transitions bit for bit, in the same order."""
+    args = (*OFF, "algo=ddpg", "num_envs=2", "total_steps=64", "algo.learning_starts=1000")
+    c1, e1, ip = train(tmp_path, "inprocess", *args)
+    c2, e2, rr = train(tmp_path, "ray", *args, "env.backend=ray", "env.workers=1")
+    assert c1 == 0 and c2 == 0, e1 + e2
+    (a, _), (b, _) = replay(ip), replay(rr)
+    assert a.shape[0] == 64 and torch.equal(a, b)
+
+
+def test_offpolicy_two_workers_feed_the_replay_reproducibly_and_resume_exactly(tmp_path):
+    """TD3 with Ornstein-Uhlenbeck noise, 2 workers x 2 copies: the replay holds every step of all 4 copies in the
+    run's copy order (each copy's transitions chain: next_obs of one step is the obs of its next), the update count
+    is one process's (gradient_steps=num_envs per round once past learning_starts), a rerun gives the same metrics,
+    and a resume from a partial run (replay, noise state and the copies mid-episode in the checkpoint) continues bit
+    for bit."""
+    args = (*OFF, "algo=td3", "algo.noise=ou", "num_envs=4", "algo.learning_starts=64", "env.backend=ray",
+            "env.workers=2", "algo.normalize_obs=true")
+    c1, e1, straight = train(tmp_path, "straight", *args, "total_steps=128")
+    c2, e2, part = train(tmp_path, "part", *args, "total_steps=96")
+    assert c1 == 0 and c2 == 0, e1 + e2
+    rows = read_rows(straight / "metrics.csv")
+    assert float(rows[-1]["losses/qf_loss"]) > 0
+    assert training(read_rows(part / "metrics.csv")) == training(rows)[:24]  # a second run: the same metrics
+    table, updates = replay(straight)
+    assert updates == 4 * (128 // 4 - 64 // 4 + 1)  # rounds with env_steps >= learning_starts, 4 updates each
+    steps = table.reshape(32, 4, -1)  # [step, copy, F]: obs (3), action (1), reward, next_obs (3), terminated, agent
+    assert torch.equal(steps[1:, :, :3], steps[:-1, :, 5:8])  # no episode ends within 32 steps of pendulum
+    assert not torch.equal(steps[:, 0], steps[:, 2])  # the workers' copies are different episodes
+    code, _, err = train_inprocess(["progress=false", f"resume={part}", "total_steps=128",
+                                    f"hydra.run.dir={tmp_path / 'hydra' / 'resume'}"])
+    assert code == 0 and "could not be restored" not in err, err
+    resumed = read_rows(part / "metrics.csv")
+    assert training(resumed) == training(rows) and resumed[-1] == rows[-1]
+    assert torch.equal(replay(part)[0], table)
+
+
+def test_offpolicy_async_trains_with_the_updates_per_env_step_of_one_process(tmp_path):
+    """ray.mode=async with SAC: each round stores one worker's step and runs gradient_steps / workers updates."""
+    code, err, run = train(tmp_path, "async", *OFF, "algo=sac", "num_envs=4", "total_steps=96",
+                           "algo.learning_starts=32", "env.backend=ray", "env.workers=2", "ray.mode=async")
+    assert code == 0, err
+    rows = read_rows(run / "metrics.csv")
+    table, updates = replay(run)
+    assert table.shape[0] == 96 and int(rows[-1]["global_step"]) == 96
+    assert updates == 2 * (96 // 2 - 32 // 2 + 1)
+    assert all(math.isfinite(float(r["losses/qf_loss"])) for r in rows if r.get("losses/qf_loss"))
+
+
+SELFPLAY = ("env=tictactoe", "algo=ppo", "algo.num_steps=16", "algo.update_epochs=1", "algo.num_minibatches=2",
+            "num_envs=4", "selfplay.pool_fraction=0.5", "selfplay.snapshot_every=64", "selfplay.baseline_prob=0",
+            "selfplay.eval_opponents=[random]")
+
+
+def worker_pools(run: Path) -> list[dict]:
+    """Each Ray worker's opponent pool state in the final checkpoint (its copies' record)."""
+    state = torch.load(run / "checkpoints" / "final.pt", weights_only=True)["learner"]
+    return [w["pool"] for w in state["env"]["history"]["workers"]], state["opponents"]
+
+
+def test_selfplay_pool_one_worker_is_the_inprocess_run(tmp_path):
+    """Tic-tac-toe self-play with half the copies against pool snapshots only (taken at 0, 64, 128): one worker
+    plays the learner's snapshots (put in the object store by the driver) exactly as one process does."""
+    args = (*SELFPLAY, "total_steps=192")
+    c1, e1, ip = train(tmp_path, "inprocess", *args)
+    c2, e2, rr = train(tmp_path, "ray", *args, "env.backend=ray", "env.workers=1")
+    assert c1 == 0 and c2 == 0, e1 + e2
+    a, b = read_rows(ip / "metrics.csv"), read_rows(rr / "metrics.csv")
+    assert common(a, b)[0] == common(a, b)[1]
+    (pool,), learner_pool = worker_pools(rr)
+    assert pool["snapshot_steps"] == learner_pool["snapshot_steps"] == [0, 64, 128]
+    assert all(torch.equal(pool["snapshots"][2][k], v) for k, v in learner_pool["snapshots"][2].items())
+
+
+def test_selfplay_pool_two_workers_reproducible_and_resume_continues_exactly(tmp_path):
+    """Two workers, each drawing opponents and seats for its own copies from its own seed (so scheduling does not
+    matter): a rerun gives the same metrics, and a resume (each worker's pool assignment in the checkpoint)
+    continues bit for bit."""
+    args = (*SELFPLAY, "env.backend=ray", "env.workers=2")
+    c1, e1, straight = train(tmp_path, "straight", *args, "total_steps=192")
+    c2, e2, part = train(tmp_path, "part", *args, "total_steps=128")
+    assert c1 == 0 and c2 == 0, e1 + e2
+    rows = read_rows(straight / "metrics.csv")
+    assert training(read_rows(part / "metrics.csv")) == training(rows)[:2]  # a second run: the same metrics
+    pools, learner_pool = worker_pools(straight)
+    assert [p["snapshot_steps"] for p in pools] == [learner_pool["snapshot_steps"]] * 2
+    assert not torch.equal(pools[0]["gen"], pools[1]["gen"])  # per-worker draws
+    code, _, err = train_inprocess(["progress=false", f"resume={part}", "total_steps=192",
+                                    f"hydra.run.dir={tmp_path / 'hydra' / 'resume'}"])
+    assert code == 0 and "could not be restored" not in err, err
+    assert read_rows(part / "metrics.csv")[-1] == rows[-1]
+
+
+GRPO = ("env=cartpole", "algo=grpo", "algo.group_size=2", "algo.num_steps=16", "algo.update_epochs=1",
+        "algo.num_minibatches=2", "num_envs=4")
+
+
+def test_grpo_worker_holds_whole_groups_of_the_run():
+    """A worker of copies 2..3 (the run's group 1, no Ray needed) starts its rounds from the states the run's group 1
+    starts from in one process, and returns its rows with its groups' advantages as GRPO computes them."""
+    from omegaconf import OmegaConf
+
+    from marl.algos import make_learner
+    from marl.config import compose
+    from marl.distributed.driver import weights_payload
+    from marl.distributed.worker import RolloutWorker
+    from marl.train import build
+
+    cfg = compose(overrides=[*GRPO, "env.backend=ray", "env.workers=2"])
+    worker = RolloutWorker(OmegaConf.to_container(cfg, resolve=True), 1, 2, 2, 5)
+    worker.reset(int(cfg.seed) + 2)
+    res = worker.collect(weights_payload(worker.learner, 0))
+    cfg.env.backend = "inprocess"
+    learner = make_learner(cfg, build(cfg), "cpu")
+    learner.reset_env(int(cfg.seed))
+    learner.collect()
+    obs = res["arrays"]["agent/obs"]  # [R_w, 2, 1, 4]
+    assert torch.equal(torch.from_numpy(obs[0]), learner.buf.groups["agent"].obs[0, 2:4])
+    assert torch.equal(torch.from_numpy(obs[0, 0]), torch.from_numpy(obs[0, 1]))  # one group: the same start
+    assert res["rows"] == obs.shape[0] >= 16 and res["adv"].shape == (res["rows"], 2, 1)
+    assert torch.allclose(torch.from_numpy(res["adv"]), worker.learner.group_advantages(worker.learner.buf))
+
+
+def test_grpo_one_worker_is_the_inprocess_run_two_workers_reproducible_and_resumable(tmp_path):
+    args = (*GRPO, "total_steps=128")
+    c1, e1, ip = train(tmp_path, "inprocess", *args)
+    c2, e2, one = train(tmp_path, "one", *args, "env.backend=ray", "env.workers=1")
+    c3, e3, two = train(tmp_path, "two", *args, "env.backend=ray", "env.workers=2")
+    c4, e4, part = train(tmp_path, "part", *GRPO, "total_steps=64", "env.backend=ray", "env.workers=2")
+    assert c1 == c2 == c3 == c4 == 0, e1 + e2 + e3 + e4
+    a, b = read_rows(ip / "metrics.csv"), read_rows(one / "metrics.csv")
+    assert common(a, b)[0] == common(a, b)[1]
+    rows = read_rows(two / "metrics.csv")
+    n = len(read_rows(part / "metrics.csv"))
+    assert training(read_rows(part / "metrics.csv")) == training(rows)[:n]  # a second run: the same metrics
+    assert int(rows[-1]["global_step"]) >= 128
+    assert all(0 < float(r["losses/grpo_live_frac"]) <= 1 for r in rows)
+    code, _, err = train_inprocess(["progress=false", f"resume={part}", "total_steps=128",
+                                    f"hydra.run.dir={tmp_path / 'hydra' / 'resume'}"])
+    assert code == 0, err
+    assert training(read_rows(part / "metrics.csv")) == training(rows)  # each worker's round counter is checkpointed
+    assert read_rows(part / "metrics.csv")[-1] == rows[-1]
 
 
 def test_hydra_ray_launcher_runs_a_tiny_sweep_on_the_cluster(tmp_path):

@@ -92,6 +92,8 @@ class DDPG(Learner):
         self.target_noise = float(a.get("target_noise", 0.0))  # TD3 / MATD3's smoothing (others: unused)
         self.target_noise_clip = float(a.get("target_noise_clip", 0.0))
         self.updates = 0  # critic updates so far (drives policy_delay)
+        self.step_envs = self.spec.num_envs  # env_steps per step of the copies (a Ray worker: the run's, not its own)
+        self.record: list | None = None  # a Ray rollout worker's transitions, stored by the learner (see collect)
         self.groups = {g.name: self._build_group(g) for g in self.spec.groups}
 
     # ------------------------------------------------------------------ construction
@@ -383,29 +385,40 @@ class DDPG(Learner):
     def replay_buffers(self) -> list[ReplayBuffer]:
         return [b for gs in self.groups.values() for b in gs.buffers]
 
-    def iteration(self) -> dict[str, float]:
-        """``train_freq`` env steps of all copies, then ``gradient_steps`` updates once past ``learning_starts``.
-
-        Returns the means over updates and groups of ``losses/qf_loss``, ``losses/qf_values`` and
-        ``losses/actor_loss`` (empty during warm-up; ``actor_loss`` only when an actor step happened; SAC adds
-        ``losses/alpha`` and ``losses/alpha_loss``), ``charts/replay_mb`` (replay rows filled so far) and
-        ``charts/replay_capacity_mb`` (the bound: all rows filled)."""
-        if self.last is None:
-            self.reset_env(int(self.cfg.seed))
+    def collect(self) -> None:
+        """``train_freq`` env steps of all copies with the exploration actions (:meth:`_explore`), each stored in the
+        replay as it happens; or, where ``record`` is a list (a Ray rollout worker,
+        :mod:`marl.distributed.worker`), appended to it as ``(actions, out)`` for the learner to store instead."""
         for _ in range(self.train_freq):
             last = self.last
             actions = {name: self._explore(name, gs, last) for name, gs in self.groups.items()}
             out = self.env.step(to_env_actions(actions, self.spec))
-            self._store_step(last, actions, out)
+            if self.record is None:
+                self._store_step(last, actions, out)
+            else:
+                self.record.append((actions, out))
             for gs in self.groups.values():
                 if gs.noise is not None:
                     gs.noise.reset(torch.as_tensor(out.done))
             self.episodes.extend(out.episodes)
-            self.env_steps += self.spec.num_envs
+            self.env_steps += self.step_envs
             self.last = out
+
+    def iteration(self) -> dict[str, float]:
+        """``train_freq`` env steps of all copies (:meth:`collect`, or the Ray workers': ``env.backend=ray``), then
+        ``gradient_steps`` updates once past ``learning_starts``.
+
+        Returns the means over updates and groups of ``losses/qf_loss``, ``losses/qf_values`` and
+        ``losses/actor_loss`` (empty during warm-up; ``actor_loss`` only when an actor step happened; SAC adds
+        ``losses/alpha`` and ``losses/alpha_loss``), ``charts/replay_mb`` (replay rows filled so far) and
+        ``charts/replay_capacity_mb`` (the bound: all rows filled); with Ray also ``charts/policy_lag``."""
+        if self.last is None:
+            self.reset_env(int(self.cfg.seed))
+        self.gather()
         self.iterations += 1
+        lag = {} if self.collector is None else {"charts/policy_lag": float(getattr(self.collector, "lag", 0))}
         if self.env_steps < self.learning_starts or not self._ready():
-            return {}
+            return lag
         sums: dict[str, list[torch.Tensor]] = {}
         for _ in range(self.gradient_steps):
             self.updates += 1
@@ -415,7 +428,7 @@ class DDPG(Learner):
         bufs = self.replay_buffers()
         metrics["charts/replay_mb"] = sum(b.filled_bytes for b in bufs) / 2**20
         metrics["charts/replay_capacity_mb"] = sum(b.nbytes for b in bufs) / 2**20
-        return metrics
+        return metrics | lag
 
     # ------------------------------------------------------------------ state
     def reset_env(self, seed: int) -> None:

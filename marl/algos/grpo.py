@@ -51,6 +51,8 @@ class GRPO(OnPolicyLearner):
         self.rounds = 0  # rounds collected since the start (their seeds follow from the run seed)
         self._rows, self._round_of, self._live_frac = 0, torch.zeros(0, dtype=torch.long), 1.0
         self._pending = (None, None)  # whole episodes: no transition is ever left open (carry_over does nothing)
+        self.group_offset = 0  # the run's index of this learner's first group (a Ray worker's share: its offset / G)
+        self.given_adv: torch.Tensor | None = None  # [R, E, U] advantages the Ray workers computed for their groups
 
     def pg_loss(self, logp, logp_old, adv, mask, weight=None):
         return losses.clipped_surrogate(logp, logp_old, adv, self.algo.clip_coef, mask, weight)
@@ -87,7 +89,7 @@ class GRPO(OnPolicyLearner):
         """Whole rounds until at least ``num_steps`` rows: rows ``0 .. R-1`` of the buffer, ``R = self._rows``."""
         t, round_of, used, r = 0, [], 0, 0
         while t < self.T:
-            last = self.env.reset(seed=self.round_seed(), group_size=self.G)
+            last = self.env.reset(seed=self.round_seed() + self.group_offset, group_size=self.G)
             self.rounds += 1
             live = np.ones(self.E, bool)  # copies whose episode of this round is still running
             obs = self.obs_tensors(last.obs, last.alive)
@@ -152,7 +154,9 @@ class GRPO(OnPolicyLearner):
         every = int(self.algo.ref_update_every)
         if every > 0 and self.iterations > 0 and self.iterations % every == 0:
             self.ref.load_state_dict(self.manager.state_dict())
-        adv = self.units.broadcast(self.group_advantages(buf))
+        adv = self.given_adv if self.given_adv is not None else self.group_advantages(buf)
+        self.given_adv = None
+        adv = self.units.broadcast(adv)
         B = R * self.E
 
         def flat(x: torch.Tensor) -> torch.Tensor:

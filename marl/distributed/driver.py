@@ -17,6 +17,13 @@ weights' version) and every worker reads that one reference.
   rollout's policy lag (updates since its weights) is logged as ``charts/policy_lag``; a lagged rollout is corrected
   with V-trace (:meth:`marl.algos.onpolicy.OnPolicyLearner.advantages`).
 
+Off-policy learners (:class:`marl.algos.ddpg.DDPG` and its subclasses): a round is ``algo.train_freq`` steps of the
+workers' copies with the learner's exploration; the workers return each step's actions and outcome and
+:meth:`RayVecEnv.gather` stores them in the learner's replay in the run's copy order (its own ``_store_step``).
+GRPO: every worker collects whole rounds of whole groups and computes their advantages; the rows are joined padded
+to the longest. Self-play: the learner's opponent pool takes the snapshots, each is put in the object store once,
+and the workers' pools mirror them (:meth:`marl.selfplay.OpponentPool.mirror`). See docs/distributed.md.
+
 Faults: a worker whose call fails (its process died, its env raised, its node was lost) or takes longer than
 ``ray.timeout_s`` is killed and rebuilt with fresh env copies (a warning names it), and its rollout is collected
 again; ``ray.max_failures`` failures of one worker in a row stop the run with a :class:`WorkerError` (the train
@@ -48,7 +55,8 @@ class WorkerError(MarlError):
 
 def init_ray(rcfg: DictConfig) -> None:
     """Start a local Ray (``ray.address=null``: this machine's cores or ``ray.num_cpus``, no dashboard, an object
-    store of ``ray.object_store_mb``) or join a cluster (``auto`` / ``ray://host:port``); reuse a running session."""
+    store of ``ray.object_store_mb``, workers at this process's niceness) or join a cluster (``auto`` /
+    ``ray://host:port``); reuse a running session."""
     import ray
 
     if ray.is_initialized():
@@ -57,9 +65,11 @@ def init_ray(rcfg: DictConfig) -> None:
 
     try:
         if rcfg.address is None:
+            # the workers at this process's priority: Ray renices its workers to 15 by default, so on a shared
+            # machine any other job starves the rollouts the learner waits for (docs/distributed.md)
             ray.init(num_cpus=int(rcfg.num_cpus or cpu_count()), include_dashboard=False,
                      object_store_memory=int(rcfg.object_store_mb) * 2**20, log_to_driver=True,
-                     configure_logging=False)
+                     configure_logging=False, _system_config={"worker_niceness": os.nice(0)})
         else:
             ray.init(address=str(rcfg.address), log_to_driver=True, configure_logging=False)
     except (ConnectionError, RuntimeError, ValueError) as err:
@@ -99,18 +109,45 @@ def join_steps(parts: list[StepOut]) -> StepOut:
                       if f.name != "episodes"})
 
 
-def weights_payload(learner, version: int) -> dict:
-    """What a worker needs to act as the learner would: the actors' weights, the observation / state / reward
-    statistics (as the learner holds them now), ``env_steps`` and the weights' version."""
+def offpolicy(learner) -> bool:
+    """Whether ``learner`` is one of the off-policy learners (DDPG and its subclasses: replay, one env step per
+    collection round)."""
+    from marl.algos.ddpg import DDPG
+
+    return isinstance(learner, DDPG)
+
+
+def acting_modules(learner) -> dict[str, torch.nn.Module]:
+    """The modules a worker's learner needs to act as ``learner`` does: the on-policy learners' policy manager, or
+    the off-policy learners' actor per group."""
+    if offpolicy(learner):
+        return {f"{g}/actor": gs.actor for g, gs in learner.groups.items()}
+    return {"manager": learner.manager}
+
+
+def running_stats(learner) -> dict:
+    """The learner's running statistics that acting updates, by name: ``obs/<group>`` (and, on-policy, ``state``
+    and ``reward``, the reward scaler's)."""
+    if offpolicy(learner):
+        return {f"obs/{g}": gs.obs_rms for g, gs in learner.groups.items() if gs.obs_rms is not None}
     stats = {}
     if learner.obs_rms is not None:
-        stats |= {f"obs/{g}": r.state_dict() for g, r in learner.obs_rms.items()}
+        stats |= {f"obs/{g}": r for g, r in learner.obs_rms.items()}
     if learner.state_rms is not None:
-        stats["state"] = learner.state_rms.state_dict()
+        stats["state"] = learner.state_rms
     if learner.reward_scaler is not None:
-        stats["reward"] = learner.reward_scaler.rms.state_dict()
-    manager = {k: v.detach().cpu() for k, v in learner.manager.state_dict().items()}
-    return {"manager": manager, "stats": stats, "env_steps": int(learner.env_steps), "version": int(version)}
+        stats["reward"] = learner.reward_scaler.rms
+    return stats
+
+
+def weights_payload(learner, version: int) -> dict:
+    """What a worker needs to act as the learner would: the acting modules' weights (:func:`acting_modules`), the
+    running statistics (:func:`running_stats`, as the learner holds them now), ``env_steps`` and the weights'
+    version."""
+    stats = {k: r.state_dict() for k, r in running_stats(learner).items()}
+    modules = {key: {k: v.detach().cpu() for k, v in m.state_dict().items()}
+               for key, m in acting_modules(learner).items()}
+    return {"modules": modules, "stats": stats, "env_steps": int(learner.env_steps), "version": int(version)}
 
 
 class _JoinedHistory:
@@ -147,6 +184,7 @@ class RayVecEnv:
         self.learner = None
         self.pending: dict = {}  # async: object ref -> worker index
         self.weights_ref, self.weights_version = None, -1
+        self.snapshot_refs: dict = {}  # self-play: env step of a pool snapshot -> its object-store reference
         self.lag = 0
         t0 = time.perf_counter()
         self.workers = [self._make(w) for w in range(self.W)]
@@ -221,8 +259,9 @@ class RayVecEnv:
         returns for them (sync mode; async rollouts depend on timing, so an async run resumes with fresh copies)."""
         if self.mode != "sync" or "workers" not in state or len(state["workers"]) != self.W:
             raise NotRestorable("the checkpoint's Ray workers do not match this run's (or the run is async)")
-        carry = self.learner._carry_state()
-        ret = self.learner.reward_scaler.ret if self.learner.reward_scaler is not None else None
+        lr = self.learner
+        carry = {} if offpolicy(lr) else lr._carry_state()
+        ret = None if offpolicy(lr) or lr.reward_scaler is None else lr.reward_scaler.ret
         refs = []
         for w, a in enumerate(self.workers):
             lo, hi = w * self.Ew, (w + 1) * self.Ew
@@ -260,16 +299,23 @@ class RayVecEnv:
     # ------------------------------------------------------------------ collection
     def attach(self, learner) -> None:
         """Become ``learner``'s collector."""
+        from marl.algos.grpo import GRPO
         from marl.algos.onpolicy import OnPolicyLearner
 
-        if not isinstance(learner, OnPolicyLearner) or type(learner).collect is not OnPolicyLearner.collect:
+        if isinstance(learner, GRPO):
+            from marl.config import ray_grpo
+
+            ray_grpo(learner.G, self.Ew, self.mode)
+        elif offpolicy(learner):
+            if self.mode == "async":  # one worker's rollout per update round: keep the updates per env step
+                from marl.config import async_gradient_steps
+
+                learner.gradient_steps = async_gradient_steps(self.cfg.algo.name, learner.gradient_steps, self.W)
+        elif not isinstance(learner, OnPolicyLearner) or type(learner).collect is not OnPolicyLearner.collect:
             raise ConfigError(f"env.backend=ray does not support algo={self.cfg.algo.name} yet: its workers run the "
-                              "on-policy rollout (a2c, ppo, ippo, mappo, happo, trpo, hatrpo, reinforce)",
+                              "rollout of the on-policy learners (a2c, ppo, ippo, mappo, happo, trpo, hatrpo, "
+                              "reinforce) and of the off-policy ones (ddpg, td3, sac, maddpg, matd3)",
                               "use env.backend=inprocess or subprocess for this algorithm")
-        if getattr(learner, "opponents", None) is not None:
-            raise ConfigError("env.backend=ray does not support self-play opponent pools (selfplay.pool_fraction > 0)"
-                              ": the pool's snapshots live in the learner's process",
-                              "pass selfplay.pool_fraction=0 (pure self-play), or use env.backend=inprocess")
         self.learner = learner
         learner.collector = self
 
@@ -277,7 +323,15 @@ class RayVecEnv:
         """One object-store reference to the current weights (``ray.put`` once per learner version)."""
         version = self.learner.iterations
         if version != self.weights_version:
-            self.weights_ref = self.ray.put(weights_payload(self.learner, version))
+            payload = weights_payload(self.learner, version)
+            pool = getattr(self.learner, "opponents", None)
+            if pool is not None:  # self-play: the pool's snapshots, each put once (the workers keep those they hold)
+                pool.maybe_snapshot()
+                refs = {s: self.snapshot_refs.get(s) or self.ray.put(pool.snapshot_state(p))
+                        for s, p in zip(pool.snapshot_steps, pool.snapshots, strict=True)}
+                self.snapshot_refs = refs
+                payload["snapshots"] = list(refs.items())
+            self.weights_ref = self.ray.put(payload)
             self.weights_version = version
         return self.weights_ref
 
@@ -287,21 +341,63 @@ class RayVecEnv:
         lr = self.learner
         if self.mode == "sync":
             results = self._collect_sync()
-            lr.last = join_steps([r["last"] for r in results])
             self.lag = 0
         else:
             results = [self._collect_async()]
-            lr.last = join_steps([results[0]["last"]])  # a writable copy
             self.lag = lr.iterations - results[0]["version"]
-        from marl.distributed.worker import load_arrays
+        lr.last = join_steps([r["last"] for r in results])  # (async: a writable copy)
+        if offpolicy(lr):
+            self._store(results)
+        elif hasattr(lr, "given_adv"):  # GRPO: rounds of each worker's own length
+            self._join_rounds(results)
+        else:
+            from marl.distributed.worker import load_arrays
 
-        arrays = {k: np.concatenate([r["arrays"][k] for r in results], axis=1) for k in results[0]["arrays"]}
-        load_arrays(lr.buf, arrays)
+            arrays = {k: np.concatenate([r["arrays"][k] for r in results], axis=1) for k in results[0]["arrays"]}
+            load_arrays(lr.buf, arrays)
         self._merge_stats(results)
         for r in results:
             lr.episodes.extend(r["episodes"])
+        if offpolicy(lr):
+            lr.env_steps += lr.train_freq * lr.spec.num_envs
+            return None
+        if hasattr(lr, "given_adv"):
+            lr.env_steps += sum(r["rows"] for r in results) * self.Ew
+            return lr.buf
         lr.env_steps += lr.T * lr.E
         return lr.buf
+
+    def _join_rounds(self, results: list[dict]) -> None:
+        """GRPO: join the workers' whole rounds (``R_w`` rows each) into rows ``0 .. R - 1`` of the learner's buffer,
+        ``R = max R_w``; a worker's rows past its own ``R_w`` are padding no agent acts in (dropped from the batch
+        as a finished copy's rows are), and its groups' advantages come with its rows."""
+        lr = self.learner
+        R = max(r["rows"] for r in results)
+        while lr.buf.T < R:
+            lr.buf = lr._grow(lr.buf)
+
+        def pad(a: np.ndarray) -> np.ndarray:
+            return np.concatenate([a, np.zeros((R - a.shape[0], *a.shape[1:]), a.dtype)]) if a.shape[0] < R else a
+
+        from marl.distributed.worker import load_arrays
+
+        load_arrays(lr.buf, {k: np.concatenate([pad(r["arrays"][k]) for r in results], axis=1)
+                             for k in results[0]["arrays"]}, rows=R)
+        lr.given_adv = torch.from_numpy(np.concatenate([pad(r["adv"]) for r in results], axis=1)).to(lr.device)
+        stepped = [r["rows"] * self.Ew for r in results]
+        live = sum(r["live_frac"] * n for r, n in zip(results, stepped, strict=True))
+        lr._rows, lr._live_frac = R, live / sum(stepped)
+
+    def _store(self, results: list[dict]) -> None:
+        """Off-policy: store the workers' steps in the learner's replay as one process would, step by step, every
+        step's transitions of all copies in the run's copy order (:meth:`marl.algos.ddpg.DDPG._store_step`)."""
+        lr = self.learner
+        last = join_steps([r["first"] for r in results])
+        for t in range(len(results[0]["steps"])):
+            out = join_steps([r["steps"][t][1] for r in results])
+            actions = {g: torch.cat([r["steps"][t][0][g] for r in results]).to(lr.device) for g in lr.groups}
+            lr._store_step(last, actions, out)
+            last = out
 
     def _collect_sync(self) -> list[dict]:
         ref = self._weights()
@@ -356,16 +452,10 @@ class RayVecEnv:
         """The learner's statistics after this rollout: one worker's as they are; else the learner's plus each
         worker's share (deltas) merged in worker order. The reward scaler's running returns are per copy."""
         lr = self.learner
-        rms = {}
-        if lr.obs_rms is not None:
-            rms |= {f"obs/{g}": r for g, r in lr.obs_rms.items()}
-        if lr.state_rms is not None:
-            rms["state"] = lr.state_rms
-        if lr.reward_scaler is not None:
-            rms["reward"] = lr.reward_scaler.rms
-            if self.mode == "sync":
-                rets = [r["ret"] for r in results]
-                lr.reward_scaler.ret = None if any(x is None for x in rets) else torch.cat(rets)
+        rms = running_stats(lr)
+        if "reward" in rms and self.mode == "sync":
+            rets = [r["ret"] for r in results]
+            lr.reward_scaler.ret = None if any(x is None for x in rets) else torch.cat(rets)
         from marl.core.normalization import RunningMeanStd
 
         for key, stat in rms.items():

@@ -11,6 +11,10 @@ the carry rows of transitions a turn-based game left open (:func:`marl.rollout.c
 itself right after the rollout, exactly as the learner does on the joined buffer) and the reward scaler's running
 returns.
 
+Off-policy learners collect ``algo.train_freq`` steps with their own :meth:`marl.algos.ddpg.DDPG.collect` into a
+record (actions and outcome per step) instead of their replay; GRPO returns its whole rounds and its groups'
+advantages; a self-play worker's opponent pool plays the learner's snapshots for this worker's copies.
+
 The class is plain Python; :mod:`marl.distributed.driver` wraps it with ``ray.remote``. Without Ray it runs as is
 (handy to debug a worker in one process).
 """
@@ -27,8 +31,19 @@ from omegaconf import OmegaConf
 
 from marl.adapters.base import StepOut
 from marl.algos.base import rng_state, seed_everything, set_rng_state
+from marl.algos.ddpg import DDPG
+from marl.algos.grpo import GRPO
 from marl.core.normalization import RunningMeanStd
+from marl.distributed.driver import acting_modules, join_steps
 from marl.rollout import Rollout, carry_over
+from marl.selfplay import attach_pool
+
+
+def _resolve(ref):
+    """An object-store reference's value (a worker run without Ray gets the values themselves)."""
+    import ray
+
+    return ray.get(ref) if isinstance(ref, ray.ObjectRef) else ref
 
 
 class StatsTee:
@@ -44,6 +59,8 @@ class StatsTee:
         self.delta.update(x, mask)
 
     def __getattr__(self, name: str):
+        if name in ("main", "delta") or name.startswith("__"):  # (copy / pickle look-ups before __init__)
+            raise AttributeError(name)
         return getattr(self.main, name)
 
 
@@ -62,14 +79,16 @@ def rollout_arrays(buf: Rollout) -> dict[str, np.ndarray]:
     return out
 
 
-def load_arrays(buf: Rollout, arrays: dict[str, np.ndarray]) -> None:
-    """Write ``arrays`` (as :func:`rollout_arrays` gives, possibly joined along the env axis) into ``buf``."""
+def load_arrays(buf: Rollout, arrays: dict[str, np.ndarray], rows: int | None = None) -> None:
+    """Write ``arrays`` (as :func:`rollout_arrays` gives, possibly joined along the env axis) into ``buf`` (only its
+    first ``rows`` rows where given: GRPO's rounds)."""
     for key, a in arrays.items():
         if "/" in key:
             g, name = key.split("/", 1)
-            getattr(buf.groups[g], name).copy_(torch.from_numpy(a))
+            dst = getattr(buf.groups[g], name)
         else:
-            getattr(buf, key).copy_(torch.from_numpy(a))
+            dst = getattr(buf, key)
+        (dst if rows is None else dst[:rows]).copy_(torch.from_numpy(a))
 
 
 class RolloutWorker:
@@ -96,7 +115,22 @@ class RolloutWorker:
         self.env = build(conf, num_envs=num_envs)
         self.learner = make_learner(conf, self.env, "cpu")
         lr = self.learner
+        run = OmegaConf.create(cfg)  # the run's num_envs: which of its copies the opponent pool plays
+        self.pool = attach_pool(run, lr, offset=offset, seed=seed)  # its snapshots: the learner's (collect)
+        if self.pool is not None:
+            self.pool.takes_snapshots = False
+        self.grpo = isinstance(lr, GRPO)
+        if self.grpo:  # whole groups of the run's numbering: group j here is the run's group offset / G + j
+            lr.group_offset = offset // lr.G
+        self.offpolicy = isinstance(lr, DDPG)
         self.tees: dict[str, StatsTee] = {}
+        if self.offpolicy:  # the off-policy learner collects into this list, and the driver stores it in its replay
+            lr.record = []
+            lr.step_envs = int(cfg["num_envs"]) if cfg["ray"]["mode"] == "sync" else num_envs
+            for g, gs in lr.groups.items():
+                if gs.obs_rms is not None:
+                    self.tees[f"obs/{g}"] = gs.obs_rms = StatsTee(gs.obs_rms)
+            return
         if lr.obs_rms is not None:
             for g in list(lr.obs_rms):
                 self.tees[f"obs/{g}"] = lr.obs_rms[g] = StatsTee(lr.obs_rms[g])
@@ -117,7 +151,14 @@ class RolloutWorker:
 
     def history(self) -> dict:
         """The copies' action record (:class:`marl.adapters.replay.History` state) and this worker's RNG states."""
-        return {"history": self.env.history.state_dict(), "rng": rng_state(self.learner.gen)}
+        out = {"history": self.env.history.state_dict(), "rng": rng_state(self.learner.gen)}
+        if self.grpo:  # this worker's round counter (its rounds' reset seeds)
+            out["rounds"] = self.learner.rounds
+        if self.pool is not None:  # the pool's opponent and seat per copy, its RNG states and snapshots
+            out["pool"] = self.pool.state_dict()
+        if self.offpolicy:  # the exploration noise of the copies (Ornstein-Uhlenbeck's state)
+            out["noise"] = {g: gs.noise.state_dict() for g, gs in self.learner.groups.items() if gs.noise is not None}
+        return out
 
     def restore(self, history: dict, carry: dict, ret: torch.Tensor | None) -> StepOut:
         """Rebuild the copies mid-episode from :meth:`history`'s record; set the carry rows and running returns the
@@ -125,6 +166,15 @@ class RolloutWorker:
         out = self.env.restore(history["history"])
         set_rng_state(history["rng"], self.learner.gen)
         self.learner.last = out
+        if self.grpo:
+            self.learner.rounds = int(history["rounds"])
+        if self.pool is not None:
+            self.pool.load_state_dict(history["pool"])
+            self.pool.takes_snapshots, self.pool.mirrored = False, True  # (its snapshots are the learner's)
+        if self.offpolicy:
+            for g, state in history.get("noise", {}).items():
+                self.learner.groups[g].noise.load_state_dict(state)
+            return out
         self.learner._load_carry(carry)
         if self.learner.reward_scaler is not None:
             self.learner.reward_scaler.ret = ret if ret is not None and ret.numel() else None
@@ -134,20 +184,25 @@ class RolloutWorker:
     def collect(self, weights: dict) -> dict:
         """One rollout with ``weights`` (see :func:`marl.distributed.driver.weights_payload`)."""
         lr = self.learner
-        lr.manager.load_state_dict(weights["manager"])
+        for key, module in acting_modules(lr).items():
+            module.load_state_dict(weights["modules"][key])
         for key, tee in self.tees.items():
             tee.main.load_state_dict(weights["stats"][key])
             tee.delta = RunningMeanStd(tuple(tee.main.mean.shape), eps=0.0)
         lr.env_steps = int(weights["env_steps"])
+        if self.pool is not None:
+            refs = dict(weights["snapshots"])
+            self.pool.mirror(list(refs), lambda step: _resolve(refs[step]))
+        if self.offpolicy:
+            return self._collect_steps(int(weights["version"]))
         buf = lr.collect()
+        if self.grpo:
+            return self._grpo_result(buf, int(weights["version"]))
         arrays = rollout_arrays(buf)
         acting, terminated, left = lr.unit_flags(buf)
         done = buf.done.unsqueeze(-1) | terminated | left
         carry_over(buf, lr.units.unit_of, *lr.open_transitions(buf, acting, done))
-        episodes = lr.episodes
-        lr.episodes = []
-        for ep in episodes:
-            ep.env_index += self.offset
+        episodes = self._episodes()
         scaler = lr.reward_scaler
         return {
             "index": self.index,
@@ -159,3 +214,37 @@ class RolloutWorker:
             "deltas": {k: t.delta.state_dict() for k, t in self.tees.items()},
             "ret": scaler.ret.clone() if scaler is not None and scaler.ret is not None else None,
         }
+
+    def _grpo_result(self, buf: Rollout, version: int) -> dict:
+        """GRPO: the ``R_w`` rows of this worker's whole rounds (``[R_w, E_w, ...]``; other workers' rounds may be
+        longer or shorter) and its groups' advantages ``[R_w, E_w, U]``, computed here, where the rounds are
+        known (they need rewards only, no weights)."""
+        lr = self.learner
+        rows = lr._rows
+        adv = lr.group_advantages(buf)
+        arrays = {k: a[:rows] for k, a in rollout_arrays(buf).items()}
+        return {"index": self.index, "version": version, "arrays": arrays, "rows": rows,
+                "adv": adv.detach().cpu().numpy(), "live_frac": lr._live_frac, "last": lr.last,
+                "episodes": self._episodes(), "stats": {k: t.main.state_dict() for k, t in self.tees.items()},
+                "deltas": {k: t.delta.state_dict() for k, t in self.tees.items()}, "ret": None}
+
+    def _collect_steps(self, version: int) -> dict:
+        """Off-policy: ``algo.train_freq`` steps of the copies with the learner's own exploration
+        (:meth:`marl.algos.ddpg.DDPG.collect`); returns the observation before them (``first``) and each step's
+        ``(actions, out)``, for the driver to store in the learner's replay as the learner would have."""
+        lr = self.learner
+        first = join_steps([lr.last])  # copies: the env may reuse its arrays
+        lr.record = []
+        lr.collect()
+        steps = [({g: a.detach().cpu() for g, a in actions.items()}, join_steps([out])) for actions, out in lr.record]
+        lr.record = []
+        return {"index": self.index, "version": version, "first": first, "steps": steps, "last": lr.last,
+                "episodes": self._episodes(), "stats": {k: t.main.state_dict() for k, t in self.tees.items()},
+                "deltas": {k: t.delta.state_dict() for k, t in self.tees.items()}}
+
+    def _episodes(self) -> list:
+        """The episodes finished since the last call, with env indices in the run's numbering."""
+        episodes, self.learner.episodes = self.learner.episodes, []
+        for ep in episodes:
+            ep.env_index += self.offset
+        return episodes
