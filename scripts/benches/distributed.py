@@ -125,7 +125,7 @@ def overheads(repeats: int) -> dict:
             ref = make_learner(cfg, local, "cpu")
             ref.reset_env(0)
             payload = weights_payload(learner, 0)
-            size = sum(t.numel() * t.element_size() for t in payload["manager"].values())
+            size = sum(t.numel() * t.element_size() for m in payload["modules"].values() for t in m.values())
 
             ray_ms, local_ms = timed(renv.gather, learner, repeats), timed(ref.collect, learner, repeats)
             put_ms = timed(lambda lr=learner: ray.put(weights_payload(lr, 0)), learner, repeats)
