@@ -346,9 +346,10 @@ class RayVecEnv:
             results = [self._collect_async()]
             self.lag = lr.iterations - results[0]["version"]
         lr.last = join_steps([r["last"] for r in results])  # (async: a writable copy)
-        if offpolicy(lr):
+        off, grpo = offpolicy(lr), hasattr(lr, "given_adv")  # (GRPO: rounds of each worker's own length)
+        if off:
             self._store(results)
-        elif hasattr(lr, "given_adv"):  # GRPO: rounds of each worker's own length
+        elif grpo:
             self._join_rounds(results)
         else:
             from marl.distributed.worker import load_arrays
@@ -358,10 +359,10 @@ class RayVecEnv:
         self._merge_stats(results)
         for r in results:
             lr.episodes.extend(r["episodes"])
-        if offpolicy(lr):
+        if off:
             lr.env_steps += lr.train_freq * lr.spec.num_envs
             return None
-        if hasattr(lr, "given_adv"):
+        if grpo:
             lr.env_steps += sum(r["rows"] for r in results) * self.Ew
             return lr.buf
         lr.env_steps += lr.T * lr.E
