@@ -63,10 +63,13 @@ def test_render_lists_each_part_with_its_own_load():
                       "benchmarl": {"frames": 6000, "wall_s": 60.0, "steps_per_s": 100.0, "training_share": 0.98,
                                     "eval": [(6000, -450.0)]},
                       "marl": {"env_steps": 12800, "wall_s": 12.8, "steps_per_s": 1000.0,
-                               "eval": [(12800, -400.0), (25600, -390.0)]}}}}
+                               "eval": [(12800, -400.0), (25600, -390.0)]}},
+        "long": {"meta": meta, "env_steps": 10_000_000, "wall_s": 500.0, "steps_per_s": 20000.0,
+                 "loop_sps": 21000.0, "peak_rss_mb": 400, "eval": [(1_000_000, -360.0), (10_000_000, -340.5)]}}}
     md = render(report)
     assert "| 512 | 1,000 | 500 | 600 | 1,000 | 0.50 | 100 | -400.0 |" in md
     assert "shared with other jobs" in md and "otherwise idle" in md  # the vmas part loaded, the mpe2 part idle
     assert "| BenchMARL | 6,000 | 60.0 | 100 | 98% |" in md
     assert "| 6,000 | -450.0 | 12,800 | -400.0 |" in md and "|  |  | 25,600 | -390.0 |" in md
     assert "marl / BenchMARL env steps/s: 10.0x." in md
+    assert "for 10,000,000 env steps" in md and "20,000 env steps/s" in md and "| 10,000,000 | -340.5 |" in md

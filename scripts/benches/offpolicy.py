@@ -1,7 +1,8 @@
 """Off-policy benchmark: TD3 / SAC / DDPG learning, MADDPG / MATD3 vs MAPPO, and speed against Stable-Baselines3.
 
 `python scripts/bench.py offpolicy [--cases td3_pendulum,...] [--seeds 0 1 2] [--speed] [--sb3-python PY]`
--> benchmarks/offpolicy.{json,md}. Cases already in offpolicy.json and not run again are kept.
+-> benchmarks/offpolicy.{json,md}. Cases already in offpolicy.json and not run again are kept, and so are a case's
+seeds not run again (`--seeds 1 2` adds seeds 1 and 2 beside an earlier seed 0).
 
 * learning cases: `scripts/train.py` jobs (subprocesses), the final deterministic `eval/return`, SPS, wall time,
   peak RSS and the replay memory (filled / capacity) the run logged; competitive cases also evaluate each team's
@@ -166,6 +167,17 @@ def run_case(name: str, seeds: list[int], root: Path, report: bool) -> dict | No
             "met": None if target is None else all(v >= target for v in evals)}
 
 
+def merge_seeds(old: dict | None, new: dict) -> dict:
+    """``new``'s seeds beside ``old``'s other seeds (same case and budget), mean / min / met recomputed."""
+    if old is None or old.get("steps") != new["steps"]:
+        return new
+    runs = {s["seed"]: s for s in old["seeds"]} | {s["seed"]: s for s in new["seeds"]}
+    seeds = [runs[k] for k in sorted(runs)]
+    evals = [s["eval_return"] for s in seeds]
+    return {**new, "seeds": seeds, "mean": statistics.fmean(evals), "min": min(evals),
+            "met": None if new["target"] is None else all(v >= new["target"] for v in evals)}
+
+
 def _fmt(v, spec: str = ".1f") -> str:
     return "—" if v is None else format(v, spec)
 
@@ -246,7 +258,8 @@ def main(argv: list[str] | None = None) -> int:
         data["speed"] = json.loads(speed_file.read_text())
     if path.exists():  # results other invocations wrote meanwhile are kept
         data["results"] = json.loads(path.read_text())["results"]
-    data["results"].update(new)
+    for name, res in new.items():  # seeds run earlier (and not now) are kept beside this invocation's
+        data["results"][name] = merge_seeds(data["results"].get(name), res)
     data["machine"] = machine()
     write("offpolicy", data, markdown(data))
     return 0

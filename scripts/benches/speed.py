@@ -9,6 +9,8 @@ Side by side in one run (the ratios are what to read on a shared machine):
   with the default ``env.backend=auto``.
 * with ``--benchmarl PYTHON``: BenchMARL's MAPPO (run by that interpreter, its own venv) and marl's on the same VMAS
   task for the same env steps: both rates and both evaluation curves (:mod:`benches.benchmarl_vs`).
+* ``--parts long``: the preset's MAPPO on VMAS ``simple_spread`` for ``--long-steps`` (10M): its evaluation curve,
+  whole-process rate and peak RSS.
 
 Writes ``benchmarks/speed.json`` and ``benchmarks/speed.md``; ``--parts`` reruns some parts and keeps the others'
 figures (each part records its own date, load and command)::
@@ -16,6 +18,7 @@ figures (each part records its own date, load and command)::
     python scripts/bench.py speed            # about 10 minutes on an idle machine
     python scripts/bench.py speed --quick    # a tiny run, to check the script
     python scripts/bench.py speed --parts benchmarl --benchmarl /work/bmvenv/bin/python   # BenchMARL vs marl
+    python scripts/bench.py speed --parts long   # 10M env steps of the preset, about 10 minutes idle
 """
 
 from __future__ import annotations
@@ -68,7 +71,7 @@ def train_rate(env: str, steps: int, overrides: list[str], tag: str) -> dict:
             "eval_return": last(rows, "eval/return"), "overrides": overrides}
 
 
-PARTS = ("vmas", "others", "mpe2", "benchmarl")
+PARTS = ("vmas", "others", "mpe2", "benchmarl", "long")
 
 
 def _meta(load_before: float) -> dict:
@@ -147,6 +150,19 @@ def part_benchmarl(args) -> dict:
             "marl_over_benchmarl_speed": tr["steps_per_s"] / bm["steps_per_s"]}
 
 
+def part_long(args) -> dict:
+    """The preset's MAPPO on vmas_simple_spread (512 copies) for ``--long-steps``: its curve, rate and memory."""
+    load = round(os.getloadavg()[0], 2)
+    steps = 51_200 if args.quick else args.long_steps
+    every = max(steps // 10, 12_800)
+    tr = train_rate("vmas_simple_spread", steps, [f"eval_every={every}", f"checkpoint_every={every}", *args.train],
+                    f"vmas_long_{steps // 1000}k")
+    rows = read_metrics(RUNS / f"vmas_long_{steps // 1000}k" / "metrics.csv")
+    tr["eval"] = [(int(r["global_step"]), r["eval/return"]) for r in rows if "eval/return" in r]
+    print(f"long: {tr['steps_per_s']:,.0f}/s, eval {tr['eval']}", flush=True)
+    return {"meta": _meta(load), **tr}
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny budgets, to check the script")
@@ -166,8 +182,10 @@ def main(argv: list[str] | None = None) -> dict:
                              "BenchMARL part")
     parser.add_argument("--benchmarl-frames", type=int, default=120_000, help="env steps of each run of that part")
     parser.add_argument("--benchmarl-eval", type=int, default=30_000, help="BenchMARL's evaluation interval")
+    parser.add_argument("--long-steps", type=int, default=10_000_000,
+                        help="env steps of the long part (the preset's MAPPO on vmas_simple_spread)")
     args = parser.parse_args(argv)
-    parts = args.parts or [p for p in PARTS if p != "benchmarl" or args.benchmarl]
+    parts = args.parts or [p for p in PARTS if p not in ("benchmarl", "long") or (p == "benchmarl" and args.benchmarl)]
     if "benchmarl" in parts and not args.benchmarl:
         parser.error("--parts benchmarl needs --benchmarl PYTHON (a venv with BenchMARL installed)")
     seconds = 1.0 if args.quick else args.seconds
@@ -182,7 +200,8 @@ def main(argv: list[str] | None = None) -> dict:
         fig = {"vmas": lambda: part_vmas(args, seconds, vmas_steps),
                "others": lambda: part_others(args, seconds, vmas_steps),
                "mpe2": lambda: part_mpe2(args, seconds),
-               "benchmarl": lambda: part_benchmarl(args)}[p]()
+               "benchmarl": lambda: part_benchmarl(args),
+               "long": lambda: part_long(args)}[p]()
         fig["meta"]["command"] = report["meta"]["command"]
         report.setdefault("parts", {})[p] = fig
     write("speed", report, render(report))
@@ -254,5 +273,14 @@ def render(report: dict) -> str:
             right = mr["eval"][i] if i < len(mr["eval"]) else None
             md.append(f"| {f'{left[0]:,}' if left else ''} | {f'{left[1]:.1f}' if left else ''} | "
                       f"{f'{right[0]:,}' if right else ''} | {f'{right[1]:.1f}' if right else ''} |")
+        md.append("")
+    if "long" in P:
+        g = P["long"]
+        md += [f"## The preset's MAPPO on VMAS simple_spread for {g['env_steps']:,} env steps (512 copies)", "",
+               f"`{g['meta']['command']}`, {_load_note(g['meta'])} Deterministic evaluation, 64 episodes, summed over "
+               "the 3 agents (random actions: about -437).", "",
+               f"Whole process: {g['wall_s']:,} s, {g['steps_per_s']:,.0f} env steps/s (loop {g['loop_sps']:,.0f}), "
+               f"peak RSS {g['peak_rss_mb']} MB.", "", "| env steps | eval return |", "|---|---|"]
+        md += [f"| {s:,} | {r:.1f} |" for s, r in g["eval"]]
         md.append("")
     return "\n".join(md)
