@@ -53,12 +53,13 @@ def test_a_failed_benchmarl_run_is_an_error(tmp_path):
 
 
 def test_render_lists_each_part_with_its_own_load():
-    meta = {"date": "2026-01-01 00:00:00", "load_before": 2.5, "load_after": 2.0, "command": "python x"}
+    meta = {"date": "2026-01-01 00:00:00", "load_before": 2.5, "busy_before": 1.4, "load_after": 2.0,
+            "command": "python x"}
     row = {"env_steps": 1000, "steps_per_s": 500.0, "loop_sps": 600.0, "random_steps_per_s": 1000.0,
            "ratio_to_random": 0.5, "peak_rss_mb": 100, "eval_return": -400.0}
     report = {"parts": {
         "vmas": {"meta": meta, "rows": {"512": row}},
-        "mpe2": {"meta": {**meta, "load_before": 0.5}, **row, "backend": "inprocess (x)"},
+        "mpe2": {"meta": {**meta, "busy_before": 0.1}, **row, "backend": "inprocess (x)"},
         "benchmarl": {"meta": meta, "frames": 6000, "marl_over_benchmarl_speed": 10.0,
                       "benchmarl": {"frames": 6000, "wall_s": 60.0, "steps_per_s": 100.0, "training_share": 0.98,
                                     "eval": [(6000, -450.0)]},
@@ -68,7 +69,9 @@ def test_render_lists_each_part_with_its_own_load():
                  "loop_sps": 21000.0, "peak_rss_mb": 400, "eval": [(1_000_000, -360.0), (10_000_000, -340.5)]}}}
     md = render(report)
     assert "| 512 | 1,000 | 500 | 600 | 1,000 | 0.50 | 100 | -400.0 |" in md
-    assert "shared with other jobs" in md and "otherwise idle" in md  # the vmas part loaded, the mpe2 part idle
+    # the vmas part loaded, the mpe2 part idle (the load average counts the bench's own previous part: not read)
+    assert "1.4 cores busy with other processes as it started: the machine was shared" in md
+    assert "0.1 cores busy with other processes as it started: the machine was otherwise idle" in md
     assert "| BenchMARL | 6,000 | 60.0 | 100 | 98% |" in md
     assert "| 6,000 | -450.0 | 12,800 | -400.0 |" in md and "|  |  | 25,600 | -390.0 |" in md
     assert "marl / BenchMARL env steps/s: 10.0x." in md

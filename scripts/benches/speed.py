@@ -74,21 +74,35 @@ def train_rate(env: str, steps: int, overrides: list[str], tag: str) -> dict:
 PARTS = ("vmas", "others", "mpe2", "benchmarl", "long")
 
 
-def _meta(load_before: float) -> dict:
-    return {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "load_before": load_before,
-            "load_after": round(os.getloadavg()[0], 2)}
+def _start() -> dict:
+    """The machine's state as a part starts: the 1-minute load average (it also counts this bench's own previous
+    part) and the cores other processes keep busy over one second (``/proc/stat``, this process asleep)."""
+    from marl.adapters.registry import busy_cores
+
+    return {"load_before": round(os.getloadavg()[0], 2), "busy_before": round(busy_cores(1.0)[0], 2)}
+
+
+def _meta(start: dict) -> dict:
+    return {"date": time.strftime("%Y-%m-%d %H:%M:%S"), **start, "load_after": round(os.getloadavg()[0], 2)}
 
 
 def _load_note(meta: dict) -> str:
-    return (f"{meta['date']}, load average {meta['load_before']} before / {meta['load_after']} after"
-            + (": the machine was otherwise idle." if meta["load_before"] < 1.0 else
-               ": the machine was shared with other jobs, so absolute rates are low and noisy; the ratios "
-               "(measured side by side in this part) are what to read."))
+    note = f"{meta['date']}, load average {meta['load_before']} before / {meta['load_after']} after"
+    busy = meta.get("busy_before")
+    if meta.get("conditions"):  # what else ran, written down by whoever ran it (records without busy_before)
+        return note + f": {meta['conditions']}"
+    if busy is None:  # records from before busy_before was measured
+        return note + " (the load average also counts this bench's own previous part)."
+    if busy < 0.3:
+        return note + f", {busy:.1f} cores busy with other processes as it started: the machine was otherwise idle."
+    return note + (f", {busy:.1f} cores busy with other processes as it started: the machine was shared with other "
+                   "jobs, so absolute rates are low and noisy; the ratios (measured side by side in this part) are "
+                   "what to read.")
 
 
 def part_vmas(args, seconds: float, vmas_steps: int) -> dict:
     rows = {}
-    load = round(os.getloadavg()[0], 2)
+    start = _start()
     for E in args.num_envs:
         steps = max(vmas_steps, E * 25 * 4)  # at least four updates
         if not args.quick and E <= 64:
@@ -101,12 +115,12 @@ def part_vmas(args, seconds: float, vmas_steps: int) -> dict:
         rows[str(E)] = tr
         print(f"vmas E={E}: train {tr['steps_per_s']:,.0f}/s, random {rnd:,.0f}/s, return {tr['eval_return']}",
               flush=True)
-    return {"meta": _meta(load), "rows": rows}
+    return {"meta": _meta(start), "rows": rows}
 
 
 def part_others(args, seconds: float, vmas_steps: int) -> dict:
     rows = {}
-    load = round(os.getloadavg()[0], 2)
+    start = _start()
     for sc in args.scenarios:  # the preset's num_envs (512)
         rnd = vmas_random_rate(512, seconds, sc, 100)
         tr = train_rate(f"vmas_{sc}", vmas_steps, [f"checkpoint_every={vmas_steps}", *args.train], f"vmas_{sc}")
@@ -114,11 +128,11 @@ def part_others(args, seconds: float, vmas_steps: int) -> dict:
         rows[sc] = tr
         print(f"vmas {sc}: train {tr['steps_per_s']:,.0f}/s, random {rnd:,.0f}/s, return {tr['eval_return']}",
               flush=True)
-    return {"meta": _meta(load), "rows": rows}
+    return {"meta": _meta(start), "rows": rows}
 
 
 def part_mpe2(args, seconds: float) -> dict:
-    load = round(os.getloadavg()[0], 2)
+    start = _start()
     mpe_steps = 8_000 if args.quick else args.mpe_steps
     mpe_random = mpe2_random_rate(seconds)
     mpe = train_rate("simple_spread", mpe_steps, [f"eval_every={mpe_steps}", "eval_episodes=8",
@@ -128,14 +142,14 @@ def part_mpe2(args, seconds: float) -> dict:
                            if ln.startswith("env backend:")), "?")  # the log is appended to: its last run
     mpe["random_steps_per_s"] = mpe_random
     mpe["ratio_to_random"] = mpe["steps_per_s"] / mpe_random
-    return {"meta": _meta(load), **mpe}
+    return {"meta": _meta(start), **mpe}
 
 
 def part_benchmarl(args) -> dict:
     """BenchMARL's MAPPO (its own venv) then marl's (the preset) on vmas_simple_spread, the same env steps."""
     from benches.benchmarl_vs import BATCH, run_benchmarl
 
-    load = round(os.getloadavg()[0], 2)
+    start = _start()
     frames = BATCH * 2 if args.quick else args.benchmarl_frames
     every = BATCH if args.quick else args.benchmarl_eval
     bm = run_benchmarl(args.benchmarl, frames, RUNS / "benchmarl", every)
@@ -146,13 +160,13 @@ def part_benchmarl(args) -> dict:
     rows = read_metrics(RUNS / "vmas_vs_benchmarl" / "metrics.csv")
     tr["eval"] = [(int(r["global_step"]), r["eval/return"]) for r in rows if "eval/return" in r]
     print(f"marl: {tr['steps_per_s']:,.0f}/s, eval {tr['eval']}", flush=True)
-    return {"meta": _meta(load), "frames": frames, "benchmarl": bm, "marl": tr,
+    return {"meta": _meta(start), "frames": frames, "benchmarl": bm, "marl": tr,
             "marl_over_benchmarl_speed": tr["steps_per_s"] / bm["steps_per_s"]}
 
 
 def part_long(args) -> dict:
     """The preset's MAPPO on vmas_simple_spread (512 copies) for ``--long-steps``: its curve, rate and memory."""
-    load = round(os.getloadavg()[0], 2)
+    start = _start()
     steps = 51_200 if args.quick else args.long_steps
     every = max(steps // 10, 12_800)
     tr = train_rate("vmas_simple_spread", steps, [f"eval_every={every}", f"checkpoint_every={every}", *args.train],
@@ -160,7 +174,7 @@ def part_long(args) -> dict:
     rows = read_metrics(RUNS / f"vmas_long_{steps // 1000}k" / "metrics.csv")
     tr["eval"] = [(int(r["global_step"]), r["eval/return"]) for r in rows if "eval/return" in r]
     print(f"long: {tr['steps_per_s']:,.0f}/s, eval {tr['eval']}", flush=True)
-    return {"meta": _meta(load), **tr}
+    return {"meta": _meta(start), **tr}
 
 
 def main(argv: list[str] | None = None) -> dict:
