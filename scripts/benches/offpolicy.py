@@ -239,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sb3-pythonpath", default=None, help="PYTHONPATH for --sb3-python (a --target install)")
     args = ap.parse_args(argv)
     root = Path(args.out or tempfile.mkdtemp(prefix="marl_bench_offpolicy_"))
+    root.mkdir(parents=True, exist_ok=True)  # a --speed run with no case writes its speed.json here
     path = BENCH_DIR / "offpolicy.json"
     data = json.loads(path.read_text()) if path.exists() else {"results": {}}
     new: dict[str, dict] = {}  # cases run (or summarized) by this invocation
