@@ -161,9 +161,14 @@ def run_case(name: str, seeds: list[int], root: Path, report: bool) -> dict | No
         print(name, res, flush=True)
     if not per_seed:
         return None
-    evals = [s["eval_return"] for s in per_seed]
-    return {"env": env, "algo": algo, "steps": steps, "target": target, "overrides": over, "seeds": per_seed,
-            "mean": statistics.fmean(evals), "min": min(evals),
+    return {"env": env, "algo": algo, "steps": steps, "target": target, "overrides": over,
+            **_summary(per_seed, target)}
+
+
+def _summary(seeds: list[dict], target: float | None) -> dict:
+    """A case's seeds with the mean and min of their evaluation returns and whether every one met ``target``."""
+    evals = [s["eval_return"] for s in seeds]
+    return {"seeds": seeds, "mean": statistics.fmean(evals), "min": min(evals),
             "met": None if target is None else all(v >= target for v in evals)}
 
 
@@ -172,10 +177,7 @@ def merge_seeds(old: dict | None, new: dict) -> dict:
     if old is None or old.get("steps") != new["steps"]:
         return new
     runs = {s["seed"]: s for s in old["seeds"]} | {s["seed"]: s for s in new["seeds"]}
-    seeds = [runs[k] for k in sorted(runs)]
-    evals = [s["eval_return"] for s in seeds]
-    return {**new, "seeds": seeds, "mean": statistics.fmean(evals), "min": min(evals),
-            "met": None if new["target"] is None else all(v >= new["target"] for v in evals)}
+    return {**new, **_summary([runs[k] for k in sorted(runs)], new["target"])}
 
 
 def _fmt(v, spec: str = ".1f") -> str:
