@@ -33,7 +33,6 @@ import torch
 
 from benches.adapters import RawLoop
 from benches.common import BENCH_DIR, last, machine, train_job, write
-from marl.logging import read_metrics
 
 NUM_ENVS = (64, 512, 2048)
 RUNS = Path("outputs/bench_speed")
@@ -63,12 +62,14 @@ def mpe2_random_rate(seconds: float) -> float:
 
 
 def train_rate(env: str, steps: int, overrides: list[str], tag: str) -> dict:
+    """MAPPO on ``env`` to ``steps``: whole-process and loop rates, peak RSS, the last and every evaluation return."""
     job = train_job(env, "mappo", 0, steps, overrides, RUNS / tag)
     rows = job["rows"]
     reached = int(rows[-1]["global_step"])
     return {"env_steps": reached, "wall_s": round(job["wall_s"], 1), "steps_per_s": reached / job["wall_s"],
             "loop_sps": last(rows, "charts/SPS"), "peak_rss_mb": round(job["peak_rss_mb"]),
-            "eval_return": last(rows, "eval/return"), "overrides": overrides}
+            "eval_return": last(rows, "eval/return"), "overrides": overrides,
+            "eval": [(int(r["global_step"]), r["eval/return"]) for r in rows if "eval/return" in r]}
 
 
 PARTS = ("vmas", "others", "mpe2", "benchmarl", "long")
@@ -157,8 +158,6 @@ def part_benchmarl(args) -> dict:
     # marl: the same env steps (rounded up to whole 512-copy rollouts), an evaluation after each rollout
     tr = train_rate("vmas_simple_spread", frames, ["eval_every=12800", f"checkpoint_every={frames}", *args.train],
                     "vmas_vs_benchmarl")
-    rows = read_metrics(RUNS / "vmas_vs_benchmarl" / "metrics.csv")
-    tr["eval"] = [(int(r["global_step"]), r["eval/return"]) for r in rows if "eval/return" in r]
     print(f"marl: {tr['steps_per_s']:,.0f}/s, eval {tr['eval']}", flush=True)
     return {"meta": _meta(start), "frames": frames, "benchmarl": bm, "marl": tr,
             "marl_over_benchmarl_speed": tr["steps_per_s"] / bm["steps_per_s"]}
@@ -171,8 +170,6 @@ def part_long(args) -> dict:
     every = max(steps // 10, 12_800)
     tr = train_rate("vmas_simple_spread", steps, [f"eval_every={every}", f"checkpoint_every={every}", *args.train],
                     f"vmas_long_{steps // 1000}k")
-    rows = read_metrics(RUNS / f"vmas_long_{steps // 1000}k" / "metrics.csv")
-    tr["eval"] = [(int(r["global_step"]), r["eval/return"]) for r in rows if "eval/return" in r]
     print(f"long: {tr['steps_per_s']:,.0f}/s, eval {tr['eval']}", flush=True)
     return {"meta": _meta(start), **tr}
 
@@ -199,7 +196,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--long-steps", type=int, default=10_000_000,
                         help="env steps of the long part (the preset's MAPPO on vmas_simple_spread)")
     args = parser.parse_args(argv)
-    parts = args.parts or [p for p in PARTS if p not in ("benchmarl", "long") or (p == "benchmarl" and args.benchmarl)]
+    parts = args.parts or [p for p in PARTS if p != "long" and (p != "benchmarl" or args.benchmarl)]
     if "benchmarl" in parts and not args.benchmarl:
         parser.error("--parts benchmarl needs --benchmarl PYTHON (a venv with BenchMARL installed)")
     seconds = 1.0 if args.quick else args.seconds
