@@ -51,6 +51,13 @@ def default_threads(cfg: DictConfig, device: str) -> int:
     return cpu_count() if cfg.env.kind == "vmas" and device == "cpu" else 1
 
 
+def eval_copies(cfg: DictConfig) -> int:
+    """Env copies of the evaluation env: every episode at once in a batched VMAS env (one batched step costs about
+    the same for 8 or 64 copies: vmas_balance, 64 episodes of 100 steps, 3.0 s with 8 copies, 1.0 s with 64), else
+    at most 8."""
+    return int(cfg.eval_episodes) if cfg.env.kind == "vmas" else min(int(cfg.eval_episodes), 8)
+
+
 def env_seed(seed: int, iteration: int) -> int:
     """Seed of env copy 0 for a resume after ``iteration`` iterations that cannot restore the copies mid-episode
     (copies use seed + e)."""
@@ -289,7 +296,7 @@ def _loop(cfg: DictConfig, learner: Learner, logger: RunLogger, run_dir: Path) -
     spec = learner.spec
     next_eval = _next_mark(learner.env_steps, cfg.eval_every)
     next_ckpt = _next_mark(learner.env_steps, cfg.checkpoint_every)
-    eval_env = build(cfg, num_envs=min(cfg.eval_episodes, 8), seed=cfg.seed + EVAL_SEED_OFFSET)
+    eval_env = build(cfg, num_envs=eval_copies(cfg), seed=cfg.seed + EVAL_SEED_OFFSET)
     interrupted = {"flag": False}
 
     def on_sigint(signum, frame):  # finish the current iteration, then checkpoint and stop

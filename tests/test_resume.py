@@ -20,7 +20,7 @@ from omegaconf import OmegaConf
 from marl import checkpoint as ckpt
 from marl.config import validate
 from marl.evaluate import run_episodes, summarize
-from marl.train import EVAL_SEED_OFFSET, build, make_learner, run
+from marl.train import EVAL_SEED_OFFSET, build, eval_copies, make_learner, run
 
 
 @pytest.mark.parametrize("setting", [["env=cartpole", "algo=ppo", *TINY_PPO],
@@ -94,7 +94,7 @@ def test_final_checkpoint_replays_final_evaluation(base_run: Path) -> None:
     """final.pt of a CLI run, loaded into a fresh learner, scores exactly the eval/return logged at the end."""
     cfg = validate(OmegaConf.load(base_run / "config.yaml"))
     env = build(cfg)
-    eval_env = build(cfg, num_envs=min(cfg.eval_episodes, 8), seed=cfg.seed + EVAL_SEED_OFFSET)
+    eval_env = build(cfg, num_envs=eval_copies(cfg), seed=cfg.seed + EVAL_SEED_OFFSET)
     try:
         learner = make_learner(cfg, env, "cpu")
         learner.load_state_dict(ckpt.load(base_run / "checkpoints" / "final.pt")["learner"])

@@ -312,3 +312,19 @@ def test_default_threads_use_every_core_for_vmas_on_cpu_only():
     assert default_threads(compose({"env": {"name": "simple_spread"}, "algo": {"name": "mappo"}}), "cpu") == 1
     vmas_cfg.threads = 3
     assert default_threads(vmas_cfg, "cpu") == 3
+
+
+def test_evaluation_plays_every_episode_at_once_in_a_vmas_env():
+    """A batched VMAS env evaluates all eval_episodes in one env of that many copies (a batched step costs about
+    the same for 8 or 64); a PettingZoo env keeps at most 8 copies."""
+    from marl.config import compose
+    from marl.train import eval_copies
+
+    vmas_cfg = compose({"env": {"name": "vmas_simple_spread"}, "algo": {"name": "mappo"}})
+    vmas_cfg.eval_episodes = 64
+    assert eval_copies(vmas_cfg) == 64
+    pz_cfg = compose({"env": {"name": "simple_spread"}, "algo": {"name": "mappo"}})
+    pz_cfg.eval_episodes = 64
+    assert eval_copies(pz_cfg) == 8
+    pz_cfg.eval_episodes = 3
+    assert eval_copies(pz_cfg) == 3

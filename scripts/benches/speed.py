@@ -34,7 +34,7 @@ import torch
 from benches.adapters import RawLoop
 from benches.common import BENCH_DIR, last, machine, train_job, write
 
-NUM_ENVS = (64, 512, 2048)
+NUM_ENVS = (64, 256, 512, 2048)
 RUNS = Path("outputs/bench_speed")
 
 
