@@ -36,6 +36,14 @@ from benches.common import BENCH_DIR, last, machine, train_job, write
 
 NUM_ENVS = (64, 256, 512, 2048)
 RUNS = Path("outputs/bench_speed")
+PRESETS = Path(__file__).resolve().parents[2] / "configs" / "preset"
+
+
+def preset_num_envs(scenario: str) -> int:
+    """``num_envs`` of the shipped MAPPO preset for VMAS ``scenario`` (what a user's run gets)."""
+    import yaml
+
+    return int(yaml.safe_load((PRESETS / f"vmas_{scenario}_mappo.yaml").read_text())["num_envs"])
 
 
 def vmas_random_rate(num_envs: int, seconds: float, scenario: str = "simple_spread", max_steps: int = 25) -> float:
@@ -122,10 +130,11 @@ def part_vmas(args, seconds: float, vmas_steps: int) -> dict:
 def part_others(args, seconds: float, vmas_steps: int) -> dict:
     rows = {}
     start = _start()
-    for sc in args.scenarios:  # the preset's num_envs (512)
-        rnd = vmas_random_rate(512, seconds, sc, 100)
+    for sc in args.scenarios:  # at the preset's num_envs
+        E = preset_num_envs(sc)
+        rnd = vmas_random_rate(E, seconds, sc, 100)
         tr = train_rate(f"vmas_{sc}", vmas_steps, [f"checkpoint_every={vmas_steps}", *args.train], f"vmas_{sc}")
-        tr["random_steps_per_s"], tr["ratio_to_random"] = rnd, tr["steps_per_s"] / rnd
+        tr["random_steps_per_s"], tr["ratio_to_random"], tr["num_envs"] = rnd, tr["steps_per_s"] / rnd, E
         rows[sc] = tr
         print(f"vmas {sc}: train {tr['steps_per_s']:,.0f}/s, random {rnd:,.0f}/s, return {tr['eval_return']}",
               flush=True)
@@ -155,21 +164,23 @@ def part_benchmarl(args) -> dict:
     every = BATCH if args.quick else args.benchmarl_eval
     bm = run_benchmarl(args.benchmarl, frames, RUNS / "benchmarl", every)
     print(f"benchmarl: {bm['steps_per_s']:,.0f}/s, eval {bm['eval']}", flush=True)
-    # marl: the same env steps (rounded up to whole 512-copy rollouts), an evaluation after each rollout
+    # marl: the same env steps (rounded up to whole rollouts of the preset), an evaluation every 12,800 env steps
     tr = train_rate("vmas_simple_spread", frames, ["eval_every=12800", f"checkpoint_every={frames}", *args.train],
                     "vmas_vs_benchmarl")
+    tr["num_envs"] = preset_num_envs("simple_spread")
     print(f"marl: {tr['steps_per_s']:,.0f}/s, eval {tr['eval']}", flush=True)
     return {"meta": _meta(start), "frames": frames, "benchmarl": bm, "marl": tr,
             "marl_over_benchmarl_speed": tr["steps_per_s"] / bm["steps_per_s"]}
 
 
 def part_long(args) -> dict:
-    """The preset's MAPPO on vmas_simple_spread (512 copies) for ``--long-steps``: its curve, rate and memory."""
+    """The preset's MAPPO on vmas_simple_spread for ``--long-steps``: its curve, rate and memory."""
     start = _start()
     steps = 51_200 if args.quick else args.long_steps
     every = max(steps // 10, 12_800)
     tr = train_rate("vmas_simple_spread", steps, [f"eval_every={every}", f"checkpoint_every={every}", *args.train],
                     f"vmas_long_{steps // 1000}k")
+    tr["num_envs"] = preset_num_envs("simple_spread")
     print(f"long: {tr['steps_per_s']:,.0f}/s, eval {tr['eval']}", flush=True)
     return {"meta": _meta(start), **tr}
 
@@ -184,7 +195,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--steps", type=int, default=1_000_000, help="MAPPO env steps per VMAS num_envs")
     parser.add_argument("--num-envs", type=int, nargs="+", default=list(NUM_ENVS))
     parser.add_argument("--scenarios", nargs="*", default=["navigation", "balance"],
-                        help="more VMAS scenarios, MAPPO with their preset (num_envs=512)")
+                        help="more VMAS scenarios, MAPPO with their presets")
     parser.add_argument("--mpe-steps", type=int, default=100_000, help="env steps of the mpe2 MAPPO run")
     parser.add_argument("--train", nargs="*", default=[],
                         help="extra overrides for every VMAS training run (e.g. threads=1 on a loaded machine)")
@@ -240,12 +251,13 @@ def render(report: dict) -> str:
                "row. Random actions score about -437 on this scale (summed over the 3 agents).", ""]
     if "others" in P:
         o = P["others"]
-        md += ["## MAPPO on other VMAS scenarios (their presets: num_envs=512)", "",
+        md += ["## MAPPO on other VMAS scenarios (their presets, at the preset's num_envs)", "",
                f"`{o['meta']['command']}`, {_load_note(o['meta'])}", "",
-               "| scenario | env steps | train steps/s | VMAS random steps/s (max_steps 100) | ratio | peak RSS MB "
-               "| eval return |", "|---|---|---|---|---|---|---|"]
-        md += [f"| {sc} | {r['env_steps']:,} | {r['steps_per_s']:,.0f} | {r['random_steps_per_s']:,.0f} | "
-               f"{r['ratio_to_random']:.2f} | {r['peak_rss_mb']} | {r['eval_return']:.2f} |"
+               "| scenario | num_envs | env steps | train steps/s | VMAS random steps/s (max_steps 100) | ratio "
+               "| peak RSS MB | eval return |", "|---|---|---|---|---|---|---|---|"]
+        md += [f"| {sc} | {r['num_envs']} | {r['env_steps']:,} | {r['steps_per_s']:,.0f} | "
+               f"{r['random_steps_per_s']:,.0f} | {r['ratio_to_random']:.2f} | {r['peak_rss_mb']} | "
+               f"{r['eval_return']:.2f} |"
                for sc, r in o["rows"].items()]
         md.append("")
     if "mpe2" in P:
@@ -257,19 +269,24 @@ def render(report: dict) -> str:
                f"| {m['env_steps']:,} | {m['steps_per_s']:,.0f} | {m['random_steps_per_s']:,.0f} | "
                f"{m['ratio_to_random']:.2f} | {m['backend']} |", ""]
         if "vmas" in P:
-            best = max(P["vmas"]["rows"].values(), key=lambda r: r["steps_per_s"])
+            rows = P["vmas"]["rows"]
+            best = max(rows, key=lambda E: rows[E]["steps_per_s"])
+            default = str(preset_num_envs("simple_spread"))
             same = P["vmas"]["meta"]["date"][:13] == m["meta"]["date"][:13]
-            ratio = best["steps_per_s"] / m["steps_per_s"]
-            md += [f"VMAS MAPPO (best num_envs) / mpe2 MAPPO training rate: {ratio:.1f}x"
-                   + ("" if same else " (the two parts ran at different times: read it with their loads)") + ".", ""]
+            text = (f"VMAS MAPPO / mpe2 MAPPO training rate: {rows[best]['steps_per_s'] / m['steps_per_s']:.1f}x at "
+                    f"the best num_envs ({best})")
+            if default in rows and default != best:
+                text += (f", {rows[default]['steps_per_s'] / m['steps_per_s']:.1f}x at the preset's ({default})")
+            md += [text + ("" if same else " (the two parts ran at different times: read it with their loads)")
+                   + ".", ""]
     if "benchmarl" in P:
         b = P["benchmarl"]
         bm, mr = b["benchmarl"], b["marl"]
         md += ["## BenchMARL's MAPPO vs marl's on VMAS simple_spread (25 steps, discrete), same env steps", "",
                f"`{b['meta']['command']}`, {_load_note(b['meta'])} BenchMARL ran in its own venv with its MAPPO "
                "defaults except task.max_steps=25, discrete actions and 240 copies (see "
-               "scripts/benches/benchmarl_vs.py); marl with its preset (512 copies). Returns are summed over the 3 "
-               "agents (BenchMARL's per-agent mean x 3), deterministic evaluation, 64 episodes each.", "",
+               f"scripts/benches/benchmarl_vs.py); marl with its preset ({mr['num_envs']} copies). Returns are summed "
+               "over the 3 agents (BenchMARL's per-agent mean x 3), deterministic evaluation, 64 episodes each.", "",
                "| | env steps | wall s | env steps/s (whole process) | share of time in the update |",
                "|---|---|---|---|---|",
                f"| BenchMARL | {bm['frames']:,} | {bm['wall_s']} | {bm['steps_per_s']:,.0f} | "
@@ -287,7 +304,8 @@ def render(report: dict) -> str:
         md.append("")
     if "long" in P:
         g = P["long"]
-        md += [f"## The preset's MAPPO on VMAS simple_spread for {g['env_steps']:,} env steps (512 copies)", "",
+        md += [f"## The preset's MAPPO on VMAS simple_spread for {g['env_steps']:,} env steps "
+               f"({g['num_envs']} copies)", "",
                f"`{g['meta']['command']}`, {_load_note(g['meta'])} Deterministic evaluation, 64 episodes, summed over "
                "the 3 agents (random actions: about -437).", "",
                f"Whole process: {g['wall_s']:,} s, {g['steps_per_s']:,.0f} env steps/s (loop {g['loop_sps']:,.0f}), "
