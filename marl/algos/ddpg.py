@@ -37,7 +37,7 @@ from marl.adapters.base import GroupSpec, StepOut, VecMultiEnv
 from marl.algos.base import Learner
 from marl.core.buffers import ReplayBuffer
 from marl.core.losses import dpg_actor_loss, q_loss, q_target
-from marl.core.networks import DeterministicActor, QCritic, polyak_update
+from marl.core.networks import DeterministicActor, QCritic, adam, polyak_update
 from marl.core.noise import GaussianNoise, OUNoise, make_noise
 from marl.core.normalization import RunningMeanStd
 from marl.errors import ConfigError
@@ -68,11 +68,6 @@ class _Group:
     low: torch.Tensor  # [D] (Discrete: 0)
     high: torch.Tensor  # [D] (Discrete: A - 1)
     extra: dict = field(default_factory=dict)  # algorithm-specific state (SAC's temperature)
-
-
-def adam(params, lr: float, eps: float) -> torch.optim.Adam:
-    """Adam, fused on the CPU too (one kernel for all parameters; the per-tensor loop cost ~0.25 ms a step)."""
-    return torch.optim.Adam(params, lr=lr, eps=eps, fused=True)
 
 
 class DDPG(Learner):

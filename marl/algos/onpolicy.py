@@ -24,6 +24,7 @@ from marl.adapters.base import VecMultiEnv, as_tensor
 from marl.algos.base import Learner
 from marl.core import losses
 from marl.core.buffers import minibatch_indices
+from marl.core.networks import adam
 from marl.core.normalization import RewardScaler, RunningMeanStd
 from marl.core.recurrent import chunk_rows, chunk_starts, episode_starts
 from marl.core.returns import gae, vtrace
@@ -137,7 +138,7 @@ class OnPolicyLearner(Learner):
                                          sym.get("action_perm"), self.cfg.env.name) for g in self.spec.groups}
 
     def _adam(self, params) -> torch.optim.Adam:
-        return torch.optim.Adam(params, lr=self.algo.lr, eps=self.algo.adam_eps)
+        return adam(params, self.algo.lr, self.algo.adam_eps)
 
     def _actor_optimizers(self) -> list[torch.optim.Adam]:
         if not self.separate_actors:

@@ -106,7 +106,7 @@ def kl_divergence(old, new) -> torch.Tensor:
         return sum(kl_divergence(o, n) for o, n in zip(old.parts, new.parts, strict=True))
     if hasattr(old, "normal"):  # BoundedGaussian
         return kl(old.normal, new.normal).sum(-1)
-    return kl(old.dist, new.dist)
+    return old.kl(new)
 
 
 class AdaptiveKLCoef:

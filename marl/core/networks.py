@@ -277,3 +277,9 @@ def polyak_update(target: nn.Module, source: nn.Module, tau: float) -> None:
     for t, s in zip(target.buffers(), source.buffers(), strict=True):
         if t.is_floating_point():
             t.copy_(s)
+
+
+def adam(params, lr: float, eps: float) -> torch.optim.Adam:
+    """Adam, fused on the CPU too: one kernel for all parameters instead of a Python loop over tensors (~0.25 ms a
+    step for the small MLPs of RL; the same update up to float rounding)."""
+    return torch.optim.Adam(params, lr=lr, eps=eps, fused=True)

@@ -26,11 +26,11 @@ import torch
 from omegaconf import DictConfig
 
 from marl.adapters.base import StepOut, VecMultiEnv
-from marl.algos.ddpg import DDPG, _Group, adam
+from marl.algos.ddpg import DDPG, _Group
 from marl.core.buffers import ReplayBuffer
 from marl.core.distributions import gumbel_softmax_st
 from marl.core.losses import clipped_double_q, masked_mean, q_loss, q_target
-from marl.core.networks import MLP, QCritic, polyak_update
+from marl.core.networks import MLP, QCritic, adam, polyak_update
 from marl.core.noise import smoothed_target_action
 from marl.multi.critics import ValueUnits
 
