@@ -63,9 +63,11 @@ def test_render_lists_each_part_with_its_own_load():
         "benchmarl": {"meta": meta, "frames": 6000, "marl_over_benchmarl_speed": 10.0,
                       "benchmarl": {"frames": 6000, "wall_s": 60.0, "steps_per_s": 100.0, "training_share": 0.98,
                                     "eval": [(6000, -450.0)]},
-                      "marl": {"env_steps": 12800, "wall_s": 12.8, "steps_per_s": 1000.0,
+                      "marl": {"env_steps": 12800, "wall_s": 12.8, "steps_per_s": 1000.0, "num_envs": 256,
                                "eval": [(12800, -400.0), (25600, -390.0)]}},
-        "long": {"meta": meta, "env_steps": 10_000_000, "wall_s": 500.0, "steps_per_s": 20000.0,
+        "others": {"meta": meta, "rows": {"balance": {**row, "num_envs": 512, "eval_return": 10.0,
+                                                      "train_return": -12.5, "random_return": -38.25}}},
+        "long": {"meta": meta, "num_envs": 512, "env_steps": 10_000_000, "wall_s": 500.0, "steps_per_s": 20000.0,
                  "loop_sps": 21000.0, "peak_rss_mb": 400, "eval": [(1_000_000, -360.0), (10_000_000, -340.5)]}}}
     md = render(report)
     assert "| 512 | 1,000 | 500 | 600 | 1,000 | 0.50 | 100 | -400.0 |" in md
@@ -74,5 +76,16 @@ def test_render_lists_each_part_with_its_own_load():
     assert "0.1 cores busy with other processes as it started: the machine was otherwise idle" in md
     assert "| BenchMARL | 6,000 | 60.0 | 100 | 98% |" in md
     assert "| 6,000 | -450.0 | 12,800 | -400.0 |" in md and "|  |  | 25,600 | -390.0 |" in md
-    assert "marl / BenchMARL env steps/s: 10.0x." in md
-    assert "for 10,000,000 env steps" in md and "20,000 env steps/s" in md and "| 10,000,000 | -340.5 |" in md
+    assert "marl / BenchMARL env steps/s: 10.0x." in md and "marl with its preset (256 copies)" in md
+    assert "| balance | 512 | 1,000 | 500 | 1,000 | 0.50 | 100 | 10.00 | -12.50 | -38.25 |" in md
+    assert "for 10,000,000 env steps (512 copies)" in md and "20,000 env steps/s" in md
+    assert "| 10,000,000 | -340.5 |" in md
+
+
+def test_vmas_random_rate_also_returns_the_random_episodes_return():
+    pytest.importorskip("vmas")
+    from benches.speed import vmas_random_rate
+
+    rate, ret = vmas_random_rate(16, 0.5, "simple_spread", 25)
+    # simple_spread's reward is negative distance (summed over 3 agents, 25 steps): about -437 for random actions
+    assert rate > 0 and -2000 < ret < 0

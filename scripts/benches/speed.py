@@ -46,21 +46,30 @@ def preset_num_envs(scenario: str) -> int:
     return int(yaml.safe_load((PRESETS / f"vmas_{scenario}_mappo.yaml").read_text())["num_envs"])
 
 
-def vmas_random_rate(num_envs: int, seconds: float, scenario: str = "simple_spread", max_steps: int = 25) -> float:
-    """Env steps/s of VMAS alone (random actions, finished copies reset in bulk when all end together)."""
+def vmas_random_rate(num_envs: int, seconds: float, scenario: str = "simple_spread",
+                     max_steps: int = 25) -> tuple[float, float]:
+    """Env steps/s of VMAS alone (random actions, finished copies reset in bulk when all end together) and the mean
+    return of those random episodes (summed over the agents, up to each copy's own end)."""
     import vmas
 
     torch.set_num_threads(1)
     env = vmas.make_env(scenario, num_envs=num_envs, device="cpu", continuous_actions=False, max_steps=max_steps,
                         seed=0)
     env.reset()
+    alive, ret, finished = torch.ones(num_envs, dtype=torch.bool), torch.zeros(num_envs), []
     steps, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:
-        _, _, done, _ = env.step(env.get_random_actions())
+        _, rews, done, _ = env.step(env.get_random_actions())
         steps += 1
-        if bool(done.all()):
+        ret += torch.stack(rews).sum(0) * alive
+        alive &= ~done
+        if not bool(alive.any()):
+            finished.append(ret.clone())
+            ret.zero_()
+            alive.fill_(True)
             env.reset()
-    return steps * num_envs / (time.perf_counter() - t0)
+    rate = steps * num_envs / (time.perf_counter() - t0)
+    return rate, float(torch.cat(finished).mean()) if finished else float("nan")
 
 
 def mpe2_random_rate(seconds: float) -> float:
@@ -76,7 +85,8 @@ def train_rate(env: str, steps: int, overrides: list[str], tag: str) -> dict:
     reached = int(rows[-1]["global_step"])
     return {"env_steps": reached, "wall_s": round(job["wall_s"], 1), "steps_per_s": reached / job["wall_s"],
             "loop_sps": last(rows, "charts/SPS"), "peak_rss_mb": round(job["peak_rss_mb"]),
-            "eval_return": last(rows, "eval/return"), "overrides": overrides,
+            "eval_return": last(rows, "eval/return"), "train_return": last(rows, "charts/episodic_return"),
+            "overrides": overrides,
             "eval": [(int(r["global_step"]), r["eval/return"]) for r in rows if "eval/return" in r]}
 
 
@@ -116,7 +126,7 @@ def part_vmas(args, seconds: float, vmas_steps: int) -> dict:
         steps = max(vmas_steps, E * 25 * 4)  # at least four updates
         if not args.quick and E <= 64:
             steps = min(steps, 200_000)  # the slowest setting: enough for a rate, not for a return at 1M
-        rnd = vmas_random_rate(E, seconds)
+        rnd, _ = vmas_random_rate(E, seconds)
         tr = train_rate("vmas_simple_spread", steps, [f"num_envs={E}", f"checkpoint_every={steps}", *args.train],
                         f"vmas_E{E}")
         tr["random_steps_per_s"] = rnd
@@ -132,9 +142,10 @@ def part_others(args, seconds: float, vmas_steps: int) -> dict:
     start = _start()
     for sc in args.scenarios:  # at the preset's num_envs
         E = preset_num_envs(sc)
-        rnd = vmas_random_rate(E, seconds, sc, 100)
+        rnd, rnd_return = vmas_random_rate(E, seconds, sc, 100)
         tr = train_rate(f"vmas_{sc}", vmas_steps, [f"checkpoint_every={vmas_steps}", *args.train], f"vmas_{sc}")
         tr["random_steps_per_s"], tr["ratio_to_random"], tr["num_envs"] = rnd, tr["steps_per_s"] / rnd, E
+        tr["random_return"] = rnd_return
         rows[sc] = tr
         print(f"vmas {sc}: train {tr['steps_per_s']:,.0f}/s, random {rnd:,.0f}/s, return {tr['eval_return']}",
               flush=True)
@@ -230,6 +241,10 @@ def main(argv: list[str] | None = None) -> dict:
     return report
 
 
+def _fmt(v: float | None) -> str:
+    return "—" if v is None or v != v else f"{v:.2f}"
+
+
 def render(report: dict) -> str:
     """benchmarks/speed.md from the report (each part with its own date, load and command)."""
     P = report.get("parts", {})
@@ -254,12 +269,15 @@ def render(report: dict) -> str:
         md += ["## MAPPO on other VMAS scenarios (their presets, at the preset's num_envs)", "",
                f"`{o['meta']['command']}`, {_load_note(o['meta'])}", "",
                "| scenario | num_envs | env steps | train steps/s | VMAS random steps/s (max_steps 100) | ratio "
-               "| peak RSS MB | eval return |", "|---|---|---|---|---|---|---|---|"]
+               "| peak RSS MB | eval return (greedy) | training return (sampled) | random actions' return |",
+               "|---|---|---|---|---|---|---|---|---|---|"]
         md += [f"| {sc} | {r['num_envs']} | {r['env_steps']:,} | {r['steps_per_s']:,.0f} | "
                f"{r['random_steps_per_s']:,.0f} | {r['ratio_to_random']:.2f} | {r['peak_rss_mb']} | "
-               f"{r['eval_return']:.2f} |"
+               f"{r['eval_return']:.2f} | {_fmt(r.get('train_return'))} | {_fmt(r.get('random_return'))} |"
                for sc, r in o["rows"].items()]
-        md.append("")
+        md += ["", "Returns are summed over the agents: the greedy (argmax) evaluation of 64 episodes at the end, "
+               "the mean of the training episodes (sampled actions) that ended in the last rollout, and VMAS's "
+               "uniformly random actions (measured with the random-action rate).", ""]
     if "mpe2" in P:
         m = P["mpe2"]
         md += ["## mpe2 simple_spread (PettingZoo), MAPPO with the default env.backend=auto", "",
