@@ -156,7 +156,8 @@ def _check_steps_left(cfg: DictConfig, reached: int, run_dir: Path, explicit_tot
 def _finite(metrics: dict[str, float]) -> None:
     for k, v in metrics.items():
         if isinstance(v, float) and (math.isnan(v) or math.isinf(v)) and not k.endswith("explained_variance"):
-            raise TrainingError(f"'{k}' became {v} at this update; training stopped before saving the bad weights",
+            raise TrainingError(f"training diverged: '{k}' became NaN/inf ({v}) at this update; training "
+                                "stopped before saving the bad weights",
                                 "the last good checkpoint is kept; lower algo.lr or enable algo.max_grad_norm, "
                                 "then resume from it")
 
