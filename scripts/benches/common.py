@@ -18,6 +18,11 @@ ROOT = Path(__file__).resolve().parents[2]
 BENCH_DIR = ROOT / "benchmarks"
 
 
+def fmt(v: float | None, spec: str = ".1f") -> str:
+    """A table cell: ``v`` formatted, or a dash where there is no figure."""
+    return "—" if v is None else format(v, spec)
+
+
 def preset_of(env: str, algo: str) -> str:
     """The preset ``scripts/train.py env=ENV algo=ALGO`` applies (``configs/preset/<env>_<algo>.yaml``, or none)."""
     return str(compose({"env": {"name": env}, "algo": {"name": algo}}).preset)

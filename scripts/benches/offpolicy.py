@@ -24,7 +24,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benches.common import BENCH_DIR, ROOT, finished_job, last, machine, train_job, write
+from benches.common import BENCH_DIR, ROOT, finished_job, fmt, last, machine, train_job, write
 
 # name: (env, algo, steps, target on eval/return (None: none), overrides, competitive)
 CASES: dict[str, tuple[str, str, int, float | None, list[str], bool]] = {
@@ -180,10 +180,6 @@ def merge_seeds(old: dict | None, new: dict) -> dict:
     return {**new, **_summary([runs[k] for k in sorted(runs)], new["target"])}
 
 
-def _fmt(v, spec: str = ".1f") -> str:
-    return "—" if v is None else format(v, spec)
-
-
 def markdown(data: dict) -> str:
     lines = ["# Off-policy benchmark", "",
              "`python scripts/bench.py offpolicy` — `eval/return`: mean return of deterministic evaluation episodes "
@@ -194,11 +190,11 @@ def markdown(data: dict) -> str:
         s = r["seeds"]
         rep = max(s, key=lambda x: x["replay_capacity_mb"] or 0)
         lines.append(
-            f"| {name} | {r['steps']:,} | {len(s)} | {', '.join(_fmt(x['eval_return']) for x in s)} | "
-            f"{r['mean']:.1f} | {_fmt(r['target'], 'g')} | {'—' if r['met'] is None else 'yes' if r['met'] else 'no'}"
+            f"| {name} | {r['steps']:,} | {len(s)} | {', '.join(fmt(x['eval_return']) for x in s)} | "
+            f"{r['mean']:.1f} | {fmt(r['target'], 'g')} | {'—' if r['met'] is None else 'yes' if r['met'] else 'no'}"
             f" | {statistics.fmean(x['sps'] for x in s):.0f} | {statistics.fmean(x['wall_s'] for x in s):.0f} | "
-            f"{max(x['peak_rss_mb'] for x in s):.0f} | {_fmt(rep['replay_mb'], '.0f')} / "
-            f"{_fmt(rep['replay_capacity_mb'], '.0f')} |")
+            f"{max(x['peak_rss_mb'] for x in s):.0f} | {fmt(rep['replay_mb'], '.0f')} / "
+            f"{fmt(rep['replay_capacity_mb'], '.0f')} |")
     comp = {n: r for n, r in data["results"].items() if "vs_random" in r["seeds"][0]}
     if comp:
         lines += ["", "## Competitive: each trained team (greedy) against a uniformly random opponent team", "",
@@ -219,9 +215,9 @@ def markdown(data: dict) -> str:
                   "SB3 / marl (CPU) |", "|---|---|---|---|---|---|---|"]
         for algo, r in sp["algos"].items():
             m, s = r.get("marl", {}), r.get("sb3", {})
-            lines.append(f"| {algo} | {_fmt(m.get('sps'), '.0f')} | {_fmt(s.get('sps'), '.0f')} | "
-                         f"{_fmt(r.get('speedup_wall'), '.2f')} | {_fmt(m.get('ms_per_step_cpu'), '.2f')} | "
-                         f"{_fmt(s.get('ms_per_step_cpu'), '.2f')} | {_fmt(r.get('speedup_cpu'), '.2f')} |")
+            lines.append(f"| {algo} | {fmt(m.get('sps'), '.0f')} | {fmt(s.get('sps'), '.0f')} | "
+                         f"{fmt(r.get('speedup_wall'), '.2f')} | {fmt(m.get('ms_per_step_cpu'), '.2f')} | "
+                         f"{fmt(s.get('ms_per_step_cpu'), '.2f')} | {fmt(r.get('speedup_cpu'), '.2f')} |")
     lines += ["", f"Machine: {data['machine']}", ""]
     return "\n".join(lines)
 

@@ -32,24 +32,22 @@ from pathlib import Path
 import torch
 
 from benches.adapters import RawLoop
-from benches.common import BENCH_DIR, last, machine, train_job, write
+from benches.common import BENCH_DIR, fmt, last, machine, train_job, write
+from marl.config import compose
 
 NUM_ENVS = (64, 256, 512, 2048)
 RUNS = Path("outputs/bench_speed")
-PRESETS = Path(__file__).resolve().parents[2] / "configs" / "preset"
 
 
 def preset_num_envs(scenario: str) -> int:
-    """``num_envs`` of the shipped MAPPO preset for VMAS ``scenario`` (what a user's run gets)."""
-    import yaml
-
-    return int(yaml.safe_load((PRESETS / f"vmas_{scenario}_mappo.yaml").read_text())["num_envs"])
+    """``num_envs`` of ``env=vmas_<scenario> algo=mappo`` as composed (its preset's, what a user's run gets)."""
+    return int(compose({"env": {"name": f"vmas_{scenario}"}, "algo": {"name": "mappo"}}).num_envs)
 
 
 def vmas_random_rate(num_envs: int, seconds: float, scenario: str = "simple_spread",
-                     max_steps: int = 25) -> tuple[float, float]:
+                     max_steps: int = 25) -> tuple[float, float | None]:
     """Env steps/s of VMAS alone (random actions, finished copies reset in bulk when all end together) and the mean
-    return of those random episodes (summed over the agents, up to each copy's own end)."""
+    return of those random episodes (summed over the agents, up to each copy's own end; None if none ended)."""
     import vmas
 
     torch.set_num_threads(1)
@@ -69,7 +67,7 @@ def vmas_random_rate(num_envs: int, seconds: float, scenario: str = "simple_spre
             alive.fill_(True)
             env.reset()
     rate = steps * num_envs / (time.perf_counter() - t0)
-    return rate, float(torch.cat(finished).mean()) if finished else float("nan")
+    return rate, float(torch.cat(finished).mean()) if finished else None
 
 
 def mpe2_random_rate(seconds: float) -> float:
@@ -134,7 +132,7 @@ def part_vmas(args, seconds: float, vmas_steps: int) -> dict:
         rows[str(E)] = tr
         print(f"vmas E={E}: train {tr['steps_per_s']:,.0f}/s, random {rnd:,.0f}/s, return {tr['eval_return']}",
               flush=True)
-    return {"meta": _meta(start), "rows": rows}
+    return {"meta": _meta(start), "rows": rows, "preset_num_envs": preset_num_envs("simple_spread")}
 
 
 def part_others(args, seconds: float, vmas_steps: int) -> dict:
@@ -241,10 +239,6 @@ def main(argv: list[str] | None = None) -> dict:
     return report
 
 
-def _fmt(v: float | None) -> str:
-    return "—" if v is None or v != v else f"{v:.2f}"
-
-
 def render(report: dict) -> str:
     """benchmarks/speed.md from the report (each part with its own date, load and command)."""
     P = report.get("parts", {})
@@ -273,7 +267,7 @@ def render(report: dict) -> str:
                "|---|---|---|---|---|---|---|---|---|---|"]
         md += [f"| {sc} | {r['num_envs']} | {r['env_steps']:,} | {r['steps_per_s']:,.0f} | "
                f"{r['random_steps_per_s']:,.0f} | {r['ratio_to_random']:.2f} | {r['peak_rss_mb']} | "
-               f"{r['eval_return']:.2f} | {_fmt(r.get('train_return'))} | {_fmt(r.get('random_return'))} |"
+               f"{r['eval_return']:.2f} | {fmt(r.get('train_return'), '.2f')} | {fmt(r.get('random_return'), '.2f')} |"
                for sc, r in o["rows"].items()]
         md += ["", "Returns are summed over the agents: the greedy (argmax) evaluation of 64 episodes at the end, "
                "the mean of the training episodes (sampled actions) that ended in the last rollout, and VMAS's "
@@ -289,7 +283,7 @@ def render(report: dict) -> str:
         if "vmas" in P:
             rows = P["vmas"]["rows"]
             best = max(rows, key=lambda E: rows[E]["steps_per_s"])
-            default = str(preset_num_envs("simple_spread"))
+            default = str(P["vmas"].get("preset_num_envs"))  # recorded by the run (older records: not shown)
             same = P["vmas"]["meta"]["date"][:13] == m["meta"]["date"][:13]
             text = (f"VMAS MAPPO / mpe2 MAPPO training rate: {rows[best]['steps_per_s'] / m['steps_per_s']:.1f}x at "
                     f"the best num_envs ({best})")
