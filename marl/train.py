@@ -230,6 +230,8 @@ def _run(cfg: DictConfig, explicit_total_steps: bool, explicit_keys: tuple[str, 
         if isinstance(env, RayVecEnv):
             env.attach(learner)  # (the 'env backend:' line above names the workers and the mode)
         _check_eval_opponents(cfg, env.spec)
+        if hasattr(env, "ready"):  # subprocess workers started while the learner was built: a failed one stops here
+            env.ready()
         if payload is not None:
             ckpt.check_compatible(payload, cfg.env.name, cfg.algo.name, env.spec, ckpt_path)
             ckpt.load_learner(learner, payload, ckpt_path, cfg)  # what the checkpoint is first, then what to do

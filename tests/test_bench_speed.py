@@ -80,6 +80,22 @@ def test_render_lists_each_part_with_its_own_load():
     assert "| balance | 512 | 1,000 | 500 | 1,000 | 0.50 | 100 | 10.00 | -12.50 | -38.25 |" in md
     assert "for 10,000,000 env steps (512 copies)" in md and "20,000 env steps/s" in md
     assert "| 10,000,000 | -340.5 |" in md
+    assert "| 1,000 | 500 | 1,000 | 0.50 | inprocess (x) |" in md  # an mpe2 record of the older layout
+
+
+def test_render_mpe2_with_both_backends_and_the_random_rates_around_them():
+    meta = {"date": "2026-01-01 00:00:00", "load_before": 0.1, "busy_before": 0.0, "load_after": 1.0,
+            "command": "python x"}
+    run = {"env_steps": 100_000, "steps_per_s": 3000.0, "loop_sps": 3500.0, "ratio_to_random": 1.2,
+           "ratio_to_direct": 0.6, "backend": "subprocess (1 worker(s) + 4 copies in the main process; y)"}
+    mpe2 = {"meta": meta, **run, "random_steps_per_s": 2500.0, "random_before": 2400.0, "random_after": 2600.0,
+            "direct_steps_per_s": 5000.0, "inprocess": {**run, "steps_per_s": 2000.0, "loop_sps": None,
+                                                        "ratio_to_random": 0.8, "ratio_to_direct": 0.4,
+                                                        "backend": "inprocess (env.backend)"}}
+    md = render({"parts": {"mpe2": mpe2}})
+    assert "2,400 env steps/s before the training runs, 2,600 after; the ratios are to their mean, 2,500" in md
+    assert "| auto (the default) | 100,000 | 3,000 | 3,500 | 1.20 | 0.60 | subprocess (1 worker(s)" in md
+    assert "| inprocess | 100,000 | 2,000 | — | 0.80 | 0.40 | inprocess (env.backend) |" in md
 
 
 def test_vmas_random_rate_also_returns_the_random_episodes_return():

@@ -565,9 +565,11 @@ def choose_backend(probe: AECEnv | ParallelEnv, num_envs: int, run_steps: int | 
 
     busy, how = busy_cores()
     free = max(0.0, cpu_count() - busy)
+    from marl.adapters.direct import direct
+
     t0 = time.perf_counter()
     try:
-        check_episode(probe, steps=steps, seed=0)
+        check_episode(direct(probe), steps=steps, seed=0)  # stepped as the copies will step it
     except Exception:  # noqa: BLE001 - the env's own error is reported, with its copy and step, once it runs
         return "inprocess", "env.backend=auto: the env raised while it was timed"
     batch = (time.perf_counter() - t0) / steps * num_envs

@@ -143,9 +143,10 @@ def make_copy(env: Any, layout: Layout, buf: Buffers, index: int) -> Any:
         from marl.adapters.aec import AECCopy
 
         return AECCopy(env, layout, buf, index)
+    from marl.adapters.direct import direct
     from marl.adapters.parallel import ParallelCopy
 
-    return ParallelCopy(env, layout, buf, index)
+    return ParallelCopy(direct(env), layout, buf, index)
 
 
 class CopyRunner:
@@ -364,7 +365,7 @@ class SubprocVecEnv:
         ctx = mp.get_context("forkserver")
         shared = ctx.RawArray("b", max(Buffers.nbytes(layout, num_envs), 8))
         self.buf = Buffers(layout, num_envs, shared)
-        self.local = CopyRunner(factory, layout, self.buf, 0, local) if local else None
+        self.local = None
         w = max(1, min(workers, num_envs - local))
         bounds = np.linspace(local, num_envs, w + 1).round().astype(int)
         self.slices = [(int(bounds[i]), int(bounds[i + 1])) for i in range(w)]
@@ -379,7 +380,20 @@ class SubprocVecEnv:
             child.close()
             self.conns.append(parent)
             self.procs.append(p)
-        self._gather("start")
+        self.starting = True  # the workers import and build their copies while this process goes on (see ready)
+        try:  # this process's own copies, built while the workers start
+            self.local = CopyRunner(factory, layout, self.buf, 0, local) if local else None
+        except BaseException:
+            self._kill()
+            raise
+
+    def ready(self) -> None:
+        """Wait until every worker has built its copies (an EnvError if one failed). The constructor does not wait:
+        a worker takes seconds to import its modules and build its copies, which the caller spends building the
+        learner meanwhile; the first reset, restore or render waits here."""
+        if self.starting:
+            self.starting = False
+            self._gather("start")
 
     def _gather(self, what: str, only: list[int] | None = None) -> list[Any]:
         """Wait for every (or the listed) worker's reply; a dead or stuck worker becomes an EnvError."""
@@ -412,6 +426,7 @@ class SubprocVecEnv:
         return out
 
     def reset(self, seed: int | None = None, group_size: int = 1) -> StepOut:
+        self.ready()
         seed, self.seed = (self.seed if seed is None else seed), None
         for c in self.conns:
             c.send(("reset", (seed, group_size)))
@@ -423,6 +438,7 @@ class SubprocVecEnv:
 
     def restore(self, state: dict) -> StepOut:
         """Rebuild every copy from a :meth:`History.state_dict` (:class:`NotRestorable` when it cannot be)."""
+        self.ready()
         self.seed = None
         ps = plans(state, self.spec.num_envs)
         for c, (lo, hi) in zip(self.conns, self.slices, strict=True):
@@ -434,6 +450,7 @@ class SubprocVecEnv:
         return _step_out(self.buf, self.layout, [])
 
     def step(self, actions: dict[str, np.ndarray]) -> StepOut:
+        self.ready()
         _write_actions(self.buf, self.layout, actions)
         self.num_steps += 1
         for c in self.conns:
@@ -452,6 +469,7 @@ class SubprocVecEnv:
             raise
 
     def render(self, index: int = 0) -> np.ndarray | str | None:
+        self.ready()
         if self.local is not None and index < len(self.local.copies):
             return self.local.render(index)
         i = next(i for i, (lo, hi) in enumerate(self.slices) if lo <= index < hi)

@@ -44,10 +44,15 @@ def _sample(space: spaces.Space, rng: np.random.Generator, mask: np.ndarray | No
 class RawLoop:
     """``copies`` raw PettingZoo envs stepped round-robin with random (legal) actions in a plain loop, one step of one
     copy at a time (the same env work as E adapter copies, without the adapter); ``with_state``: also call
-    ``env.state()`` every step. :meth:`run` continues where the previous slice stopped."""
+    ``env.state()`` every step; ``direct``: a parallel env made from an AEC env stepped as marl's copies step it
+    (:mod:`marl.adapters.direct`). :meth:`run` continues where the previous slice stopped."""
 
-    def __init__(self, name: str, seed: int = 0, with_state: bool = False, copies: int = 1):
+    def __init__(self, name: str, seed: int = 0, with_state: bool = False, copies: int = 1, direct: bool = False):
+        from marl.adapters.direct import direct as direct_env
+
         self.envs = [make_env(resolve_env_config(name)) for _ in range(copies)]
+        if direct:
+            self.envs = [direct_env(env) for env in self.envs]
         self.rng = np.random.default_rng(seed)
         self.with_state = with_state
         self.aec = isinstance(self.envs[0], AECEnv)

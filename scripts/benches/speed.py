@@ -5,8 +5,9 @@ Side by side in one run (the ratios are what to read on a shared machine):
 * VMAS ``simple_spread`` (3 agents, 25 steps): VMAS's random-action rate (``vmas.make_env`` + ``get_random_actions``,
   no marl) and marl's MAPPO training rate (whole process: env steps / wall time, start-up and evaluation included;
   and the loop's own ``charts/SPS``) at each ``num_envs``; their ratio; peak RSS; the evaluation return at the end.
-* mpe2 ``simple_spread``: its single-process random-action rate (one raw PettingZoo env, no marl) and marl's MAPPO
-  with the default ``env.backend=auto``.
+* mpe2 ``simple_spread``: its single-process random-action rate (one raw PettingZoo env, no marl; before and after
+  the training runs), the same env stepped as marl's copies step it, and marl's MAPPO with the default
+  ``env.backend=auto`` and in-process.
 * with ``--benchmarl PYTHON``: BenchMARL's MAPPO (run by that interpreter, its own venv) and marl's on the same VMAS
   task for the same env steps: both rates and both evaluation curves (:mod:`benches.benchmarl_vs`).
 * ``--parts long``: the preset's MAPPO on VMAS ``simple_spread`` for ``--long-steps`` (10M): its evaluation curve,
@@ -26,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -70,14 +72,19 @@ def vmas_random_rate(num_envs: int, seconds: float, scenario: str = "simple_spre
     return rate, float(torch.cat(finished).mean()) if finished else None
 
 
-def mpe2_random_rate(seconds: float) -> float:
-    """Env steps/s of one raw mpe2 simple_spread env in this process (random actions, no marl)."""
-    loop = RawLoop("simple_spread")
+def mpe2_random_rate(seconds: float, direct: bool = False) -> float:
+    """Env steps/s of one raw mpe2 simple_spread env in this process (random actions, no marl): PettingZoo's
+    ``parallel_env`` as it comes, or (``direct``) stepped as marl's copies step it (:mod:`marl.adapters.direct`)."""
+    loop = RawLoop("simple_spread", direct=direct)
     return loop.run(seconds)
 
 
-def train_rate(env: str, steps: int, overrides: list[str], tag: str) -> dict:
-    """MAPPO on ``env`` to ``steps``: whole-process and loop rates, peak RSS, the last and every evaluation return."""
+def train_rate(env: str, steps: int, overrides: list[str], tag: str, fresh: bool = True) -> dict:
+    """MAPPO on ``env`` to ``steps``: whole-process and loop rates, peak RSS, the last and every evaluation return.
+    ``fresh``: a new run (an earlier run of the tag is removed: a rate is only read off a run timed now)."""
+    if fresh:
+        shutil.rmtree(RUNS / tag, ignore_errors=True)
+        (RUNS / f"{tag}.log").unlink(missing_ok=True)
     job = train_job(env, "mappo", 0, steps, overrides, RUNS / tag)
     rows = job["rows"]
     reached = int(rows[-1]["global_step"])
@@ -151,17 +158,31 @@ def part_others(args, seconds: float, vmas_steps: int) -> dict:
 
 
 def part_mpe2(args, seconds: float) -> dict:
+    """marl's MAPPO on mpe2 simple_spread with the default backend (auto) and in-process, beside mpe2's own
+    single-process random-action rate, measured before and after the training runs (the VM's speed drifts within
+    minutes: the ratio is to their mean), and the same env stepped directly (the env work a marl copy does)."""
     start = _start()
     mpe_steps = 8_000 if args.quick else args.mpe_steps
-    mpe_random = mpe2_random_rate(seconds)
-    mpe = train_rate("simple_spread", mpe_steps, [f"eval_every={mpe_steps}", "eval_episodes=8",
-                                                  f"checkpoint_every={mpe_steps}"], "mpe2_default")
-    log = (RUNS / "mpe2_default.log").read_text() if (RUNS / "mpe2_default.log").exists() else ""
-    mpe["backend"] = next((ln.split(":", 1)[1].strip() for ln in reversed(log.splitlines())
-                           if ln.startswith("env backend:")), "?")  # the log is appended to: its last run
-    mpe["random_steps_per_s"] = mpe_random
-    mpe["ratio_to_random"] = mpe["steps_per_s"] / mpe_random
-    return {"meta": _meta(start), **mpe}
+    before = mpe2_random_rate(seconds)
+    direct = mpe2_random_rate(seconds, direct=True)
+    runs = {}
+    for backend in ("auto", "inprocess"):
+        tag = f"mpe2_{backend}"
+        run = train_rate("simple_spread", mpe_steps, [f"eval_every={mpe_steps}", "eval_episodes=8",
+                                                      f"checkpoint_every={mpe_steps}", f"env.backend={backend}"], tag)
+        log = (RUNS / f"{tag}.log").read_text()
+        run["backend"] = next((ln.split(":", 1)[1].strip() for ln in reversed(log.splitlines())
+                               if ln.startswith("env backend:")), "?")
+        runs[backend] = run
+        print(f"mpe2 {backend}: {run['steps_per_s']:,.0f}/s ({run['backend']})", flush=True)
+    after = mpe2_random_rate(seconds)
+    random = (before + after) / 2
+    for run in runs.values():
+        run["ratio_to_random"] = run["steps_per_s"] / random
+        run["ratio_to_direct"] = run["steps_per_s"] / direct
+    print(f"mpe2 random {before:,.0f} / {after:,.0f} (direct {direct:,.0f})", flush=True)
+    return {"meta": _meta(start), **runs["auto"], "inprocess": runs["inprocess"], "random_steps_per_s": random,
+            "random_before": before, "random_after": after, "direct_steps_per_s": direct}
 
 
 def part_benchmarl(args) -> dict:
@@ -188,7 +209,7 @@ def part_long(args) -> dict:
     steps = 51_200 if args.quick else args.long_steps
     every = max(steps // 10, 12_800)
     tr = train_rate("vmas_simple_spread", steps, [f"eval_every={every}", f"checkpoint_every={every}", *args.train],
-                    f"vmas_long_{steps // 1000}k")
+                    f"vmas_long_{steps // 1000}k", fresh=False)  # a longer budget continues the run
     tr["num_envs"] = preset_num_envs("simple_spread")
     print(f"long: {tr['steps_per_s']:,.0f}/s, eval {tr['eval']}", flush=True)
     return {"meta": _meta(start), **tr}
@@ -275,11 +296,24 @@ def render(report: dict) -> str:
     if "mpe2" in P:
         m = P["mpe2"]
         md += ["## mpe2 simple_spread (PettingZoo), MAPPO with the default env.backend=auto", "",
-               f"`{m['meta']['command']}`, {_load_note(m['meta'])}", "",
-               "| env steps | train steps/s | mpe2 single-process random steps/s | ratio | backend chosen |",
-               "|---|---|---|---|---|",
-               f"| {m['env_steps']:,} | {m['steps_per_s']:,.0f} | {m['random_steps_per_s']:,.0f} | "
-               f"{m['ratio_to_random']:.2f} | {m['backend']} |", ""]
+               f"`{m['meta']['command']}`, {_load_note(m['meta'])}", ""]
+        if "inprocess" not in m:  # a record from before the in-process run and the direct rate were measured
+            md += ["| env steps | train steps/s | mpe2 single-process random steps/s | ratio | backend chosen |",
+                   "|---|---|---|---|---|",
+                   f"| {m['env_steps']:,} | {m['steps_per_s']:,.0f} | {m['random_steps_per_s']:,.0f} | "
+                   f"{m['ratio_to_random']:.2f} | {m['backend']} |", ""]
+        else:
+            md += [f"mpe2's own single-process random-action rate (PettingZoo's `parallel_env`, no marl): "
+                   f"{m['random_before']:,.0f} env steps/s before the training runs, {m['random_after']:,.0f} after; "
+                   f"the ratios are to their mean, {m['random_steps_per_s']:,.0f}. The same env stepped as marl's "
+                   f"copies step it (marl/adapters/direct.py: PettingZoo's parallel conversion without its discarded "
+                   f"per-agent `last()` and its checking wrappers): {m['direct_steps_per_s']:,.0f}.", "",
+                   "| env.backend | env steps | train steps/s (whole process) | loop SPS | / mpe2 random | "
+                   "/ direct random | backend chosen |", "|---|---|---|---|---|---|---|"]
+            for name, r in (("auto (the default)", m), ("inprocess", m["inprocess"])):
+                md.append(f"| {name} | {r['env_steps']:,} | {r['steps_per_s']:,.0f} | {fmt(r.get('loop_sps'), ',.0f')}"
+                          f" | {r['ratio_to_random']:.2f} | {r['ratio_to_direct']:.2f} | {r['backend']} |")
+            md.append("")
         if "vmas" in P:
             rows = P["vmas"]["rows"]
             best = max(rows, key=lambda E: rows[E]["steps_per_s"])
