@@ -31,6 +31,7 @@ import shutil
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from benches.adapters import RawLoop
@@ -158,31 +159,41 @@ def part_others(args, seconds: float, vmas_steps: int) -> dict:
 
 
 def part_mpe2(args, seconds: float) -> dict:
-    """marl's MAPPO on mpe2 simple_spread with the default backend (auto) and in-process, beside mpe2's own
-    single-process random-action rate, measured before and after the training runs (the VM's speed drifts within
-    minutes: the ratio is to their mean), and the same env stepped directly (the env work a marl copy does)."""
+    """marl's MAPPO on mpe2 simple_spread with the default backend (auto) and in-process, ``--mpe-rounds`` times each,
+    beside mpe2's own single-process random-action rate measured in a slice before and after every training run: this
+    VM's speed drifts by 40% within minutes, so each run is divided by the mean of the two slices around it and the
+    medians are reported. Also the same env stepped directly (the env work a marl copy does)."""
     start = _start()
     mpe_steps = 8_000 if args.quick else args.mpe_steps
-    before = mpe2_random_rate(seconds)
+    rounds = 1 if args.quick else args.mpe_rounds
     direct = mpe2_random_rate(seconds, direct=True)
-    runs = {}
-    for backend in ("auto", "inprocess"):
-        tag = f"mpe2_{backend}"
-        run = train_rate("simple_spread", mpe_steps, [f"eval_every={mpe_steps}", "eval_episodes=8",
-                                                      f"checkpoint_every={mpe_steps}", f"env.backend={backend}"], tag)
-        log = (RUNS / f"{tag}.log").read_text()
-        run["backend"] = next((ln.split(":", 1)[1].strip() for ln in reversed(log.splitlines())
-                               if ln.startswith("env backend:")), "?")
-        runs[backend] = run
-        print(f"mpe2 {backend}: {run['steps_per_s']:,.0f}/s ({run['backend']})", flush=True)
-    after = mpe2_random_rate(seconds)
-    random = (before + after) / 2
-    for run in runs.values():
-        run["ratio_to_random"] = run["steps_per_s"] / random
-        run["ratio_to_direct"] = run["steps_per_s"] / direct
-    print(f"mpe2 random {before:,.0f} / {after:,.0f} (direct {direct:,.0f})", flush=True)
-    return {"meta": _meta(start), **runs["auto"], "inprocess": runs["inprocess"], "random_steps_per_s": random,
-            "random_before": before, "random_after": after, "direct_steps_per_s": direct}
+    slices = [mpe2_random_rate(seconds)]
+    runs: dict[str, list[dict]] = {"auto": [], "inprocess": []}
+    for _ in range(rounds):
+        for backend in runs:
+            tag = f"mpe2_{backend}"
+            run = train_rate("simple_spread", mpe_steps, [f"eval_every={mpe_steps}", "eval_episodes=8",
+                                                          f"checkpoint_every={mpe_steps}", f"env.backend={backend}"],
+                             tag)
+            log = (RUNS / f"{tag}.log").read_text()
+            run["backend"] = next((ln.split(":", 1)[1].strip() for ln in reversed(log.splitlines())
+                                   if ln.startswith("env backend:")), "?")
+            slices.append(mpe2_random_rate(seconds))
+            run["random_around"] = (slices[-2] + slices[-1]) / 2
+            run["ratio_to_random"] = run["steps_per_s"] / run["random_around"]
+            run["ratio_to_direct"] = run["steps_per_s"] / direct
+            runs[backend].append(run)
+            print(f"mpe2 {backend}: {run['steps_per_s']:,.0f}/s, {run['ratio_to_random']:.2f} of the random rate "
+                  f"around it ({run['backend']})", flush=True)
+
+    def median_run(rs: list[dict]) -> dict:
+        mid = sorted(rs, key=lambda r: r["ratio_to_random"])[len(rs) // 2]
+        return {**mid, "ratios": [round(r["ratio_to_random"], 3) for r in rs],
+                "rates": [round(r["steps_per_s"]) for r in rs]}
+
+    return {"meta": _meta(start), **median_run(runs["auto"]), "inprocess": median_run(runs["inprocess"]),
+            "random_slices": [round(x) for x in slices], "random_steps_per_s": float(np.median(slices)),
+            "direct_steps_per_s": direct, "rounds": rounds}
 
 
 def part_benchmarl(args) -> dict:
@@ -226,7 +237,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--num-envs", type=int, nargs="+", default=list(NUM_ENVS))
     parser.add_argument("--scenarios", nargs="*", default=["navigation", "balance"],
                         help="more VMAS scenarios, MAPPO with their presets")
-    parser.add_argument("--mpe-steps", type=int, default=100_000, help="env steps of the mpe2 MAPPO run")
+    parser.add_argument("--mpe-steps", type=int, default=100_000, help="env steps of each mpe2 MAPPO run")
+    parser.add_argument("--mpe-rounds", type=int, default=3,
+                        help="mpe2 MAPPO runs per backend, each between two random-action slices")
     parser.add_argument("--train", nargs="*", default=[],
                         help="extra overrides for every VMAS training run (e.g. threads=1 on a loaded machine)")
     parser.add_argument("--benchmarl", default=None, metavar="PYTHON",
@@ -303,16 +316,22 @@ def render(report: dict) -> str:
                    f"| {m['env_steps']:,} | {m['steps_per_s']:,.0f} | {m['random_steps_per_s']:,.0f} | "
                    f"{m['ratio_to_random']:.2f} | {m['backend']} |", ""]
         else:
-            md += [f"mpe2's own single-process random-action rate (PettingZoo's `parallel_env`, no marl): "
-                   f"{m['random_before']:,.0f} env steps/s before the training runs, {m['random_after']:,.0f} after; "
-                   f"the ratios are to their mean, {m['random_steps_per_s']:,.0f}. The same env stepped as marl's "
-                   f"copies step it (marl/adapters/direct.py: PettingZoo's parallel conversion without its discarded "
-                   f"per-agent `last()` and its checking wrappers): {m['direct_steps_per_s']:,.0f}.", "",
-                   "| env.backend | env steps | train steps/s (whole process) | loop SPS | / mpe2 random | "
-                   "/ direct random | backend chosen |", "|---|---|---|---|---|---|---|"]
+            md += [f"mpe2's own single-process random-action rate (PettingZoo's `parallel_env`, no marl) was measured "
+                   f"in a {m['rounds'] * 2 + 1}-slice sandwich around the training runs: "
+                   f"{', '.join(f'{x:,}' for x in m['random_slices'])} env steps/s (median "
+                   f"{m['random_steps_per_s']:,.0f}); each run is divided by the mean of the slices just before and "
+                   f"after it, and the table shows the median run of {m['rounds']} per backend (all ratios in the "
+                   "last column). The same env stepped as marl's copies step it (marl/adapters/direct.py: "
+                   "PettingZoo's parallel conversion without its discarded per-agent `last()` and its checking "
+                   "wrappers): "
+                   f"{m['direct_steps_per_s']:,.0f}.", "",
+                   "| env.backend | env steps | train steps/s (whole process) | loop SPS | random around it | "
+                   "/ mpe2 random | / direct random | every run's ratio | backend chosen |",
+                   "|---|---|---|---|---|---|---|---|---|"]
             for name, r in (("auto (the default)", m), ("inprocess", m["inprocess"])):
                 md.append(f"| {name} | {r['env_steps']:,} | {r['steps_per_s']:,.0f} | {fmt(r.get('loop_sps'), ',.0f')}"
-                          f" | {r['ratio_to_random']:.2f} | {r['ratio_to_direct']:.2f} | {r['backend']} |")
+                          f" | {r['random_around']:,.0f} | {r['ratio_to_random']:.2f} | {r['ratio_to_direct']:.2f} | "
+                          f"{', '.join(f'{x:.2f}' for x in r['ratios'])} | {r['backend']} |")
             md.append("")
         if "vmas" in P:
             rows = P["vmas"]["rows"]
