@@ -104,6 +104,18 @@ class NotReplayable(Walk):
         return {a: np.array([i / 2, self.rng.uniform(-1, 1)], np.float32) for i, a in enumerate(self.agents)}
 
 
+class FailsInWorker(Walk):
+    """Builds in the main process only: a copy built in a worker process raises (as an env needing a resource the
+    worker lacks, e.g. a licence server or a display, would)."""
+
+    def __init__(self, **kwargs):
+        import multiprocessing as mp
+
+        if mp.current_process().name != "MainProcess":
+            raise RuntimeError("no licence server in this process")
+        super().__init__(**kwargs)
+
+
 def walk(**kwargs) -> ParallelEnv:
     return Walk(**kwargs)
 
@@ -126,6 +138,10 @@ def wrong_obs_shape(**kwargs) -> ParallelEnv:
 
 def not_replayable(**kwargs) -> ParallelEnv:
     return NotReplayable(**kwargs)
+
+
+def fails_in_worker(**kwargs) -> ParallelEnv:
+    return FailsInWorker(**kwargs)
 
 
 def not_an_env(**kwargs) -> dict:

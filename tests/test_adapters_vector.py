@@ -108,6 +108,14 @@ def test_worker_that_dies_raises_without_hanging():
     env.close()
 
 
+def test_workers_start_while_the_caller_goes_on_and_a_failed_start_is_an_error_at_the_first_reset():
+    env = make_vec_env(_cfg("bad_envs:fails_in_worker", "subprocess", workers=1), 4, seed=0)
+    assert env.starting  # the constructor did not wait for the worker
+    with pytest.raises(EnvError, match=r"building copy 2 in a worker process failed: .*RuntimeError: no licence"):
+        env.reset()
+    env.close()
+
+
 def test_subprocess_main_process_share_raises_and_stops_the_workers():
     """A copy stepped by the main process itself fails: the error names it and the workers do not linger."""
     env = make_vec_env(_cfg("test_adapters_vector:crashy", "subprocess", workers=1, kwargs={"bad_seed": 0}), 4, seed=0)

@@ -163,8 +163,13 @@ class CopyRunner:
         for e in range(lo, hi):
             try:
                 env = factory()
-            except Exception as err:  # a factory that works once may still fail for a later copy
-                raise EnvError(f"env '{layout.name}': building copy {e} failed: {err!r}") from err
+            except Exception as err:  # a factory that works once may still fail for a later copy, or in a worker
+                why = err.problem if isinstance(err, MarlError) else f"{type(err).__name__}: {err}"
+                where = " in a worker process" if progress is not None else ""
+                raise EnvError(f"env '{layout.name}': building copy {e}{where} failed: {why}",
+                               "the env was built once in the main process before; make its factory work for "
+                               "every copy" + (" and in every process, or run with env.backend=inprocess"
+                                               if progress is not None else "")) from err
             self.copies.append(make_copy(env, layout, buf, e))
 
     def reset(self, seed: int | None, group_size: int = 1) -> None:
