@@ -41,6 +41,8 @@ class DirectParallel:
         self.agents: list[str] = []
 
     def __getattr__(self, name: str) -> Any:
+        if name == "wrapped":  # not set yet (a copy or unpickling looks attributes up before __init__)
+            raise AttributeError(name)
         return getattr(self.wrapped, name)
 
     def reset(self, seed: int | None = None, options: dict | None = None) -> tuple[dict, dict]:

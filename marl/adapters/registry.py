@@ -27,6 +27,7 @@ from omegaconf.errors import OmegaConfBaseException
 from pettingzoo import AECEnv, ParallelEnv
 
 from marl.adapters.base import GroupSpec, Teams, VecMultiEnv, agent_prefix, infer_teams
+from marl.adapters.direct import direct
 from marl.adapters.vector import AgentSlot, InProcessVecEnv, Layout, SubprocVecEnv
 from marl.config import EnvConfig, cpu_count
 from marl.errors import ConfigError, EnvError
@@ -565,8 +566,6 @@ def choose_backend(probe: AECEnv | ParallelEnv, num_envs: int, run_steps: int | 
 
     busy, how = busy_cores()
     free = max(0.0, cpu_count() - busy)
-    from marl.adapters.direct import direct
-
     t0 = time.perf_counter()
     try:
         check_episode(direct(probe), steps=steps, seed=0)  # stepped as the copies will step it

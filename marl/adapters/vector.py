@@ -22,6 +22,7 @@ import numpy as np
 from gymnasium import spaces
 
 from marl.adapters.base import EnvSpec, EpisodeStat, GroupSpec, StepOut
+from marl.adapters.direct import direct
 from marl.adapters.replay import History, NotRestorable, plans
 from marl.errors import EnvError, MarlError
 
@@ -143,7 +144,6 @@ def make_copy(env: Any, layout: Layout, buf: Buffers, index: int) -> Any:
         from marl.adapters.aec import AECCopy
 
         return AECCopy(env, layout, buf, index)
-    from marl.adapters.direct import direct
     from marl.adapters.parallel import ParallelCopy
 
     return ParallelCopy(direct(env), layout, buf, index)
