@@ -30,13 +30,17 @@ def preset_of(env: str, algo: str) -> str:
 
 def train_job(env: str, algo: str, seed: int, steps: int, overrides: list[str], run_dir: Path) -> dict:
     """Run ``scripts/train.py env=ENV algo=ALGO`` (its tuned preset applies) plus ``overrides`` to completion; returns
-    wall time, peak RSS (MB) and the metrics rows. A run already past ``steps`` is not run again."""
+    wall time, peak RSS (MB) and the metrics rows. A run already past ``steps`` is not run again; one with checkpoints
+    is continued, its wall time added to the earlier segments' (``wall_from_step``: the step the timed segments start
+    at, where an earlier segment was killed untimed)."""
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     final = run_dir / ckpt.CKPT_DIR / "final.pt"
     if final.exists() and ckpt.load(final)["meta"]["env_steps"] >= steps:
         return finished_job(run_dir)
     # an existing run directory is continued from its newest checkpoint up to ``steps`` (extends a budget)
-    target = [f"resume={run_dir}"] if any((run_dir / ckpt.CKPT_DIR).glob("*.pt")) else [f"run_dir={run_dir}"]
+    resume = any((run_dir / ckpt.CKPT_DIR).glob("*.pt"))
+    target = [f"resume={run_dir}"] if resume else [f"run_dir={run_dir}"]
+    start = ckpt.load(ckpt.find_latest(run_dir))["meta"]["env_steps"] if resume else 0
     args = [
         sys.executable,
         str(ROOT / "scripts" / "train.py"),
@@ -61,10 +65,13 @@ def train_job(env: str, algo: str, seed: int, steps: int, overrides: list[str], 
         raise RuntimeError(f"job failed ({' '.join(args)}); see {log.name}")
     job = {"wall_s": wall, "peak_rss_mb": usage.ru_maxrss / 1024}
     prev = run_dir / "bench_job.json"
-    if target[0].startswith("resume=") and prev.exists():  # a continued run: add up its segments
+    if resume and prev.exists():  # a continued run: add up its segments
         old = json.loads(prev.read_text())
         job = {"wall_s": wall + old.get("wall_s", 0.0),
-               "peak_rss_mb": max(job["peak_rss_mb"], old.get("peak_rss_mb", 0.0))}
+               "peak_rss_mb": max(job["peak_rss_mb"], old.get("peak_rss_mb", 0.0)),
+               **({"wall_from_step": old["wall_from_step"]} if "wall_from_step" in old else {})}
+    elif resume:  # the segments before were not timed (a killed job): the wall time counts from ``start`` on
+        job["wall_from_step"] = start
     prev.write_text(json.dumps(job))
     return {**job, "rows": read_metrics(run_dir / "metrics.csv")}
 
@@ -75,6 +82,7 @@ def finished_job(run_dir: Path) -> dict:
     return {
         "wall_s": job.get("wall_s", float("nan")),
         "peak_rss_mb": job.get("peak_rss_mb", float("nan")),
+        **({"wall_from_step": job["wall_from_step"]} if "wall_from_step" in job else {}),
         "rows": read_metrics(run_dir / "metrics.csv"),
     }
 

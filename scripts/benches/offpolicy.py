@@ -150,6 +150,8 @@ def run_case(name: str, seeds: list[int], root: Path, report: bool) -> dict | No
                "charts/recent_return"), "sps": last(rows, "charts/SPS"), "wall_s": round(job["wall_s"], 1),
                "peak_rss_mb": round(job["peak_rss_mb"], 1), "replay_mb": last(rows, "charts/replay_mb"),
                "replay_capacity_mb": last(rows, "charts/replay_capacity_mb")}
+        if "wall_from_step" in job:  # resumed after an untimed (killed) segment: wall_s times only the rest
+            res["wall_from_step"] = job["wall_from_step"]
         if competitive:
             from benches.multiagent import team_returns
             from marl.adapters.registry import make_vec_env, resolve_env_config
@@ -180,6 +182,14 @@ def merge_seeds(old: dict | None, new: dict) -> dict:
     return {**new, **_summary([runs[k] for k in sorted(runs)], new["target"])}
 
 
+def _wall(seeds: list[dict]) -> str:
+    """The mean wall time of a case's seeds, and from which step it counts where a run was resumed after a killed,
+    untimed segment."""
+    cell = f"{statistics.fmean(x['wall_s'] for x in seeds):.0f}"
+    starts = {x["wall_from_step"] for x in seeds if x.get("wall_from_step")}
+    return cell + (f" (timed from step {', '.join(f'{k:,}' for k in sorted(starts))})" if starts else "")
+
+
 def markdown(data: dict) -> str:
     lines = ["# Off-policy benchmark", "",
              "`python scripts/bench.py offpolicy` — `eval/return`: mean return of deterministic evaluation episodes "
@@ -192,7 +202,7 @@ def markdown(data: dict) -> str:
         lines.append(
             f"| {name} | {r['steps']:,} | {len(s)} | {', '.join(fmt(x['eval_return']) for x in s)} | "
             f"{r['mean']:.1f} | {fmt(r['target'], 'g')} | {'—' if r['met'] is None else 'yes' if r['met'] else 'no'}"
-            f" | {statistics.fmean(x['sps'] for x in s):.0f} | {statistics.fmean(x['wall_s'] for x in s):.0f} | "
+            f" | {statistics.fmean(x['sps'] for x in s):.0f} | {_wall(s)} | "
             f"{max(x['peak_rss_mb'] for x in s):.0f} | {fmt(rep['replay_mb'], '.0f')} / "
             f"{fmt(rep['replay_capacity_mb'], '.0f')} |")
     comp = {n: r for n, r in data["results"].items() if "vs_random" in r["seeds"][0]}
