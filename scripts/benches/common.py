@@ -40,7 +40,8 @@ def train_job(env: str, algo: str, seed: int, steps: int, overrides: list[str], 
     # an existing run directory is continued from its newest checkpoint up to ``steps`` (extends a budget)
     resume = any((run_dir / ckpt.CKPT_DIR).glob("*.pt"))
     target = [f"resume={run_dir}"] if resume else [f"run_dir={run_dir}"]
-    start = ckpt.load(ckpt.find_latest(run_dir))["meta"]["env_steps"] if resume else 0
+    prev = run_dir / "bench_job.json"  # the timing of the segments run before, if they were not killed
+    untimed = ckpt.load(ckpt.find_latest(run_dir))["meta"]["env_steps"] if resume and not prev.exists() else None
     args = [
         sys.executable,
         str(ROOT / "scripts" / "train.py"),
@@ -64,14 +65,13 @@ def train_job(env: str, algo: str, seed: int, steps: int, overrides: list[str], 
     if os.waitstatus_to_exitcode(status) != 0:
         raise RuntimeError(f"job failed ({' '.join(args)}); see {log.name}")
     job = {"wall_s": wall, "peak_rss_mb": usage.ru_maxrss / 1024}
-    prev = run_dir / "bench_job.json"
-    if resume and prev.exists():  # a continued run: add up its segments
+    if resume and untimed is None:  # a continued run: add up its segments
         old = json.loads(prev.read_text())
         job = {"wall_s": wall + old.get("wall_s", 0.0),
                "peak_rss_mb": max(job["peak_rss_mb"], old.get("peak_rss_mb", 0.0)),
                **({"wall_from_step": old["wall_from_step"]} if "wall_from_step" in old else {})}
-    elif resume:  # the segments before were not timed (a killed job): the wall time counts from ``start`` on
-        job["wall_from_step"] = start
+    elif untimed is not None:  # the segments before were not timed (a killed job): the wall time counts from here
+        job["wall_from_step"] = untimed
     prev.write_text(json.dumps(job))
     return {**job, "rows": read_metrics(run_dir / "metrics.csv")}
 
