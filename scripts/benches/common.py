@@ -65,13 +65,12 @@ def train_job(env: str, algo: str, seed: int, steps: int, overrides: list[str], 
     if os.waitstatus_to_exitcode(status) != 0:
         raise RuntimeError(f"job failed ({' '.join(args)}); see {log.name}")
     job = {"wall_s": wall, "peak_rss_mb": usage.ru_maxrss / 1024}
-    if resume and untimed is None:  # a continued run: add up its segments
-        old = json.loads(prev.read_text())
-        job = {"wall_s": wall + old.get("wall_s", 0.0),
-               "peak_rss_mb": max(job["peak_rss_mb"], old.get("peak_rss_mb", 0.0)),
-               **({"wall_from_step": old["wall_from_step"]} if "wall_from_step" in old else {})}
-    elif untimed is not None:  # the segments before were not timed (a killed job): the wall time counts from here
+    if untimed is not None:  # the segments before were not timed (a killed job): the wall time counts from here
         job["wall_from_step"] = untimed
+    elif resume:  # a continued run: add up its segments (an earlier wall_from_step is kept)
+        old = json.loads(prev.read_text())
+        job = {**old, "wall_s": wall + old.get("wall_s", 0.0),
+               "peak_rss_mb": max(job["peak_rss_mb"], old.get("peak_rss_mb", 0.0))}
     prev.write_text(json.dumps(job))
     return {**job, "rows": read_metrics(run_dir / "metrics.csv")}
 
@@ -79,12 +78,7 @@ def train_job(env: str, algo: str, seed: int, steps: int, overrides: list[str], 
 def finished_job(run_dir: Path) -> dict:
     """A job already run by :func:`train_job` (``--report`` modes): its timing and metrics rows."""
     job = json.loads((run_dir / "bench_job.json").read_text()) if (run_dir / "bench_job.json").exists() else {}
-    return {
-        "wall_s": job.get("wall_s", float("nan")),
-        "peak_rss_mb": job.get("peak_rss_mb", float("nan")),
-        **({"wall_from_step": job["wall_from_step"]} if "wall_from_step" in job else {}),
-        "rows": read_metrics(run_dir / "metrics.csv"),
-    }
+    return {"wall_s": float("nan"), "peak_rss_mb": float("nan"), **job, "rows": read_metrics(run_dir / "metrics.csv")}
 
 
 def last(rows: list[dict], key: str, max_step: float = float("inf")) -> float | None:
