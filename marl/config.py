@@ -100,6 +100,7 @@ class OnPolicyConfig(AlgoConfig):
     norm_adv: bool = MISSING  # normalize advantages over the batch
     normalize_reward: bool = MISSING  # scale rewards by the running std of the discounted return
     anneal_lr: bool = MISSING  # linearly decay lr to 0 over total_steps
+    critic_lr: float | None = MISSING  # the critic's Adam learning rate (null: lr; lr is then the actors')
     log_std_init: float = MISSING  # initial log std of Gaussian policies
     # conv layers [channels, kernel] or [channels, kernel, stride] (ReLU) applied to image / board observations
     # (H, W, C) before the MLP, in the actor and the local critic; null: flatten the observation into the MLP

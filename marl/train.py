@@ -158,8 +158,8 @@ def _finite(metrics: dict[str, float]) -> None:
         if isinstance(v, float) and (math.isnan(v) or math.isinf(v)) and not k.endswith("explained_variance"):
             raise TrainingError(f"training diverged: '{k}' became NaN/inf ({v}) at this update; training "
                                 "stopped before saving the bad weights",
-                                "the last good checkpoint is kept; lower algo.lr or enable algo.max_grad_norm, "
-                                "then resume from it")
+                                "the last good checkpoint is kept; lower algo.lr (and algo.critic_lr, where set) or "
+                                "enable algo.max_grad_norm, then resume from it")
 
 
 def _nonfinite_weights(learner: Learner) -> str | None:
@@ -185,7 +185,8 @@ def _iterate(learner: Learner) -> dict[str, float]:
         raise TrainingError(
             f"training diverged: the weights '{bad}' became NaN/inf during update {learner.iterations + 1} "
             f"({type(err).__name__}: {str(err).splitlines()[0][:160]}); training stopped before saving them",
-            "the last good checkpoint is kept; lower algo.lr or enable algo.max_grad_norm, then resume from it",
+            "the last good checkpoint is kept; lower algo.lr (and algo.critic_lr, where set) or enable "
+            "algo.max_grad_norm, then resume from it",
         ) from err
 
 

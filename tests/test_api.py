@@ -36,7 +36,7 @@ def test_readme_example_runs(tmp_path: Path, monkeypatch) -> None:
     exec(compile(code, "README.md", "exec"), scope)  # noqa: S102 - the project's own README
     run = scope["run"]
     assert run.dir.is_dir() and (run.dir / "checkpoints" / "final.pt").is_file()
-    assert "eval/return" in run.metrics and run.config.algo.lr == 7e-4
+    assert "eval/return" in run.metrics and run.config.algo.lr == 1e-3 and run.config.algo.critic_lr == 5e-4
     assert scope["table"].summary["n"] == 2
 
 

@@ -185,7 +185,7 @@ ROWS: list[Row] = [
                                    "env.backend=subprocess", "env.workers=1"],
         ["building copy 1 in a worker process failed", "RuntimeError: no licence server in this process",
          "or run with env.backend=inprocess"]),
-    Row("loss-diverges", ["env=cartpole", "algo=ppo", "algo.lr=1e30", "run_dir={tmp}/div_run"],
+    Row("loss-diverges", ["env=cartpole", "algo=ppo", "algo.lr=1e30", "algo.critic_lr=1e30", "run_dir={tmp}/div_run"],
         ["training diverged", "NaN/inf", "lower algo.lr"], check=no_final_checkpoint),
     Row("nan-rewards", [*CUSTOM, "env.entry_point=bad_envs:nan_reward", "env.check=false",
                         "+env.kwargs.nan_after=100", "algo.num_steps=16", "total_steps=320", "checkpoint_every=64",

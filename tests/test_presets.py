@@ -63,7 +63,7 @@ def test_overrides_win_and_another_preset_can_be_chosen() -> None:
     assert cfg.preset == "cartpole_ppo" and cfg.algo.lr == 0.01 and cfg.total_steps == 5 and cfg.algo.gamma == 0.98
     cfg = compose({"env": {"name": "connect_four"}, "algo": {"name": "ppo"}, "preset": "tictactoe_ppo"})
     assert cfg.preset == "tictactoe_ppo" and list(cfg.algo.hidden) == [128, 128]
-    assert compose({"env": {"name": "simple_spread"}, "algo": {"name": "mappo"}}).preset == "none"  # none known
+    assert compose({"env": {"name": "simple_spread"}, "algo": {"name": "ippo"}}).preset == "none"  # none known
     with pytest.raises(ConfigError, match="(?s)unknown preset 'cartpole_pp'.*did you mean 'cartpole_ppo'"):
         compose({"env": {"name": "cartpole"}, "algo": {"name": "ppo"}, "preset": "cartpole_pp"})
 

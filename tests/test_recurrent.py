@@ -285,7 +285,8 @@ def test_memory_env_rules() -> None:
 
 
 MEMORY_RUN = ("env=memory", "algo=ppo", "algo.num_steps=16", "algo.num_minibatches=2", "algo.update_epochs=4",
-              "algo.lr=3e-3", "algo.hidden=[32]", "algo.rnn_hidden=32", "algo.rnn_chunk=16", "seed=0")
+              "algo.lr=6e-3", "algo.critic_lr=3e-3", "algo.hidden=[32]", "algo.rnn_hidden=32", "algo.rnn_chunk=16",
+              "seed=0")
 
 
 @pytest.mark.parametrize("rnn", ["gru", "null"])

@@ -61,8 +61,8 @@ def test_default_run_dir_and_train_log_copy_the_console(tmp_path: Path) -> None:
 
 
 def test_a_run_that_failed_before_its_first_checkpoint_can_be_run_again(tmp_path: Path) -> None:
-    code, _, err = train(["env=cartpole", "algo=ppo", "algo.lr=1e30", *SMALL, "progress=false", "run_dir=div"],
-                         tmp_path)
+    diverge = ["algo.lr=1e30", "algo.critic_lr=1e30"]
+    code, _, err = train(["env=cartpole", "algo=ppo", *diverge, *SMALL, "progress=false", "run_dir=div"], tmp_path)
     assert code == 2 and "training diverged" in err
     assert "error: training diverged" in (tmp_path / "div" / "train.log").read_text()
     code, _, err = train(["resume=div"], tmp_path)

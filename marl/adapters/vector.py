@@ -10,7 +10,9 @@ record the actions sent (:class:`marl.adapters.replay.History`) and can rebuild 
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
+import pickle
 import time
 import traceback
 from collections.abc import Callable
@@ -316,6 +318,7 @@ def _worker(conn: Any, factory: Callable[[], Any], layout: Layout, num_envs: int
     except Exception as err:
         conn.send(("err", _err_payload(err)))
         return
+    jobs: dict[str, Callable] = {}  # callables sent once by submit(), by key
     while True:
         try:
             _spin(conn)
@@ -325,6 +328,11 @@ def _worker(conn: Any, factory: Callable[[], Any], layout: Layout, num_envs: int
         try:
             if cmd == "step":
                 conn.send(("ok", runner.step()))
+            elif cmd == "call":
+                key, fn, payload = arg
+                if fn is not None:
+                    jobs[key] = pickle.loads(fn)
+                conn.send(("ok", jobs[key](payload)))
             elif cmd == "reset":
                 runner.reset(*arg)
                 conn.send(("ok", None))
@@ -338,6 +346,18 @@ def _worker(conn: Any, factory: Callable[[], Any], layout: Layout, num_envs: int
                 return
         except Exception as err:
             conn.send(("err", _err_payload(err)))
+
+
+class Pending:
+    """A result being computed elsewhere: :meth:`result` waits for it (once)."""
+
+    def __init__(self, wait: Callable[[], Any]):
+        self._wait, self._done, self._value = wait, False, None
+
+    def result(self) -> Any:
+        if not self._done:
+            self._value, self._done = self._wait(), True
+        return self._value
 
 
 def _spin(conn: Any, seconds: float = SPIN) -> None:
@@ -375,6 +395,8 @@ class SubprocVecEnv:
         bounds = np.linspace(local, num_envs, w + 1).round().astype(int)
         self.slices = [(int(bounds[i]), int(bounds[i + 1])) for i in range(w)]
         self.conns, self.procs, self.progress = [], [], []
+        self._sent: set[str] = set()  # submit() keys whose callable worker 0 holds
+        self._pending: Pending | None = None  # a submitted call not yet answered
         for lo, hi in self.slices:
             parent, child = ctx.Pipe()
             progress = ctx.RawArray("q", [-1, 0])  # (copy being stepped, its episode step), see CopyRunner
@@ -432,6 +454,7 @@ class SubprocVecEnv:
 
     def reset(self, seed: int | None = None, group_size: int = 1) -> StepOut:
         self.ready()
+        self._drain()
         seed, self.seed = (self.seed if seed is None else seed), None
         for c in self.conns:
             c.send(("reset", (seed, group_size)))
@@ -444,6 +467,7 @@ class SubprocVecEnv:
     def restore(self, state: dict) -> StepOut:
         """Rebuild every copy from a :meth:`History.state_dict` (:class:`NotRestorable` when it cannot be)."""
         self.ready()
+        self._drain()
         self.seed = None
         ps = plans(state, self.spec.num_envs)
         for c, (lo, hi) in zip(self.conns, self.slices, strict=True):
@@ -456,6 +480,7 @@ class SubprocVecEnv:
 
     def step(self, actions: dict[str, np.ndarray]) -> StepOut:
         self.ready()
+        self._drain()
         _write_actions(self.buf, self.layout, actions)
         self.num_steps += 1
         for c in self.conns:
@@ -464,6 +489,26 @@ class SubprocVecEnv:
         episodes += [ep for eps in self._gather("step") for ep in eps]
         self.history.record(_sent_actions(self.buf, self.layout), self.buf["done"])
         return _step_out(self.buf, self.layout, episodes)
+
+    def submit(self, key: str, fn: Callable[[Any], Any], payload: Any) -> Pending:
+        """Run ``fn(payload)`` in worker 0 while this process goes on (the learner's critic epochs during the
+        update, when the workers would otherwise idle); ``fn`` is pickled to the worker the first time ``key`` is
+        used and kept there. ``.result()`` waits for the return value (an EnvError if the worker fails)."""
+        self.ready()
+        fresh = key not in self._sent
+        self._drain()
+        # the callable as plain pickle bytes: sent as is, torch would move its tensors into memory both processes
+        # then share (a copy is what is asked for)
+        self.conns[0].send(("call", (key, pickle.dumps(fn) if fresh else None, payload)))
+        self._sent.add(key)
+        self._pending = Pending(lambda: self._gather("call", [0])[0])
+        return self._pending
+
+    def _drain(self) -> None:
+        """Wait for a submitted call's reply before worker 0 gets another command (replies come in order)."""
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.result()
 
     def _local(self, what: str, *args: Any) -> Any:
         """Run the main process's own copies; if one raises, stop the workers (mid-step) before re-raising."""
@@ -475,6 +520,7 @@ class SubprocVecEnv:
 
     def render(self, index: int = 0) -> np.ndarray | str | None:
         self.ready()
+        self._drain()
         if self.local is not None and index < len(self.local.copies):
             return self.local.render(index)
         i = next(i for i, (lo, hi) in enumerate(self.slices) if lo <= index < hi)
@@ -482,6 +528,9 @@ class SubprocVecEnv:
         return self._gather("render", [i])[0]
 
     def close(self) -> None:
+        if self._pending is not None and self.procs:  # a call's reply first (a dead worker is closed below)
+            with contextlib.suppress(EnvError):
+                self._drain()
         if self.local is not None:
             self.local.close()
             self.local = None

@@ -14,6 +14,7 @@ episode start; the update replays chunks of ``algo.rnn_chunk`` steps from the re
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import Any
 
 import numpy as np
 import torch
@@ -92,7 +93,7 @@ class OnPolicyLearner(Learner):
         self.critic_opt: torch.optim.Adam | None = None
         if self.uses_critic:
             self.critic = Critic(spec, a, self.manager, self.central_critic, team=team).to(self.device)
-            self.critic_opt = self._adam(self.critic.parameters())
+            self.critic_opt = adam(self.critic.parameters(), self.critic_lr(), self.algo.adam_eps)
             self.units = self.critic.units
         else:  # the advantage units without a value: per team on a team reward, else per agent
             self.units = ValueUnits(spec, team)
@@ -113,6 +114,7 @@ class OnPolicyLearner(Learner):
                          if self.critic is not None and self.critic.recurrent else None)
         self.act_state: dict[str, torch.Tensor] | None = None
         self.opponents = None  # an object with override(last, actions, buf, t) -> actions (see marl/selfplay.py)
+        self._remote_critic: RemoteCritic | None = None  # the critic's copy in an env worker (see fit_critic)
         if getattr(a, "symmetric", False):  # mirror-equivariant actor and (local) critic
             for g, m in self._mirrors().items():
                 self.manager.policies[g].mirror = m
@@ -153,6 +155,12 @@ class OnPolicyLearner(Learner):
         if self.critic_opt is not None:
             mods["critic_opt"] = self.critic_opt
         return mods
+
+    def load_state_dict(self, state: dict) -> None:
+        mods = state["modules"]
+        if self.critic is not None and any(k.startswith("manager.") for k in mods.get("critic", {})):
+            state = {**state, "modules": {**mods, **_unregister_manager(mods, self.critic)}}
+        super().load_state_dict(state)
 
     def extra_state(self) -> dict:
         st: dict = {"carry": self._carry_state()}
@@ -543,10 +551,7 @@ class OnPolicyLearner(Learner):
 
     def batch_values(self, mb: PGBatch) -> torch.Tensor:
         """Critic values of the minibatch ``[B, U]`` (recurrent: ``[K, L, U]``, replayed from ``mb.hv0``)."""
-        if self.h_critic is None:
-            return self.values(mb.obs, mb.state)
-        reset = mb.reset.unsqueeze(-1).expand_as(mb.vadvance)
-        return self.critic.sequence(mb.obs, mb.state, mb.hv0, reset, mb.vadvance)[0]
+        return critic_values(self.critic, mb)
 
     # ---------------------------------------------------------------- losses shared by the updates
     def pg_loss(self, logp, logp_old, adv, mask, weight=None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -581,17 +586,11 @@ class OnPolicyLearner(Learner):
     def critic_loss(self, mb: PGBatch) -> torch.Tensor:
         if not self.uses_critic:
             return torch.zeros((), device=self.device)
-        c = self.critic
-        if c.sparse_ok and not mb.full and not bool(mb.vmask.all()):  # only the entries in the loss (same loss)
-            v, off = torch.zeros_like(mb.target), 0
-            for g in self.spec.groups:
-                b, n = mb.vmask[:, off : off + g.n_agents].nonzero().unbind(-1)
-                v = v.index_put((b, n + off), c.local_entries(g.name, mb.obs[g.name], b, n))
-                off += g.n_agents
-        else:
-            v = self.batch_values(mb)
-        clip = self.algo.vclip_coef if getattr(self.algo, "clip_vloss", False) else None
-        return losses.value_loss(v, mb.target, mb.value_old, clip, mb.vmask)
+        return value_loss_of(self.critic, mb, self.vclip())
+
+    def vclip(self) -> float | None:
+        """The value-clip range (algo.clip_vloss), else None."""
+        return self.algo.vclip_coef if getattr(self.algo, "clip_vloss", False) else None
 
     def step(self, opts: list[torch.optim.Optimizer], loss: torch.Tensor, params: list[list[nn.Parameter]]) -> None:
         """Backward once, clip each parameter set's gradient norm, step each optimizer."""
@@ -609,25 +608,47 @@ class OnPolicyLearner(Learner):
         opts = list(self.actor_opts) + ([self.critic_opt] if self.uses_critic else [])
         return opts, [[p for g in o.param_groups for p in g["params"]] for o in opts]
 
+    def critic_lr(self) -> float:
+        """The critic's learning rate: ``algo.critic_lr``, else ``algo.lr``."""
+        lr = getattr(self.algo, "critic_lr", None)
+        return float(self.algo.lr if lr is None else lr)
+
     def set_lr(self) -> float:
-        lr = self.algo.lr
-        if self.algo.anneal_lr:
-            lr = lr * max(0.0, 1.0 - self.env_steps / float(self.cfg.total_steps))
-        for o in [*self.actor_opts, *([self.critic_opt] if self.critic_opt is not None else [])]:
+        """Set the actors' (``lr``) and the critic's (``critic_lr``) learning rates, annealed where asked; returns
+        the actors'."""
+        frac = max(0.0, 1.0 - self.env_steps / float(self.cfg.total_steps)) if self.algo.anneal_lr else 1.0
+        rates = [(o, self.algo.lr * frac) for o in self.actor_opts]
+        if self.critic_opt is not None:
+            rates.append((self.critic_opt, self.critic_lr() * frac))
+        for o, lr in rates:
             for g in o.param_groups:
                 g["lr"] = lr
-        return lr
+        return self.algo.lr * frac
 
-    def run_epochs(self, batch: PGBatch, step_fn) -> dict[str, float]:
-        """Call ``step_fn(minibatch) -> stats`` over ``update_epochs`` shuffled passes of ``num_minibatches``;
-        stop after an epoch whose mean approx KL exceeds ``target_kl`` (where the algorithm has one). Returns the
-        mean stats."""
+    def epoch_plan(self, batch: PGBatch) -> list[torch.Tensor]:
+        """One epoch's shuffled minibatch indices (``num_minibatches`` near-equal parts, on the learner's device)."""
+        parts = list(minibatch_indices(batch.size, self.algo.num_minibatches, self.gen))
+        return list(torch.cat(parts).to(self.device).split([len(p) for p in parts]))  # one copy per epoch
+
+    def plans(self, batch: PGBatch) -> list[list[torch.Tensor]] | None:
+        """Every epoch's minibatches drawn now, or None where the epochs may stop early (``target_kl``): they are
+        then drawn one epoch at a time, as the update goes (the same draws either way)."""
+        if getattr(self.algo, "target_kl", None) is not None:
+            return None
+        return [self.epoch_plan(batch) for _ in range(self.algo.update_epochs)]
+
+    def run_epochs(self, batch: PGBatch, step_fn, plans: list[list[torch.Tensor]] | None = None,
+                   used: list | None = None) -> dict[str, float]:
+        """Call ``step_fn(minibatch) -> stats`` over ``update_epochs`` shuffled passes of ``num_minibatches`` (the
+        given ``plans``, else drawn per epoch); stop after an epoch whose mean approx KL exceeds ``target_kl`` (where
+        the algorithm has one). Appends the epochs run to ``used``; returns the mean stats."""
         stats: list[dict[str, float]] = []
         target_kl = getattr(self.algo, "target_kl", None)
-        for _ in range(self.algo.update_epochs):
-            parts = list(minibatch_indices(batch.size, self.algo.num_minibatches, self.gen))
-            on_device = torch.cat(parts).to(self.device).split([len(p) for p in parts])  # one copy per epoch
-            epoch = [step_fn(batch.index(idx)) for idx in on_device]
+        for e in range(self.algo.update_epochs):
+            plan = plans[e] if plans is not None else self.epoch_plan(batch)
+            if used is not None:
+                used.append(plan)
+            epoch = [step_fn(batch.index(idx)) for idx in plan]
             if target_kl is not None:  # the epoch's stats are read back now (else once, after the last epoch)
                 epoch = resolve(epoch)
                 stats += epoch
@@ -636,6 +657,22 @@ class OnPolicyLearner(Learner):
             else:
                 stats += epoch
         return mean_stats(resolve(stats))
+
+    def fit_critic(self, batch: PGBatch, plans: list[list[torch.Tensor]]) -> CriticFit:
+        """The critic's epochs over ``plans`` (its own loss, optimizer and gradient clip; no parameter is shared with
+        the actors, so this equals the joint actor + critic step). Where the env has a worker process idle during
+        the update (``env.backend=subprocess``) and the learner is on the CPU, they run there, concurrently with the
+        actors' epochs in this process, from this critic's state to the same numbers; else here, when the result is
+        asked for. ``.result()`` -> the mean value loss (the critic and its optimizer updated)."""
+        a = self.algo
+        args = (critic_fields(batch), plans, float(a.vf_coef), float(a.max_grad_norm), self.vclip())
+        submit = getattr(self.env, "submit", None)
+        if submit is not None and self.device.type == "cpu":
+            if self._remote_critic is None:
+                self._remote_critic = RemoteCritic(self.critic)
+            return CriticFit(self, submit(self._remote_critic.key, self._remote_critic, self._remote_critic.call(
+                self.critic, self.critic_opt, *args)))
+        return CriticFit(self, None, lambda: fit_critic_epochs(self.critic, self.critic_opt, *args))
 
     # ---------------------------------------------------------------- the template
     def update(self, batch: PGBatch) -> dict[str, float]:
@@ -663,6 +700,143 @@ class OnPolicyLearner(Learner):
         if self.collector is not None:  # env.backend=ray
             out["charts/policy_lag"] = float(self.policy_lag())
         return out
+
+
+def _unregister_manager(mods: dict, critic: Critic) -> dict:
+    """Saved modules from a checkpoint written while the critic registered the actors (``manager.*``) as a submodule
+    of its own (before 2026-12-07): the critic's state without them, and the critic optimizer's without the actors'
+    parameters (its second Adam step on them). Returns the replaced ``critic`` and ``critic_opt`` entries."""
+    # the old critic's parameters in optimizer order: the manager was registered before the value nets
+    names = [f"manager.{k}" for k, _ in critic.manager.named_parameters()] + [k for k, _ in critic.named_parameters()]
+    keep = [i for i, k in enumerate(names) if not k.startswith("manager.")]
+    out = {"critic": {k: v for k, v in mods["critic"].items() if not k.startswith("manager.")}}
+    opt = mods.get("critic_opt")
+    if opt is not None:
+        new_index = {old: new for new, old in enumerate(keep)}
+        groups = [{**g, "params": [new_index[i] for i in g["params"] if i in new_index]} for g in opt["param_groups"]]
+        out["critic_opt"] = {"state": {new_index[i]: v for i, v in opt["state"].items() if i in new_index},
+                             "param_groups": groups}
+    return out
+
+
+def critic_values(critic: Critic, mb: PGBatch) -> torch.Tensor:
+    """Critic values of the minibatch ``[B, U]`` (recurrent: ``[K, L, U]``, replayed from ``mb.hv0``)."""
+    if not critic.recurrent:
+        return critic(mb.obs, mb.state)
+    reset = mb.reset.unsqueeze(-1).expand_as(mb.vadvance)
+    return critic.sequence(mb.obs, mb.state, mb.hv0, reset, mb.vadvance)[0]
+
+
+def value_loss_of(critic: Critic, mb: PGBatch, clip: float | None) -> torch.Tensor:
+    """The value loss of the minibatch on its ``vmask`` entries (a local critic with shared nets evaluates only
+    those: the same loss)."""
+    if critic.sparse_ok and not mb.full and not bool(mb.vmask.all()):
+        v, off = torch.zeros_like(mb.target), 0
+        for g in critic.spec.groups:
+            b, n = mb.vmask[:, off : off + g.n_agents].nonzero().unbind(-1)
+            v = v.index_put((b, n + off), critic.local_entries(g.name, mb.obs[g.name], b, n))
+            off += g.n_agents
+    else:
+        v = critic_values(critic, mb)
+    return losses.value_loss(v, mb.target, mb.value_old, clip, mb.vmask)
+
+
+CRITIC_FIELDS = ("obs", "state", "target", "value_old", "vmask", "full", "hv0", "reset", "vadvance")
+
+
+def critic_fields(batch: PGBatch) -> dict:
+    """The fields of ``batch`` the value loss reads."""
+    return {k: getattr(batch, k) for k in CRITIC_FIELDS}
+
+
+def fit_critic_epochs(critic: Critic, opt: torch.optim.Optimizer, fields: dict, plans: list[list[torch.Tensor]],
+                      vf_coef: float, max_grad_norm: float, clip: float | None) -> torch.Tensor:
+    """The critic's minibatch steps over ``plans`` (epochs of index tensors into the batch ``fields``): backward of
+    ``vf_coef * value loss``, the critic's gradient-norm clip, one optimizer step each. Returns the value losses
+    ``[epochs * minibatches]`` (before each step)."""
+    batch = PGBatch(mask={}, action={}, logp_old={}, acting={}, adv={}, **fields)
+    params = list(critic.parameters())
+    out = []
+    for plan in plans:
+        for idx in plan:
+            vloss = value_loss_of(critic, batch.index(idx), clip)
+            opt.zero_grad(set_to_none=True)
+            (vf_coef * vloss).backward()
+            if max_grad_norm > 0:
+                nn.utils.clip_grad_norm_(params, max_grad_norm)
+            opt.step()
+            out.append(vloss.detach())
+    return torch.stack(out)
+
+
+def _numpy(x: Any) -> Any:
+    """Tensors (in dicts, lists, tuples) -> numpy arrays, which cross a pipe as plain buffers."""
+    if torch.is_tensor(x):
+        return x.detach().cpu().numpy()
+    if isinstance(x, dict):
+        return {k: _numpy(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return type(x)(_numpy(v) for v in x)
+    return x
+
+
+def _torch(x: Any) -> Any:
+    """The inverse of :func:`_numpy` (numpy arrays -> CPU tensors sharing their memory)."""
+    if isinstance(x, np.ndarray):
+        return torch.from_numpy(x)
+    if isinstance(x, dict):
+        return {k: _torch(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return type(x)(_torch(v) for v in x)
+    return x
+
+
+class RemoteCritic:
+    """A copy of the learner's critic in an env worker process: pickled there once (``env.submit`` caches it under
+    ``key``), then on each update given the critic's and its optimizer's state, the batch and the minibatch plans,
+    it runs :func:`fit_critic_epochs` and returns their new state and the value losses. The learner's critic stays
+    the one that counts (checkpoints, values): it loads the returned state."""
+
+    def __init__(self, critic: Critic):
+        self.key = f"critic-{id(self)}"
+        self.critic = critic
+        self.opt: torch.optim.Optimizer | None = None
+
+    @staticmethod
+    def call(critic: Critic, opt: torch.optim.Optimizer, *args: Any) -> tuple:
+        """The arguments of one remote fit (numpy, for the pipe)."""
+        return _numpy((critic.state_dict(), opt.state_dict(), args, torch.get_num_threads()))
+
+    def __getstate__(self) -> dict:
+        return {"key": self.key, "critic": self.critic, "opt": None}
+
+    def __call__(self, payload: tuple) -> tuple:  # in the worker
+        state, opt_state, args, threads = _torch(payload)
+        torch.set_num_threads(threads)  # the same kernels as the learner's process: the same numbers
+        self.critic.load_state_dict(state)
+        if self.opt is None:
+            self.opt = adam(self.critic.parameters(), 1.0, 1.0)  # lr and eps come with the state
+        self.opt.load_state_dict(opt_state)
+        out = fit_critic_epochs(self.critic, self.opt, *args)
+        return _numpy((self.critic.state_dict(), self.opt.state_dict(), out))
+
+
+class CriticFit:
+    """The critic's epochs of one update, running (in an env worker) or to run (here) until :meth:`result`."""
+
+    def __init__(self, learner: OnPolicyLearner, pending: Any = None, local: Any = None):
+        self.learner, self.pending, self.local = learner, pending, local
+
+    def result(self) -> float:
+        """Finish the fit (load the remote critic's state into the learner's); the mean value loss."""
+        if self.pending is not None:
+            state, opt_state, out = _torch(self.pending.result())
+            self.learner.critic.load_state_dict(state)
+            self.learner.critic_opt.load_state_dict(opt_state)
+        else:
+            out = self.local()
+        vals = out.double().tolist()
+        return sum(vals) / len(vals)
 
 
 def drop_idle(batch: PGBatch) -> PGBatch:

@@ -64,7 +64,11 @@ class ValueUnits:
 class Critic(nn.Module):
     def __init__(self, spec: EnvSpec, algo: DictConfig, manager: AgentManager, central: bool, team: bool):
         super().__init__()
-        self.spec, self.manager, self.central = spec, manager, central
+        self.spec, self.central = spec, central
+        # the actors' input encoding (agent-id one-hot, mirror) is read from the manager, which is NOT a submodule:
+        # registered, its weights would join the critic's parameters, optimizer (a second Adam step on the actors
+        # every minibatch) and state dict
+        self._manager = (manager,)
         self.units = ValueUnits(spec, team and central)
         self.team = self.units.per_team
         hidden = list(getattr(algo, "critic_hidden", None) or algo.hidden)
@@ -85,6 +89,10 @@ class Critic(nn.Module):
         self.state_dim = 0
         if self.recurrent:
             self.state_dim = (self.net if central else next(iter(self.nets.values()))).net.state_dim
+
+    @property
+    def manager(self) -> AgentManager:
+        return self._manager[0]
 
     def _local(self, group: str, obs: torch.Tensor) -> torch.Tensor:
         """Own-observation values ``[..., N_g]``; averaged with the mirror image's when the policy is symmetric."""

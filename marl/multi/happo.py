@@ -2,8 +2,8 @@
 
 Each iteration draws a fresh random order of the agents and updates them one at a time. Agent ``k``'s clipped
 surrogate is weighted per sample by ``M = prod_{j before k} pi_j_new(a_j|o_j) / pi_j_old(a_j|o_j)`` (detached),
-the policy change of the agents already updated; the first agent has ``M = 1``. The critic is updated alongside the
-first agent, on the same minibatches. Needs per-agent parameters (``sharing: per_agent``).
+the policy change of the agents already updated; the first agent has ``M = 1``. The critic is updated on the first
+agent's minibatches. Needs per-agent parameters (``sharing: per_agent``).
 """
 
 from __future__ import annotations
@@ -55,15 +55,13 @@ class HAPPO(PPO):
         units = self.manager.agent_units()
         order = agent_order(len(units), self.gen)
         batch.weight = torch.ones(batch.state.shape[:-1], device=self.device)  # [B] or [K, L]
-        critic_params = list(self.critic.parameters())
-        stats = []
+        stats, fit = [], None
         for i, u in enumerate(order):
             g, k = units[u]
             pol = self.manager.policies[g]
-            opts = [self.actor_opts[u]] + ([self.critic_opt] if i == 0 else [])
-            params = [pol.agent_parameters(k)] + ([critic_params] if i == 0 else [])
+            opts, params = [self.actor_opts[u]], [pol.agent_parameters(k)]
 
-            def agent_step(mb: PGBatch, g=g, k=k, pol=pol, with_critic=i == 0, opts=opts, params=params):
+            def agent_step(mb: PGBatch, g=g, k=k, opts=opts, params=params):
                 d = self.agent_dist(g, k, mb)
                 sl = slice(k, k + 1)
                 acting = mb.acting[g][..., sl]
@@ -71,16 +69,17 @@ class HAPPO(PPO):
                 pg, st = self.pg_loss(logp, mb.logp_old[g][..., sl], mb.adv[g][..., sl], acting,
                                       mb.weight.unsqueeze(-1))
                 ent = losses.entropy_bonus(d.entropy(), acting)
-                loss = pg - self.algo.ent_coef * ent
-                st = {**st, "policy_loss": pg.detach(), "entropy": ent.detach()}
-                if with_critic:
-                    vloss = self.critic_loss(mb)
-                    loss = loss + self.algo.vf_coef * vloss
-                    st["value_loss"] = vloss.detach()
-                self.step(opts, loss, params)
-                return st
+                self.step(opts, pg - self.algo.ent_coef * ent, params)
+                return {**st, "policy_loss": pg.detach(), "entropy": ent.detach()}
 
-            stats.append(self.run_epochs(batch, agent_step))
+            # the critic learns on the first agent's minibatches (in an idle env worker meanwhile, where there is one)
+            plans = self.plans(batch) if i == 0 else None
+            if plans is not None:
+                fit = self.fit_critic(batch, plans)
+            used: list = []
+            stats.append(self.run_epochs(batch, agent_step, plans, used))
+            if i == 0:
+                stats[0]["value_loss"] = (fit or self.fit_critic(batch, used)).result()
             update_weight(batch, self, g, k)
         out = mean_stats(stats)
         out["happo_weight_std"] = float(batch.weight.std()) if batch.size > 1 else 0.0

@@ -25,7 +25,8 @@ RETURN = "charts/recent_return"  # mean return of the last 20 training episodes
 MPE = ["eval_every=100000", "eval_episodes=50"]
 # connect four: the games bench's self-play settings (a wide ReLU MLP, 3/4 of the copies against the pool of
 # snapshots and scripted baselines), evaluated against random
-C4 = ["num_envs=16", "algo.ent_coef=0.01", "algo.lr=5e-4", "algo.hidden=[256,256]", "algo.activation=relu",
+C4 = ["num_envs=16", "algo.ent_coef=0.01", "algo.lr=1e-3", "algo.critic_lr=5e-4",
+      "algo.hidden=[256,256]", "algo.activation=relu",
       "selfplay.pool_fraction=0.75", "selfplay.baselines=[heuristic,random]", "selfplay.baseline_prob=0.8",
       "selfplay.snapshot_every=50000", "selfplay.eval_opponents=[random]", "eval_every=50000", "eval_episodes=200"]
 

@@ -22,7 +22,8 @@ from benches.common import BENCH_DIR, finished_job, interleaved, last, machine, 
 
 OUT = BENCH_DIR / "recurrent.json"
 # the memory env: a small network, a high learning rate (the learning test's settings)
-MEMORY = ["num_envs=8", "algo.num_steps=16", "algo.num_minibatches=2", "algo.update_epochs=4", "algo.lr=3e-3",
+MEMORY = ["num_envs=8", "algo.num_steps=16", "algo.num_minibatches=2", "algo.update_epochs=4", "algo.lr=6e-3",
+          "algo.critic_lr=3e-3",
           "algo.hidden=[32]", "algo.rnn_hidden=32", "algo.rnn_chunk=16", "eval_every=5000", "eval_episodes=100"]
 MPE = ["eval_every=50000", "eval_episodes=50"]
 LEDUC = ["eval_every=50000", "eval_episodes=400", "algo.rnn_chunk=16"]
