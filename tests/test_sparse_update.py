@@ -65,3 +65,36 @@ def test_sparse_update_equals_the_full_batch(tiny_cfg, monkeypatch, case: str) -
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
     finally:
         env.close()
+
+
+@pytest.mark.parametrize("overrides", [("env=relay", "algo=ippo"), ("env=simple_spread", "algo=mappo", "algo.rnn=gru",
+                                                                    "algo.rnn_chunk=8")])
+def test_minibatch_rows_gathered_with_index_select_equal_plain_indexing(tiny_cfg, overrides) -> None:
+    """``PGBatch.index`` gathers the rows of a 1-D integer index with ``index_select``: every field (per-group dicts,
+    ``None`` entries, recurrent chunks) equals ``x[idx]``; a boolean mask still indexes as usual."""
+    from dataclasses import fields
+
+    cfg = tiny_cfg(*overrides, "algo.num_steps=16", "num_envs=4")
+    env = build(cfg)
+    try:
+        torch.manual_seed(0)
+        learner = make_learner(cfg, env, "cpu")
+        learner.reset_env(0)
+        batch = learner.make_batch(learner.collect())
+    finally:
+        env.close()
+    idx = torch.randperm(batch.size)[: batch.size // 2 + 1]
+    keep = torch.rand(batch.size) < 0.5
+    for sel in (idx, keep):
+        got = batch.index(sel)
+        for f in fields(batch):
+            x, y = getattr(batch, f.name), getattr(got, f.name)
+            if isinstance(x, dict):
+                assert x.keys() == y.keys()
+                for k in x:
+                    assert (x[k] is None and y[k] is None) or torch.equal(x[k][sel], y[k]), (f.name, k)
+            elif torch.is_tensor(x):
+                assert torch.equal(x[sel], y), f.name
+            else:
+                assert x == y, f.name
+    assert (batch.h0 is not None) == ("algo.rnn=gru" in overrides)  # the recurrent fields were gathered too

@@ -58,7 +58,9 @@ class MaskedCategorical:
         return logits.gather(-1, a).squeeze(-1)
 
     def entropy(self) -> torch.Tensor:
-        p = self.probs
+        """[...]: ``-sum p log p`` with ``p = exp(log p)`` (the logits are normalized): on the CPU an elementwise exp
+        is ~20x cheaper than a softmax over a few actions, and its backward too (within float rounding of it)."""
+        p = self.logits.exp()
         logp = self.logits.clamp_min(torch.finfo(p.dtype).min)
         return -(p * logp).sum(-1)
 
