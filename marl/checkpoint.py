@@ -97,13 +97,39 @@ def _unpickling_reason(e: Exception) -> str:
 ADDED_KEYS = {"preset": "none"}
 
 
-def stored_config(payload: dict) -> DictConfig:
-    """The validated run config a checkpoint was written with; keys added to marl since (:data:`ADDED_KEYS`) get the
-    value that reproduces that run."""
+# on-policy algorithms whose critic optimizer also stepped every actor before algo.critic_lr existed (2026-12-07):
+# the actors moved two Adam steps of algo.lr per minibatch (happo: only the first agent of each order; trpo, hatrpo
+# and grpo not at all)
+DOUBLED_ACTOR_LR = ("ppo", "a2c", "ippo", "mappo", "reinforce")
+
+
+def _split_lr(algo: DictConfig) -> str | None:
+    """A run config from before ``algo.critic_lr``: the critic keeps ``lr`` and, where the actors were stepped
+    twice, the actors get ``2 * lr``, the dynamics that run trained with. Returns the note to show, or None."""
+    if "critic_lr" in algo or "lr" not in algo or algo.get("name") not in (*DOUBLED_ACTOR_LR, "happo", "trpo",
+                                                                            "hatrpo", "grpo"):
+        return None
+    lr = float(algo.lr)
+    doubled = algo.name in DOUBLED_ACTOR_LR and (algo.name != "reinforce" or bool(algo.get("baseline", False)))
+    algo.critic_lr = lr if algo.name not in ("trpo", "hatrpo", "grpo") else None
+    if not doubled:
+        return None
+    algo.lr = 2 * lr
+    return (f"this run was written before the critic's optimizer stopped stepping the actors (2026-12-07): its "
+            f"actors moved two Adam steps of algo.lr={lr:g} per minibatch; it goes on with the same dynamics, "
+            f"algo.lr={2 * lr:g} (the actors) and algo.critic_lr={lr:g}")
+
+
+def stored_config(payload: dict, notes: list[str] | None = None) -> DictConfig:
+    """The validated run config a checkpoint was written with; keys added to marl since (:data:`ADDED_KEYS`,
+    ``algo.critic_lr``) get the value that reproduces that run (what changed is appended to ``notes``)."""
     cfg = OmegaConf.create(payload["config"])
     for key, value in ADDED_KEYS.items():
         if key not in cfg:
             cfg[key] = value
+    note = _split_lr(cfg.algo) if "algo" in cfg else None
+    if note is not None and notes is not None:
+        notes.append(note)
     if "ray" not in cfg:  # written before env.backend=ray existed: the ray section's defaults (unused by that run)
         from marl.config import CONFIG_DIR
 

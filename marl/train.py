@@ -116,7 +116,10 @@ def _resolve_resume(cfg: DictConfig, explicit_total_steps: bool, explicit_keys: 
                           f"run_dir={cfg.run_dir}",
                           "drop run_dir=, or copy the run directory where you want it and resume the copy")
     payload = ckpt.load(path)
-    stored = ckpt.stored_config(payload)
+    notes: list[str] = []
+    stored = ckpt.stored_config(payload, notes)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
     for key in RUN_CONTROL:
         stored[key] = cfg[key]
     if explicit_total_steps:

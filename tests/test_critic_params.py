@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import compose
+from conftest import TINY, TINY_PPO, compose, run_cli_inprocess
+from omegaconf import OmegaConf
 
 from marl.config import validate
 from marl.train import build, make_learner
@@ -53,23 +54,31 @@ def test_one_a2c_step_moves_each_actor_weight_by_one_adam_step():
     assert float(moved.max()) > 0.99 * lr
 
 
+def old_layout(state: dict) -> dict:
+    """A learner state as written before the fix: critic state with ``manager.*`` entries first, critic optimizer
+    over the actors' parameters (moments unlike the actors' own, to tell them apart) followed by the value nets'."""
+    mods = state["modules"]
+    old_critic = {**{f"manager.{k}": v for k, v in mods["manager"].items()}, **mods["critic"]}
+    actor_states = [mods[k]["state"][i] for k in sorted(m for m in mods if m.startswith("actor_opt"))
+                    for i in sorted(mods[k]["state"])]
+    n_actor = len(actor_states)
+    opt = mods["critic_opt"]
+    shifted = {i + n_actor: v for i, v in opt["state"].items()}
+    bogus = {i: {k: (v + 99 if torch.is_tensor(v) and v.dim() else v) for k, v in st.items()}
+             for i, st in enumerate(actor_states)}
+    old_opt = {"state": {**bogus, **shifted},
+               "param_groups": [{**opt["param_groups"][0], "params": list(range(n_actor + len(opt["state"])))}]}
+    return {**state, "modules": {**mods, "critic": old_critic, "critic_opt": old_opt}}
+
+
 def test_a_checkpoint_whose_critic_held_the_actors_loads_without_them(tmp_path):
-    """The layout written before the fix: critic state with ``manager.*`` entries first, critic optimizer over the
-    actors' parameters followed by the value nets'. Loading keeps the value nets and their Adam moments only."""
+    """Loading the old layout keeps the value nets and their Adam moments only."""
     L = learner("mappo")
     L.iteration()
     state = L.state_dict()
     mods = state["modules"]
-    old_critic = {**{f"manager.{k}": v for k, v in mods["manager"].items()}, **mods["critic"]}
-    n_actor = len(list(L.manager.parameters()))
     opt = mods["critic_opt"]
-    shifted = {i + n_actor: v for i, v in opt["state"].items()}
-    actor_state = mods["actor_opt0"]["state"]
-    bogus = {i: {k: (v + 99 if torch.is_tensor(v) and v.dim() else v) for k, v in actor_state[i].items()}
-             for i in range(n_actor)}
-    old_opt = {"state": {**bogus, **shifted},
-               "param_groups": [{**opt["param_groups"][0], "params": list(range(n_actor + len(opt["state"])))}]}
-    old = {**state, "modules": {**mods, "critic": old_critic, "critic_opt": old_opt}}
+    old = old_layout(state)
 
     M = learner("mappo")
     M.load_state_dict(old)
@@ -95,3 +104,25 @@ def test_off_policy_optimizers_share_no_parameter(algo, env):
                 assert id(p) not in seen, f"a parameter is in both {seen[id(p)]} and {name}"
                 seen[id(p)] = name
     assert seen
+
+
+@pytest.mark.parametrize(("algo", "lr", "critic_lr", "noted"), [("mappo", 1.4e-3, 7e-4, True),
+                                                                ("happo", 7e-4, 7e-4, False)])
+def test_a_run_from_before_the_fix_resumes_with_the_dynamics_it_trained_with(tmp_path, algo, lr, critic_lr, noted):
+    """A run directory written before ``algo.critic_lr`` (old critic layout, no critic_lr in its config) resumes:
+    its actors get the rate they effectively ran at (twice lr where the critic's optimizer stepped them all), the
+    critic keeps lr, and the start says so."""
+    args = [f"algo={algo}", "env=simple_spread", *TINY, *TINY_PPO, "algo.lr=7e-4", f"run_dir={tmp_path / 'old'}"]
+    assert run_cli_inprocess([*args, "total_steps=64"], tmp_path).returncode == 0
+    path = tmp_path / "old" / "checkpoints" / "final.pt"
+    payload = torch.load(path, weights_only=False)
+    cfg = OmegaConf.create(payload["config"])
+    del cfg.algo["critic_lr"]
+    payload["config"] = OmegaConf.to_yaml(cfg)
+    payload["learner"] = old_layout(payload["learner"])
+    torch.save(payload, path)
+    res = run_cli_inprocess([f"resume={tmp_path / 'old'}", "total_steps=128"], tmp_path)
+    assert res.returncode == 0, res
+    assert ("before the critic's optimizer stopped stepping the actors" in res.stderr) == noted, res.stderr
+    stored = OmegaConf.load(tmp_path / "old" / "config.yaml")
+    assert stored.algo.lr == pytest.approx(lr) and stored.algo.critic_lr == pytest.approx(critic_lr)
