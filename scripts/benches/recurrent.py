@@ -70,7 +70,7 @@ def speed(rounds: int = 4, steps: int = 4000) -> dict[str, dict[str, float]]:
     learners = {}
     for name, rnn in (("feed-forward", None), ("gru", "gru")):
         cfg = compose({"env": {"name": "simple_spread"}, "algo": {"name": "mappo", "rnn": rnn}, "seed": 0,
-                       "total_steps": 10**7})
+                       "total_steps": 10**7, "preset": "none"})
         learner = make_learner(cfg, build(cfg), "cpu")
         learner.reset_env(0)
         learner.iteration()  # warm up (and the first buffers)
