@@ -98,9 +98,11 @@ ADDED_KEYS = {"preset": "none"}
 
 
 # on-policy algorithms whose critic optimizer also stepped every actor before algo.critic_lr existed (2026-12-07):
-# the actors moved two Adam steps of algo.lr per minibatch (happo: only the first agent of each order; trpo, hatrpo
-# and grpo not at all)
-DOUBLED_ACTOR_LR = ("ppo", "a2c", "ippo", "mappo", "reinforce")
+# the actors moved two Adam steps of algo.lr per minibatch. Not listed: happo (only the first agent of each order),
+# reinforce (its actors' gradient was also clipped by the joint norm with the baseline's, large on Monte-Carlo
+# returns, so the second step was small: CartPole ran as the old code did at 1x, and collapsed at 2x), trpo, hatrpo
+# and grpo (not affected)
+DOUBLED_ACTOR_LR = ("ppo", "a2c", "ippo", "mappo")
 
 
 def _split_lr(algo: DictConfig) -> str | None:
@@ -110,9 +112,8 @@ def _split_lr(algo: DictConfig) -> str | None:
                                                                             "hatrpo", "grpo"):
         return None
     lr = float(algo.lr)
-    doubled = algo.name in DOUBLED_ACTOR_LR and (algo.name != "reinforce" or bool(algo.get("baseline", False)))
     algo.critic_lr = lr if algo.name not in ("trpo", "hatrpo", "grpo") else None
-    if not doubled:
+    if algo.name not in DOUBLED_ACTOR_LR:
         return None
     algo.lr = 2 * lr
     return (f"this run was written before the critic's optimizer stopped stepping the actors (2026-12-07): its "
