@@ -106,13 +106,19 @@ DOUBLED_ACTOR_LR = ("ppo", "a2c", "ippo", "mappo")
 
 
 def _split_lr(algo: DictConfig) -> str | None:
-    """A run config from before ``algo.critic_lr``: the critic keeps ``lr`` and, where the actors were stepped
-    twice, the actors get ``2 * lr``, the dynamics that run trained with. Returns the note to show, or None."""
-    if "critic_lr" in algo or "lr" not in algo or algo.get("name") not in (*DOUBLED_ACTOR_LR, "happo", "trpo",
-                                                                            "hatrpo", "grpo"):
+    """A run config from before ``algo.critic_lr`` (an algorithm whose schema has it): the critic keeps ``lr`` and,
+    where the actors were stepped twice, the actors get ``2 * lr``, the dynamics that run trained with. Returns the
+    note to show, or None."""
+    from dataclasses import fields
+
+    from marl.config import ALGOS
+
+    info = ALGOS.get(str(algo.get("name")))
+    has_key = info is not None and any(f.name == "critic_lr" for f in fields(info.schema))
+    if not has_key or "critic_lr" in algo or "lr" not in algo:
         return None
     lr = float(algo.lr)
-    algo.critic_lr = lr if algo.name not in ("trpo", "hatrpo", "grpo") else None
+    algo.critic_lr = lr
     if algo.name not in DOUBLED_ACTOR_LR:
         return None
     algo.lr = 2 * lr
