@@ -610,9 +610,10 @@ class OnPolicyLearner(Learner):
         for o in opts:
             o.step()
 
-    def all_params(self) -> tuple[list[torch.optim.Optimizer], list[list[nn.Parameter]]]:
-        """The optimizers and parameter sets stepped together by a joint update (actors + critic)."""
-        opts = list(self.actor_opts) + ([self.critic_opt] if self.uses_critic else [])
+    def all_params(self, critic: bool = True) -> tuple[list[torch.optim.Optimizer], list[list[nn.Parameter]]]:
+        """The optimizers and parameter sets stepped together by a joint update (actors + critic; the actors only
+        with ``critic=False``)."""
+        opts = list(self.actor_opts) + ([self.critic_opt] if critic and self.uses_critic else [])
         return opts, [[p for g in o.param_groups for p in g["params"]] for o in opts]
 
     def critic_lr(self) -> float:
@@ -664,6 +665,18 @@ class OnPolicyLearner(Learner):
             else:
                 stats += epoch
         return mean_stats(resolve(stats))
+
+    def epochs_with_critic(self, batch: PGBatch, actor_step) -> dict[str, float]:
+        """:meth:`run_epochs` of ``actor_step`` and the critic's epochs over the same minibatches (:meth:`fit_critic`:
+        in an idle env worker meanwhile, where there is one; after the actors' epochs where ``target_kl`` may stop
+        them early). Actors and critic share no parameter, so this is the joint step on ``actor loss + vf_coef *
+        value loss`` to the bit. The mean stats, with ``value_loss``."""
+        plans = self.plans(batch)
+        fit = self.fit_critic(batch, plans) if plans is not None else None
+        used: list = []
+        stats = self.run_epochs(batch, actor_step, plans, used)
+        stats["value_loss"] = (fit or self.fit_critic(batch, used)).result()
+        return stats
 
     def fit_critic(self, batch: PGBatch, plans: list[list[torch.Tensor]]) -> CriticFit:
         """The critic's epochs over ``plans`` (its own loss, optimizer and gradient clip; no parameter is shared with

@@ -25,23 +25,15 @@ class PPO(OnPolicyLearner):
         return losses.kl_penalty_surrogate(logp, logp_old, adv, self.kl_coef.beta, mask, weight)
 
     def update(self, batch: PGBatch) -> dict[str, float]:
-        """The actors' epochs here and the critic's over the same minibatches (:meth:`fit_critic`: in an idle env
-        worker while the actors' run, where there is one). Actors and critic share no parameter, so this is the
-        joint step on ``actor loss + vf_coef * value loss`` to the bit."""
-        opts = list(self.actor_opts)
-        params = [[p for g in o.param_groups for p in g["params"]] for o in opts]
+        """The actors' epochs and the critic's over the same minibatches (:meth:`epochs_with_critic`)."""
+        opts, params = self.all_params(critic=False)
 
         def actor_step(mb: PGBatch) -> dict[str, float]:
             actor, st = self.actor_loss(mb)
             self.step(opts, actor, params)
             return st
 
-        plans = self.plans(batch)
-        fit = self.fit_critic(batch, plans) if plans is not None else None  # else: after the epochs the actors ran
-        used: list = []
-        stats = self.run_epochs(batch, actor_step, plans, used)
-        stats["value_loss"] = (fit or self.fit_critic(batch, used)).result()
-        return self.adapt_kl(stats, batch)
+        return self.adapt_kl(self.epochs_with_critic(batch, actor_step), batch)
 
     def adapt_kl(self, stats: dict[str, float], batch: PGBatch) -> dict[str, float]:
         """Log the KL coefficient used and adapt it (variant=adaptive_kl) from the KL between the policy before and

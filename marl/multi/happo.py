@@ -55,7 +55,7 @@ class HAPPO(PPO):
         units = self.manager.agent_units()
         order = agent_order(len(units), self.gen)
         batch.weight = torch.ones(batch.state.shape[:-1], device=self.device)  # [B] or [K, L]
-        stats, fit = [], None
+        stats = []
         for i, u in enumerate(order):
             g, k = units[u]
             pol = self.manager.policies[g]
@@ -72,14 +72,8 @@ class HAPPO(PPO):
                 self.step(opts, pg - self.algo.ent_coef * ent, params)
                 return {**st, "policy_loss": pg.detach(), "entropy": ent.detach()}
 
-            # the critic learns on the first agent's minibatches (in an idle env worker meanwhile, where there is one)
-            plans = self.plans(batch) if i == 0 else None
-            if plans is not None:
-                fit = self.fit_critic(batch, plans)
-            used: list = []
-            stats.append(self.run_epochs(batch, agent_step, plans, used))
-            if i == 0:
-                stats[0]["value_loss"] = (fit or self.fit_critic(batch, used)).result()
+            # the critic learns on the first agent's minibatches
+            stats.append(self.epochs_with_critic(batch, agent_step) if i == 0 else self.run_epochs(batch, agent_step))
             update_weight(batch, self, g, k)
         out = mean_stats(stats)
         out["happo_weight_std"] = float(batch.weight.std()) if batch.size > 1 else 0.0
